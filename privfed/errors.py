@@ -1,0 +1,42 @@
+"""Error hierarchy of privfed.
+
+Every error privfed raises on purpose is a :class:`PrivfedError`. Messages name the field,
+message or file at fault and say what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class PrivfedError(Exception):
+    """Base class of every error privfed raises on purpose."""
+
+
+class ConfigError(PrivfedError):
+    """One or more configuration fields are invalid.
+
+    Attributes:
+        problems: one line per invalid field, each starting with the field's dotted path.
+    """
+
+    def __init__(self, problems: list[str] | str, *, source: str | None = None) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        self.source = source
+        where = f" in {source}" if source else ""
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"invalid configuration{where}:\n{lines}")
+
+
+class DataError(PrivfedError):
+    """A data file or directory is missing, malformed or untrusted."""
+
+
+class RegistryError(PrivfedError):
+    """A plug-in name is unknown or registered twice."""
+
+
+class PrivacyBudgetError(PrivfedError):
+    """A privacy computation was asked for something impossible (e.g. an unreachable epsilon)."""
+
+
+class CheckpointError(PrivfedError):
+    """A run directory or checkpoint cannot be resumed."""
