@@ -1,0 +1,1 @@
+"""Attack plug-ins for privfed."""
