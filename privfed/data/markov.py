@@ -95,11 +95,13 @@ class BayesAccuracy:
         personal: mean over owners of the accuracy of the owner's own Bayes predictor.
         pooled: accuracy of the best single predictor on the mixture of all owners.
         personal_per_owner: float64 [K], the personal accuracy of each owner.
+        pooled_per_owner: float64 [K], the pooled predictor's accuracy on each owner.
     """
 
     personal: float
     pooled: float
     personal_per_owner: np.ndarray
+    pooled_per_owner: np.ndarray
 
 
 def _check(*, vocab: int, num_owners: int, lam: float, concentration: float) -> None:
@@ -217,7 +219,8 @@ def bayes_accuracy(
     Args:
         transitions: float64 [K, V, C]: P_k(label = c | context = i) for each owner k.
         context: float64 [K, V] context distribution of each owner; None uses the stationary
-            distribution of each chain (requires C == V).
+            distribution of each chain (requires C == V; for a coarser label pass the
+            stationary distributions of the full chains).
         owner_weights: share of the records of each owner; None means equal shares.
 
     Returns:
@@ -233,10 +236,16 @@ def bayes_accuracy(
     )
     per_owner = np.einsum("ki,ki->k", context, transitions.max(axis=2))
     joint = np.einsum("k,ki,kic->ic", weights, context, transitions)
+    pooled_pred = joint.argmax(axis=1)  # [V]
+    picked = np.take_along_axis(
+        transitions, np.broadcast_to(pooled_pred[None, :, None], (k_owners, len(pooled_pred), 1)), 2
+    )[:, :, 0]
+    pooled_per_owner = np.einsum("ki,ki->k", context, picked)
     return BayesAccuracy(
         personal=float(per_owner @ weights),
         pooled=float(joint.max(axis=1).sum()),
         personal_per_owner=per_owner,
+        pooled_per_owner=pooled_per_owner,
     )
 
 

@@ -132,7 +132,7 @@ def dirichlet(
     """
     del owner
     problems = []
-    if not (isinstance(alpha, (int, float)) and alpha > 0):
+    if not alpha > 0:
         problems.append(f"partition.alpha must be > 0, got {alpha}")
     if min_size < 0:
         problems.append(f"partition.min_size must be >= 0, got {min_size}")

@@ -125,6 +125,8 @@ def load_source(name: str, *, seed: int, **params: Any) -> SourceData:
         DataError: files are missing or malformed.
         RegistryError: no source is called ``name``.
     """
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     factory = SOURCES.get(name)
     sig = inspect.signature(factory)
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
@@ -153,7 +155,7 @@ def load_source(name: str, *, seed: int, **params: Any) -> SourceData:
         data = factory(seed=seed, **params)
     except PrivfedError:
         raise
-    except (TypeError, ValueError) as exc:
+    except TypeError as exc:  # e.g. a string where a number belongs
         raise ConfigError(f"source {name!r} rejected its parameters {params}: {exc}") from exc
     if not isinstance(data, SourceData):
         raise DataError(f"source {name!r} returned {type(data).__name__}, not SourceData")
@@ -205,9 +207,11 @@ def markov_source(
 
     Features are the one-hot previous token (float32 [N, vocab]); ``next`` has ``vocab``
     classes and ``next_group = next // 4`` has ``vocab // 4``. ``owner`` is the generating
-    owner. ``meta["bayes_accuracy"][column]`` holds ``personal`` and ``pooled`` Bayes-optimal
-    accuracies under the stationary distributions, and ``meta["bayes_accuracy_empirical"]``
-    the same under the contexts actually generated. See :mod:`privfed.data.markov`.
+    owner. ``meta["bayes_accuracy"][column]`` holds the ``personal`` and ``pooled``
+    Bayes-optimal accuracies (means over owners) and their ``personal_per_owner`` /
+    ``pooled_per_owner`` lists under the stationary distributions;
+    ``meta["bayes_accuracy_empirical"]`` the same under the contexts actually generated.
+    See :mod:`privfed.data.markov`.
 
     Args:
         seed: root seed (stream ``"source:markov"``).
@@ -227,11 +231,16 @@ def markov_source(
     pis = np.stack([markov.stationary(transitions[k]) for k in range(num_owners)])
     emp = markov.empirical_context(smp, num_owners=num_owners, vocab=vocab)
 
-    def summary(context: np.ndarray) -> dict[str, dict[str, float]]:
-        out = {}
+    def summary(context: np.ndarray) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
         for col, table in (("next", transitions), ("next_group", grouped)):
             acc = markov.bayes_accuracy(table, context=context)
-            out[col] = {"personal": acc.personal, "pooled": acc.pooled}
+            out[col] = {
+                "personal": acc.personal,
+                "pooled": acc.pooled,
+                "personal_per_owner": acc.personal_per_owner.tolist(),
+                "pooled_per_owner": acc.pooled_per_owner.tolist(),
+            }
         return out
 
     x = np.zeros((smp.prev.shape[0], vocab), dtype=np.float32)

@@ -14,7 +14,7 @@ import pytest
 
 from privfed.data import load_source
 from privfed.data.loaders import LEAF_CHARS, RestrictedUnpickler, encode_chars, safe_unpickle
-from privfed.errors import DataError
+from privfed.errors import ConfigError, DataError
 
 # ------------------------------------------------------------------------------------ MNIST IDX
 
@@ -59,6 +59,8 @@ def test_mnist_round_trip(tmp_path: Path, gz: bool) -> None:
     ).reshape(12, 28, 28)
     assert np.allclose(d.x[:12, 0], raw / 255.0)
     assert len(load_source("mnist", seed=0, path=tmp_path, split="test")) == 5
+    with pytest.raises(ConfigError, match=r"source\.split must be 'train', 'test' or 'all'"):
+        load_source("mnist", seed=0, path=tmp_path, split="val")
 
 
 def test_mnist_missing_directory_says_what_and_never_downloads(tmp_path: Path) -> None:

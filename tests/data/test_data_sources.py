@@ -38,6 +38,10 @@ def test_registry_and_param_errors() -> None:
         load_source("markov", seed=0, vocab=10)
     with pytest.raises(ConfigError, match=r"source\.path is required"):
         load_source("mnist", seed=0)
+    with pytest.raises(ConfigError, match=r"seed must be a non-negative integer, got -1"):
+        load_source("digits", seed=-1)
+    with pytest.raises(ConfigError, match="source 'markov' rejected"):
+        load_source("markov", seed=0, vocab="16")
     with pytest.raises(RegistryError, match="did you mean 'digits'"):
         load_source("digit", seed=0)
 
@@ -98,6 +102,13 @@ def test_markov_bayes_accuracy_matches_monte_carlo(lam: float) -> None:
         assert abs(acc.personal - mc_personal) < 0.01
         assert abs(acc.pooled - mc_pooled) < 0.01
         assert acc.personal > acc.pooled
+        for k in (0, 7):
+            mine = smp.owner == k
+            assert (
+                abs(acc.personal_per_owner[k] - np.mean(personal_pred[mine] == truth[mine])) < 0.02
+            )
+            assert abs(acc.pooled_per_owner[k] - np.mean(pooled_pred[mine] == truth[mine])) < 0.02
+        assert acc.pooled == pytest.approx(float(np.mean(acc.pooled_per_owner)))
         # the pooled predictor is the best single one: no owner's own predictor beats it on
         # the mixture
         for k in range(0, owners, 5):
