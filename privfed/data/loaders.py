@@ -125,7 +125,7 @@ def read_mnist(path: Path, *, split: str = "all") -> ImageArrays:
     """
     splits = {"train": ["train"], "test": ["test"], "all": ["train", "test"]}
     if split not in splits:
-        raise ConfigError(f"source.split must be 'train', 'test' or 'all', got {split!r}")
+        raise ConfigError(f"split must be 'train', 'test' or 'all', got {split!r}")
     expected = [f for s in splits[split] for f in _MNIST_FILES[s]]
     _require_dir(path, "MNIST", expected)
     xs, ys, files = [], [], []
@@ -264,7 +264,7 @@ def read_cifar10(path: Path, *, split: str = "all") -> ImageArrays:
     """
     splits = {"train": CIFAR_TRAIN, "test": CIFAR_TEST, "all": CIFAR_TRAIN + CIFAR_TEST}
     if split not in splits:
-        raise ConfigError(f"source.split must be 'train', 'test' or 'all', got {split!r}")
+        raise ConfigError(f"split must be 'train', 'test' or 'all', got {split!r}")
     names = list(splits[split])
     _require_dir(path, "CIFAR-10", [*names, CIFAR_META])
     unknown = sorted(p.name for p in path.iterdir() if p.name not in CIFAR_KNOWN)

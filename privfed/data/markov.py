@@ -107,15 +107,13 @@ class BayesAccuracy:
 def _check(*, vocab: int, num_owners: int, lam: float, concentration: float) -> None:
     problems = []
     if vocab < GROUP_SIZE or vocab % GROUP_SIZE:
-        problems.append(
-            f"source.vocab must be a multiple of {GROUP_SIZE} >= {GROUP_SIZE}, got {vocab}"
-        )
+        problems.append(f"vocab must be a multiple of {GROUP_SIZE} >= {GROUP_SIZE}, got {vocab}")
     if num_owners < 1:
-        problems.append(f"source.num_owners must be >= 1, got {num_owners}")
+        problems.append(f"num_owners must be >= 1, got {num_owners}")
     if not 0.0 <= lam <= 1.0:
-        problems.append(f"source.lam must be in [0, 1], got {lam}")
+        problems.append(f"lam must be in [0, 1], got {lam}")
     if not concentration > 0.0:
-        problems.append(f"source.concentration must be > 0, got {concentration}")
+        problems.append(f"concentration must be > 0, got {concentration}")
     if problems:
         raise ConfigError(problems)
 
@@ -182,7 +180,7 @@ def sample(
         The records, owner by owner.
     """
     if tokens_per_owner < 1:
-        raise ConfigError(f"source.tokens_per_owner must be >= 1, got {tokens_per_owner}")
+        raise ConfigError(f"tokens_per_owner must be >= 1, got {tokens_per_owner}")
     transitions = language.transitions
     k_owners, v = language.num_owners, language.vocab
     cdf = np.cumsum(transitions, axis=2)

@@ -121,7 +121,9 @@ def load_source(name: str, *, seed: int, **params: Any) -> SourceData:
         The records and their label columns.
 
     Raises:
-        ConfigError: an unknown parameter or an out-of-range value (the message names it).
+        ConfigError: an unknown parameter or an out-of-range value. Each problem starts with
+            the bare parameter name (``"lam must be in [0, 1], got 1.5"``) so that a caller
+            can prefix its config path (``groups.text.source_params.``).
         DataError: files are missing or malformed.
         RegistryError: no source is called ``name``.
     """
@@ -136,7 +138,7 @@ def load_source(name: str, *, seed: int, **params: Any) -> SourceData:
         if unknown:
             raise ConfigError(
                 [
-                    f"source.{p} is not a parameter of source {name!r}; allowed: "
+                    f"{p} is not a parameter of source {name!r}; allowed: "
                     f"{', '.join(allowed) or 'none'}"
                     for p in unknown
                 ]
@@ -150,7 +152,7 @@ def load_source(name: str, *, seed: int, **params: Any) -> SourceData:
             and p.kind is not inspect.Parameter.VAR_POSITIONAL
         ]
         if missing:
-            raise ConfigError([f"source.{p} is required by source {name!r}" for p in missing])
+            raise ConfigError([f"{p} is required by source {name!r}" for p in missing])
     try:
         data = factory(seed=seed, **params)
     except PrivfedError:

@@ -77,19 +77,19 @@ def generate(
     """
     problems = []
     if not alpha >= 0:
-        problems.append(f"source.alpha must be >= 0, got {alpha}")
+        problems.append(f"alpha must be >= 0, got {alpha}")
     if not beta >= 0:
-        problems.append(f"source.beta must be >= 0, got {beta}")
+        problems.append(f"beta must be >= 0, got {beta}")
     if num_owners < 1:
-        problems.append(f"source.num_owners must be >= 1, got {num_owners}")
+        problems.append(f"num_owners must be >= 1, got {num_owners}")
     if samples_per_owner is not None and samples_per_owner < 1:
-        problems.append(f"source.samples_per_owner must be >= 1 or None, got {samples_per_owner}")
+        problems.append(f"samples_per_owner must be >= 1 or None, got {samples_per_owner}")
     if dim < 1:
-        problems.append(f"source.dim must be >= 1, got {dim}")
+        problems.append(f"dim must be >= 1, got {dim}")
     if num_classes < 2:
-        problems.append(f"source.num_classes must be >= 2, got {num_classes}")
+        problems.append(f"num_classes must be >= 2, got {num_classes}")
     if max_samples < 50:
-        problems.append(f"source.max_samples must be >= 50, got {max_samples}")
+        problems.append(f"max_samples must be >= 50, got {max_samples}")
     if problems:
         raise ConfigError(problems)
     if samples_per_owner is None:

@@ -59,7 +59,7 @@ def test_mnist_round_trip(tmp_path: Path, gz: bool) -> None:
     ).reshape(12, 28, 28)
     assert np.allclose(d.x[:12, 0], raw / 255.0)
     assert len(load_source("mnist", seed=0, path=tmp_path, split="test")) == 5
-    with pytest.raises(ConfigError, match=r"source\.split must be 'train', 'test' or 'all'"):
+    with pytest.raises(ConfigError, match=r"split must be 'train', 'test' or 'all'"):
         load_source("mnist", seed=0, path=tmp_path, split="val")
 
 

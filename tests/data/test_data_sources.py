@@ -28,15 +28,13 @@ def test_digits_source_has_three_tasks_on_the_same_images() -> None:
 def test_registry_and_param_errors() -> None:
     assert {"digits", "markov", "synthetic", "mnist", "cifar10", "leaf"} <= set(SOURCES.names())
     assert all(e.description for e in SOURCES.entries())
-    with pytest.raises(
-        ConfigError, match=r"source\.vocabulary is not a parameter of source 'markov'"
-    ):
+    with pytest.raises(ConfigError, match=r"vocabulary is not a parameter of source 'markov'"):
         load_source("markov", seed=0, vocabulary=8)
-    with pytest.raises(ConfigError, match=r"source\.lam must be in \[0, 1\], got 1.5"):
+    with pytest.raises(ConfigError, match=r"lam must be in \[0, 1\], got 1.5"):
         load_source("markov", seed=0, lam=1.5)
-    with pytest.raises(ConfigError, match=r"source\.vocab must be a multiple of 4"):
+    with pytest.raises(ConfigError, match=r"vocab must be a multiple of 4"):
         load_source("markov", seed=0, vocab=10)
-    with pytest.raises(ConfigError, match=r"source\.path is required"):
+    with pytest.raises(ConfigError, match=r"path is required"):
         load_source("mnist", seed=0)
     with pytest.raises(ConfigError, match=r"seed must be a non-negative integer, got -1"):
         load_source("digits", seed=-1)
@@ -143,7 +141,7 @@ def test_synthetic_shapes_and_sizes() -> None:
     assert sizes.min() >= 50 and sizes.max() <= 1000
     fixed = load_source("synthetic", seed=0, num_owners=4, samples_per_owner=25)
     assert len(fixed) == 100 and np.array_equal(np.bincount(fixed.owner), [25] * 4)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match=r"source\.alpha must be >= 0"):
+    with pytest.raises(ConfigError, match=r"alpha must be >= 0"):
         load_source("synthetic", seed=0, alpha=-1.0)
 
 
