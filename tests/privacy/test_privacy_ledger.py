@@ -20,16 +20,16 @@ DELTA = 1e-5
 records = st.lists(
     st.tuples(
         st.sampled_from([0.8, 1.1, 2.5]),
-        st.sampled_from([0.01, 0.05, 0.25]),
+        st.sampled_from([0.01, 0.03, 0.05]),
         st.integers(min_value=0, max_value=300),
         st.sampled_from(["digit", "parity", "ge5"]),
     ),
     min_size=1,
-    max_size=25,
+    max_size=12,
 )
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(records)
 def test_running_total_equals_recompute(recs: list[tuple[float, float, int, str]]) -> None:
     ledger = SourceLedger(0, "digits", delta=DELTA, target_epsilon=math.inf)
