@@ -1,0 +1,54 @@
+"""Secure aggregation with dropout recovery (Bonawitz et al. 2017; Bell et al. 2020).
+
+Bonawitz et al. (CCS 2017) double masking over a complete graph, and the k-regular-graph variant
+of Bell et al. (CCS 2020, SecAgg+).
+
+Public entry points:
+
+* :func:`secure_sum` -- sum integer vectors modulo ``2**bits`` through the real protocol.
+* :class:`SecAggConfig` -- parameters; :func:`check_no_overflow` -- the modulus rule.
+* :class:`SecAggClient`, :class:`SecAggServer` -- the two state machines, for tests and attacks
+  that play a dishonest party.
+* :class:`SecAggAggregator` -- the engine adapter (float vectors in, float sum out).
+
+See ``docs/secure-aggregation.md`` for the protocol as built and its threat model.
+"""
+
+from __future__ import annotations
+
+from privfed.secagg.aggregator import SecAggAggregator
+from privfed.secagg.client import SecAggClient
+from privfed.secagg.config import SecAggConfig, check_no_overflow
+from privfed.secagg.errors import (
+    ClientRefusal,
+    EnvelopeError,
+    MessageError,
+    ProtocolViolation,
+    SecAggAbort,
+    SecAggError,
+    StageError,
+    TooFewSurvivors,
+)
+from privfed.secagg.messages import Stage
+from privfed.secagg.server import SecAggServer
+from privfed.secagg.simulate import PHASES, SecureSumResult, secure_sum
+
+__all__ = [
+    "PHASES",
+    "ClientRefusal",
+    "EnvelopeError",
+    "MessageError",
+    "ProtocolViolation",
+    "SecAggAbort",
+    "SecAggAggregator",
+    "SecAggClient",
+    "SecAggConfig",
+    "SecAggError",
+    "SecAggServer",
+    "SecureSumResult",
+    "Stage",
+    "StageError",
+    "TooFewSurvivors",
+    "check_no_overflow",
+    "secure_sum",
+]

@@ -1,0 +1,96 @@
+"""Engine adapter: :class:`SecAggAggregator` implements :class:`privfed.aggregation.Aggregator`.
+
+Float32 client vectors are fixed-point encoded (clamp to ``[-clip, clip]``, scale by
+``2**scale_bits``, stochastic rounding seeded per client from the aggregation's simulation seed
+via :func:`privfed.rng.numpy_rng`), summed through the real protocol by
+:func:`~privfed.secagg.simulate.secure_sum`, and the sum is decoded (signed lift, divide by the
+scale). Integer-valued coordinates such as the engine's 0/1 participation counters are exact
+multiples of the scale, never rounded, and decode exactly (``clip >= 1`` is enforced by the
+config). A client whose message is corrupt or unauthentic is dropped from the round;
+too few survivors raises :class:`~privfed.secagg.errors.SecAggAbort`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+
+import numpy as np
+
+from privfed.aggregation import AggregateResult
+from privfed.rng import numpy_rng
+from privfed.secagg.config import SecAggConfig, check_no_overflow
+from privfed.secagg.field import decode_fixed_point, encode_fixed_point
+from privfed.secagg.simulate import PHASES, secure_sum
+
+
+class SecAggAggregator:
+    """Sums client vectors with secure aggregation.
+
+    Args:
+        config: protocol and encoding parameters.
+    """
+
+    name = "secagg"
+
+    def __init__(self, config: SecAggConfig | None = None) -> None:
+        self.config = config if config is not None else SecAggConfig()
+
+    def aggregate(
+        self,
+        updates: Mapping[int, np.ndarray],
+        *,
+        round_index: int,
+        model_hash: bytes,
+        seed: int,
+        dropouts: Mapping[str, Collection[int]] | None = None,
+        keep_observed: bool = False,
+    ) -> AggregateResult:
+        """Sum ``updates`` (client id -> float32 vector) through secure aggregation.
+
+        Raises:
+            ConfigError: ``bits`` is too small for this many clients (see
+                :func:`~privfed.secagg.config.check_no_overflow`).
+            SecAggAbort: too few clients survived; the engine skips the round.
+            ValueError: no updates, vectors of different lengths, or NaN in an update.
+        """
+        if not updates:
+            raise ValueError("aggregate needs at least one update")
+        cfg = self.config
+        check_no_overflow(cfg, num_clients=len(updates))
+        encoded = {}
+        clamped = 0
+        for cid in sorted(updates):
+            enc = encode_fixed_point(
+                np.asarray(updates[cid]), clip=cfg.clip, scale_bits=cfg.scale_bits,
+                bits=cfg.bits, rng=numpy_rng(seed, "secagg.stochastic_rounding", cid),
+            )
+            encoded[cid] = enc.values
+            clamped += enc.clamped
+        result = secure_sum(
+            encoded, config=cfg, dropouts=dropouts, round_index=round_index,
+            model_hash=model_hash, keep_observed=keep_observed,
+        )
+        total = decode_fixed_point(result.total, bits=cfg.bits, scale_bits=cfg.scale_bits)
+        length = len(next(iter(encoded.values())))
+        n = len(updates)
+        up = sum(sum(p.values()) for p in result.bytes_sent.values())
+        stats: dict[str, float] = {
+            "clients": float(n),
+            "included": float(len(result.included)),
+            "threshold": float(result.threshold),
+            "degree": float(result.degree),
+            "clamped_coordinates": float(clamped),
+            "bytes_up_per_client": up / n,
+            "expansion_vs_float32": (up / n) / (4.0 * length) if length else 0.0,
+        }
+        for phase in PHASES:
+            stats[f"bytes.{phase}"] = float(result.bytes_per_phase[phase])
+            stats[f"seconds.{phase}"] = float(result.seconds_per_phase[phase])
+            stats[f"server_seconds.{phase}"] = float(result.server_seconds[phase])
+        return AggregateResult(
+            total=total,
+            included=result.included,
+            dropped=result.dropped,
+            stats=stats,
+            observed=dict(result.observed) if keep_observed else {},
+        )

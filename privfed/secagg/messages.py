@@ -1,0 +1,369 @@
+"""Versioned, length-checked wire format of every protocol message.
+
+Every message is ``header || body``. The header is ``b"PFSA"``, the protocol version (1 byte),
+the message type (1 byte), the round (8 bytes), the sender id (4 bytes; :data:`SERVER_ID` for
+the server) and the body length (4 bytes), all big-endian. Bodies are fixed-layout sequences of
+big-endian integers, 32-byte keys/session ids, fixed-size envelopes and, for the masked input,
+the vector packed little-endian in the smallest unsigned type holding ``bits`` bits. Decoding
+checks magic, version, type, exact length, counts, duplicates and ranges, and raises
+:class:`~privfed.secagg.errors.MessageError`; nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from privfed.secagg.envelope import ENVELOPE_BYTES
+from privfed.secagg.errors import MessageError
+from privfed.secagg.field import dtype_for_bits
+from privfed.secagg.shamir import SHARE_BYTES
+
+MAGIC = b"PFSA"
+WIRE_VERSION = 1
+SERVER_ID = 0xFFFFFFFF
+_HEADER = struct.Struct(">4sBBQII")
+HEADER_BYTES = _HEADER.size
+KEY_BYTES = 32
+SESSION_BYTES = 32
+
+
+class MsgType(enum.IntEnum):
+    """Message types, in protocol order."""
+
+    ADVERTISE_KEYS = 1
+    KEY_ROSTER = 2
+    SHARE_KEYS = 3
+    FORWARDED_SHARES = 4
+    MASKED_INPUT = 5
+    UNMASK_REQUEST = 6
+    UNMASK_RESPONSE = 7
+
+
+class ShareKind(enum.IntEnum):
+    """Which of a client's two secrets a revealed share belongs to."""
+
+    SELF_MASK = 0
+    MASK_KEY = 1
+
+
+class _Reader:
+    def __init__(self, data: bytes | memoryview, what: str) -> None:
+        self.data = memoryview(data)
+        self.pos = 0
+        self.what = what
+
+    def take(self, n: int) -> memoryview:
+        if n < 0 or self.pos + n > len(self.data):
+            raise MessageError(f"{self.what}: truncated body")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def u32(self) -> int:
+        return int(struct.unpack(">I", self.take(4))[0])
+
+    def ids(self) -> tuple[int, ...]:
+        count = self.u32()
+        if count * 4 > len(self.data) - self.pos:
+            raise MessageError(f"{self.what}: truncated id list")
+        raw = self.take(4 * count)
+        out = tuple(int(v) for v in np.frombuffer(raw, dtype=">u4"))
+        if len(set(out)) != len(out):
+            raise MessageError(f"{self.what}: duplicate ids")
+        return out
+
+    def done(self) -> None:
+        if self.pos != len(self.data):
+            raise MessageError(f"{self.what}: {len(self.data) - self.pos} trailing bytes")
+
+
+def _ids(ids: tuple[int, ...]) -> bytes:
+    return struct.pack(">I", len(ids)) + np.asarray(ids, dtype=">u4").tobytes()
+
+
+def frame(kind: MsgType, *, round_index: int, sender: int, body: bytes) -> bytes:
+    """Prefix ``body`` with the header."""
+    return _HEADER.pack(MAGIC, WIRE_VERSION, int(kind), round_index, sender, len(body)) + body
+
+
+@dataclass(frozen=True)
+class Header:
+    """A parsed header."""
+
+    kind: MsgType
+    round_index: int
+    sender: int
+
+
+def unframe(data: bytes, expected: MsgType) -> tuple[Header, memoryview]:
+    """Parse and check a header; return it and the body.
+
+    Raises:
+        MessageError: wrong magic, version, type or length.
+    """
+    if len(data) < HEADER_BYTES:
+        raise MessageError(f"{expected.name}: message shorter than its header")
+    magic, version, kind, round_index, sender, body_len = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise MessageError(f"{expected.name}: bad magic")
+    if version != WIRE_VERSION:
+        raise MessageError(f"{expected.name}: unsupported wire version {version}")
+    if kind != expected:
+        got = MsgType(kind).name if kind in MsgType._value2member_map_ else str(kind)
+        raise MessageError(f"expected message {expected.name}, received {got}")
+    if len(data) != HEADER_BYTES + body_len:
+        raise MessageError(
+            f"{expected.name}: length {len(data)} does not match header ({HEADER_BYTES + body_len})"
+        )
+    return Header(MsgType(kind), round_index, sender), memoryview(data)[HEADER_BYTES:]
+
+
+@dataclass(frozen=True)
+class AdvertiseKeys:
+    """Client -> server: the client's two public keys (Bonawitz et al. 2017, round 0)."""
+
+    round_index: int
+    sender: int
+    enc_public: bytes
+    mask_public: bytes
+
+    def encode(self) -> bytes:
+        """Serialize."""
+        return frame(MsgType.ADVERTISE_KEYS, round_index=self.round_index, sender=self.sender,
+                     body=self.enc_public + self.mask_public)
+
+    @classmethod
+    def decode(cls, data: bytes) -> AdvertiseKeys:
+        """Parse and check."""
+        h, body = unframe(data, MsgType.ADVERTISE_KEYS)
+        r = _Reader(body, "ADVERTISE_KEYS")
+        c_pk, s_pk = bytes(r.take(KEY_BYTES)), bytes(r.take(KEY_BYTES))
+        r.done()
+        return cls(h.round_index, h.sender, c_pk, s_pk)
+
+
+@dataclass(frozen=True)
+class KeyRoster:
+    """Server -> clients: every advertised (id, encryption key, mask key)."""
+
+    round_index: int
+    entries: tuple[tuple[int, bytes, bytes], ...]
+
+    def encode(self) -> bytes:
+        """Serialize."""
+        parts = [struct.pack(">I", len(self.entries))]
+        for cid, c_pk, s_pk in self.entries:
+            parts.append(struct.pack(">I", cid) + c_pk + s_pk)
+        return frame(MsgType.KEY_ROSTER, round_index=self.round_index, sender=SERVER_ID,
+                     body=b"".join(parts))
+
+    @classmethod
+    def decode(cls, data: bytes) -> KeyRoster:
+        """Parse and check (no duplicate ids)."""
+        h, body = unframe(data, MsgType.KEY_ROSTER)
+        r = _Reader(body, "KEY_ROSTER")
+        count = r.u32()
+        size = 4 + 2 * KEY_BYTES
+        if count * size != len(body) - 4:
+            raise MessageError("KEY_ROSTER: length does not match entry count")
+        raw = bytes(r.take(count * size))
+        r.done()
+        entries = [
+            (int.from_bytes(raw[i : i + 4], "big"), raw[i + 4 : i + 36], raw[i + 36 : i + 68])
+            for i in range(0, len(raw), size)
+        ]
+        if len({e[0] for e in entries}) != count:
+            raise MessageError("KEY_ROSTER: duplicate client ids")
+        return cls(h.round_index, tuple(entries))
+
+
+def _envelopes(r: _Reader, what: str) -> tuple[tuple[int, bytes], ...]:
+    count = r.u32()
+    if count * (4 + ENVELOPE_BYTES) != len(r.data) - r.pos:
+        raise MessageError(f"{what}: length does not match envelope count")
+    out = []
+    for _ in range(count):
+        out.append((r.u32(), bytes(r.take(ENVELOPE_BYTES))))
+    if len({p for p, _ in out}) != count:
+        raise MessageError(f"{what}: duplicate parties")
+    return tuple(out)
+
+
+def _pack_envelopes(items: tuple[tuple[int, bytes], ...]) -> bytes:
+    parts = [struct.pack(">I", len(items))]
+    for party, env in items:
+        if len(env) != ENVELOPE_BYTES:
+            raise MessageError("envelope has the wrong length")
+        parts.append(struct.pack(">I", party) + env)
+    return b"".join(parts)
+
+
+@dataclass(frozen=True)
+class ShareKeys:
+    """Client -> server: sealed share envelopes, one per neighbour (receiver, envelope)."""
+
+    round_index: int
+    sender: int
+    session: bytes
+    envelopes: tuple[tuple[int, bytes], ...]
+
+    def encode(self) -> bytes:
+        """Serialize."""
+        return frame(MsgType.SHARE_KEYS, round_index=self.round_index, sender=self.sender,
+                     body=self.session + _pack_envelopes(self.envelopes))
+
+    @classmethod
+    def decode(cls, data: bytes) -> ShareKeys:
+        """Parse and check."""
+        h, body = unframe(data, MsgType.SHARE_KEYS)
+        r = _Reader(body, "SHARE_KEYS")
+        session = bytes(r.take(SESSION_BYTES))
+        envs = _envelopes(r, "SHARE_KEYS")
+        r.done()
+        return cls(h.round_index, h.sender, session, envs)
+
+
+@dataclass(frozen=True)
+class ForwardedShares:
+    """Server -> one client: the envelopes addressed to it (sender, envelope)."""
+
+    round_index: int
+    session: bytes
+    envelopes: tuple[tuple[int, bytes], ...]
+
+    def encode(self) -> bytes:
+        """Serialize."""
+        return frame(MsgType.FORWARDED_SHARES, round_index=self.round_index, sender=SERVER_ID,
+                     body=self.session + _pack_envelopes(self.envelopes))
+
+    @classmethod
+    def decode(cls, data: bytes) -> ForwardedShares:
+        """Parse and check."""
+        h, body = unframe(data, MsgType.FORWARDED_SHARES)
+        r = _Reader(body, "FORWARDED_SHARES")
+        session = bytes(r.take(SESSION_BYTES))
+        envs = _envelopes(r, "FORWARDED_SHARES")
+        r.done()
+        return cls(h.round_index, session, envs)
+
+
+@dataclass(frozen=True)
+class MaskedInput:
+    """Client -> server: the masked vector and the peers whose envelopes it rejected."""
+
+    round_index: int
+    sender: int
+    session: bytes
+    bits: int
+    rejected: tuple[int, ...]
+    vector: np.ndarray
+
+    def encode(self) -> bytes:
+        """Serialize (vector packed little-endian at the dtype of ``bits``)."""
+        dt = dtype_for_bits(self.bits)
+        data = np.ascontiguousarray(self.vector, dtype=dt)
+        body = b"".join([
+            self.session, struct.pack(">B", self.bits), _ids(self.rejected),
+            struct.pack(">I", data.shape[0]), data.data.cast("B"),
+        ])
+        return frame(MsgType.MASKED_INPUT, round_index=self.round_index, sender=self.sender,
+                     body=body)
+
+    @classmethod
+    def decode(cls, data: bytes) -> MaskedInput:
+        """Parse and check (vector is a read-only view of ``data``)."""
+        h, body = unframe(data, MsgType.MASKED_INPUT)
+        r = _Reader(body, "MASKED_INPUT")
+        session = bytes(r.take(SESSION_BYTES))
+        bits = r.u8()
+        if not 1 <= bits <= 64:
+            raise MessageError(f"MASKED_INPUT: bits {bits} out of range")
+        rejected = r.ids()
+        length = r.u32()
+        dt = dtype_for_bits(bits)
+        vec = np.frombuffer(r.take(length * dt.itemsize), dtype=dt)
+        r.done()
+        return cls(h.round_index, h.sender, session, bits, rejected, vec)
+
+
+@dataclass(frozen=True)
+class UnmaskRequest:
+    """Server -> one client: which neighbours survived and which dropped."""
+
+    round_index: int
+    session: bytes
+    survivors: tuple[int, ...]
+    dropped: tuple[int, ...]
+
+    def encode(self) -> bytes:
+        """Serialize."""
+        return frame(MsgType.UNMASK_REQUEST, round_index=self.round_index, sender=SERVER_ID,
+                     body=self.session + _ids(self.survivors) + _ids(self.dropped))
+
+    @classmethod
+    def decode(cls, data: bytes) -> UnmaskRequest:
+        """Parse and check."""
+        h, body = unframe(data, MsgType.UNMASK_REQUEST)
+        r = _Reader(body, "UNMASK_REQUEST")
+        session = bytes(r.take(SESSION_BYTES))
+        survivors, dropped = r.ids(), r.ids()
+        r.done()
+        return cls(h.round_index, session, survivors, dropped)
+
+
+@dataclass(frozen=True)
+class UnmaskResponse:
+    """Client -> server: revealed shares (owner, kind, share)."""
+
+    round_index: int
+    sender: int
+    session: bytes
+    shares: tuple[tuple[int, ShareKind, bytes], ...]
+
+    def encode(self) -> bytes:
+        """Serialize."""
+        parts = [self.session, struct.pack(">I", len(self.shares))]
+        for owner, kind, share in self.shares:
+            if len(share) != SHARE_BYTES:
+                raise MessageError("share has the wrong length")
+            parts.append(struct.pack(">IB", owner, int(kind)) + share)
+        return frame(MsgType.UNMASK_RESPONSE, round_index=self.round_index, sender=self.sender,
+                     body=b"".join(parts))
+
+    @classmethod
+    def decode(cls, data: bytes) -> UnmaskResponse:
+        """Parse and check (no owner twice, known kinds)."""
+        h, body = unframe(data, MsgType.UNMASK_RESPONSE)
+        r = _Reader(body, "UNMASK_RESPONSE")
+        session = bytes(r.take(SESSION_BYTES))
+        count = r.u32()
+        if count * (5 + SHARE_BYTES) != len(body) - SESSION_BYTES - 4:
+            raise MessageError("UNMASK_RESPONSE: length does not match share count")
+        out = []
+        for _ in range(count):
+            owner, kind = r.u32(), r.u8()
+            if kind not in (0, 1):
+                raise MessageError(f"UNMASK_RESPONSE: unknown share kind {kind}")
+            out.append((owner, ShareKind(kind), bytes(r.take(SHARE_BYTES))))
+        r.done()
+        if len({o for o, _, _ in out}) != count:
+            raise MessageError("UNMASK_RESPONSE: two shares for one client")
+        return cls(h.round_index, h.sender, session, tuple(out))
+
+
+class Stage(enum.Enum):
+    """Protocol stages shared by the client and server state machines."""
+
+    ADVERTISE_KEYS = "advertise_keys"
+    SHARE_KEYS = "share_keys"
+    MASKED_INPUT = "masked_input"
+    UNMASK = "unmask"
+    DONE = "done"
+    ABORTED = "aborted"

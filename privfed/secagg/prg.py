@@ -1,0 +1,105 @@
+"""Mask expansion: a 32-byte key -> a keystream viewed as integers modulo 2^bits.
+
+The PRG is AES-256 in counter mode from ``cryptography`` (Bonawitz et al. 2017, Sec. 3 require a
+secure PRG; AES-CTR is the standard choice): the full 32-byte key is the AES key, the initial
+counter block is the block index, and one ``update_into`` call fills a preallocated buffer.
+Every key fed in here is derived through HKDF with its own label and the session id (see
+:mod:`privfed.secagg.keys`), so no key is ever reused across masks or sessions and a zero
+starting counter is safe.
+
+The raw keystream is viewed as the packing dtype of ``bits``
+(:func:`~privfed.secagg.field.dtype_for_bits`); the mask value is that integer modulo
+``2**bits``. Callers may accumulate unreduced words with wraparound and reduce once at the end
+(:func:`~privfed.secagg.field.reduce_inplace`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from privfed.secagg.field import dtype_for_bits, reduce_inplace
+
+KEY_BYTES = 32
+BLOCK_BYTES = 16
+
+
+def keystream_into(key: bytes, out: bytearray | memoryview | np.ndarray, *, counter: bytes) -> None:
+    """Write AES-256-CTR keystream for ``key`` starting at counter block ``counter`` into ``out``.
+
+    Known-answer tested against NIST SP 800-38A F.5.5 (CTR-AES256) through this function.
+
+    Args:
+        key: 32-byte AES key.
+        out: writable buffer; its whole length is filled.
+        counter: the 16-byte initial counter block.
+    """
+    if len(key) != KEY_BYTES:
+        raise ValueError(f"mask key must be {KEY_BYTES} bytes, got {len(key)}")
+    view = memoryview(out).cast("B")  # type: ignore[arg-type]
+    n = view.nbytes
+    enc = Cipher(algorithms.AES(key), modes.CTR(counter)).encryptor()
+    # update_into needs len(data) + 15 bytes of room: fill the largest such prefix in one call,
+    # then the (< 31 byte) remainder with update().
+    head = ((n - (BLOCK_BYTES - 1)) // BLOCK_BYTES) * BLOCK_BYTES if n >= 2 * BLOCK_BYTES else 0
+    if head:
+        enc.update_into(_zeros(head), view)
+    if n > head:
+        view[head:] = enc.update(bytes(n - head))
+
+
+_ZERO_CACHE: dict[int, memoryview] = {}
+
+
+def _zeros(n: int) -> memoryview:
+    buf = _ZERO_CACHE.get(0)
+    if buf is None or buf.nbytes < n:
+        buf = memoryview(bytes(max(n, 1 << 16)))
+        _ZERO_CACHE[0] = buf
+    return buf[:n]
+
+
+def counter_block(block_index: int) -> bytes:
+    """The 16-byte big-endian counter block for keystream block ``block_index``."""
+    return block_index.to_bytes(BLOCK_BYTES, "big")
+
+
+def mask_into(key: bytes, out: np.ndarray, *, start: int = 0) -> None:
+    """Fill ``out`` with mask words ``start .. start+len(out)`` of ``key``, unreduced.
+
+    Args:
+        key: 32-byte derived mask key.
+        out: contiguous unsigned integer array (the packing dtype of ``bits``).
+        start: index of the first word; ``start * itemsize`` must be a multiple of 16.
+    """
+    offset = start * out.dtype.itemsize
+    if offset % BLOCK_BYTES:
+        raise ValueError("mask offsets must be aligned to 16 bytes")
+    keystream_into(key, out, counter=counter_block(offset // BLOCK_BYTES))
+
+
+def expand_mask(key: bytes, *, length: int, bits: int) -> np.ndarray:
+    """The mask of ``length`` integers in ``[0, 2**bits)`` expanded from ``key`` (reduced)."""
+    out = np.empty(length, dtype=dtype_for_bits(bits))
+    mask_into(key, out)
+    return reduce_inplace(out, bits)
+
+
+class DeterministicRandom:
+    """TEST MODE ONLY: a seeded CSPRNG standing in for ``os.urandom``.
+
+    Produces AES-256-CTR keystream under ``SHA-256(seed)``, so protocol runs (keys, shares,
+    nonces) are reproducible for known-answer tests and debugging. Never use it for real
+    aggregation: anybody who knows the seed knows every key.
+    """
+
+    def __init__(self, seed: bytes) -> None:
+        from cryptography.hazmat.primitives import hashes
+
+        digest = hashes.Hash(hashes.SHA256())
+        digest.update(b"privfed/secagg/v1/test-mode-random" + seed)
+        self._enc = Cipher(algorithms.AES(digest.finalize()), modes.CTR(bytes(16))).encryptor()
+
+    def __call__(self, n: int) -> bytes:
+        """Return the next ``n`` bytes of the stream."""
+        return self._enc.update(bytes(n))
