@@ -1,0 +1,133 @@
+"""The ``privfed`` command line: run, list, bench (and the evaluation / attack commands)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+
+from privfed.errors import PrivfedError
+
+
+def _quickstart_path() -> Path:
+    return Path(str(resources.files("privfed") / "configs" / "quickstart.toml"))
+
+
+def _fmt_eps(eps: float) -> str:
+    return "inf" if math.isinf(eps) else f"{eps:.2f}"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``privfed run [CONFIG] [--out DIR] [--resume]``."""
+    from privfed.config import load_config
+    from privfed.engine import run_experiment
+
+    if args.resume and args.out is None:
+        raise PrivfedError("--resume needs --out DIR naming the run directory to continue")
+    if args.resume and args.config is None:
+        cfg_path = Path(args.out) / "config.toml"
+    else:
+        cfg_path = Path(args.config) if args.config else _quickstart_path()
+    cfg = load_config(cfg_path)
+    out = Path(args.out) if args.out else Path("runs") / (
+        f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    )
+    print(f"privfed run: {cfg.name} ({cfg_path}) -> {out}")
+    summary = run_experiment(cfg, out, resume=args.resume, progress=not args.quiet)
+    print()
+    print(f"after {summary.rounds} rounds ({cfg.federation.algorithm}, "
+          f"aggregator={cfg.federation.aggregator}, {cfg.federation.num_clients} clients):")
+    header = f"{'task':<22}{'mean acc':>9}{'worst-10%':>10}{'majority':>9}{'epsilon':>9}  source"
+    print(header)
+    print("-" * len(header))
+    for task, m in summary.tasks.items():
+        src = m["source"]
+        eps = summary.epsilon.get(src, {}).get("max", 0.0)
+        print(f"{task:<22}{m['mean_acc']:>9.3f}{m['worst_acc']:>10.3f}{m['majority_acc']:>9.3f}"
+              f"{_fmt_eps(eps):>9}  {src}")
+    print(f"epsilon: max over clients of each data source, at delta={summary.delta:g} "
+          f"({summary.accountant.upper()} accountant); majority: each client's majority-class "
+          "baseline")
+    print(f"run directory: {out}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """``privfed list``: every registered plug-in, one line each."""
+    from privfed.algorithms import ALGORITHMS
+    from privfed.data.partition import PARTITIONERS
+    from privfed.data.sources import SOURCES
+
+    sections = [("data sources (tasks are their label columns)", SOURCES),
+                ("partitioners", PARTITIONERS), ("algorithms", ALGORITHMS)]
+    try:
+        from attacks.base import ATTACKS
+
+        sections.append(("attacks", ATTACKS))
+    except ImportError:
+        pass
+    for title, reg in sections:
+        print(f"{title}:")
+        for e in reg.entries():
+            print(f"  {e.name:<14} {e.description}")
+        print()
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``privfed bench NAME [ARGS...]``: run a benchmark from experiments/benchmarks."""
+    if args.name == "secagg":
+        from privfed.secagg.bench import main as secagg_main
+
+        return int(secagg_main(args.rest))
+    if args.name == "client":
+        from privfed.bench import client_main
+
+        return int(client_main(args.rest))
+    raise PrivfedError(f"unknown benchmark {args.name!r}; choose one of: secagg, client")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``privfed`` command."""
+    parser = argparse.ArgumentParser(
+        prog="privfed",
+        description="Privacy-preserving multi-task federated learning experiments.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="train a federation (no CONFIG: the built-in quickstart)")
+    p.add_argument("config", nargs="?", help="experiment TOML file (default: quickstart)")
+    p.add_argument("--out", help="run directory (default: runs/NAME-TIMESTAMP)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("list", help="registered data sources, partitioners, algorithms, attacks")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("bench", help="speed benchmarks with in-run baselines (secagg, client)")
+    p.add_argument("name", choices=["secagg", "client"])
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own arguments")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``privfed`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except PrivfedError as exc:
+        print(f"privfed: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("privfed: interrupted; a run continues with --resume --out DIR", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""A client's persistent training state for one model unit, with DP-SGD through Opacus.
+
+One :class:`UnitTrainer` exists per (client, unit) for the whole run: the Opacus
+``PrivacyEngine`` wraps its model, optimizer and Poisson data loader once, and every round only
+the weights are loaded into it. (A new engine per round would silently reset Opacus's
+accountant, and a second engine on the same model fails; see the field notes.)
+
+The trainer's random streams (Poisson sampling, DP noise) are re-seeded from the run seed at
+every call, so a client's round does not depend on earlier rounds' draws: resumed runs and
+runs on other backends give the same numbers.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from opacus import PrivacyEngine
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from privfed.models import MultiHeadMLP, flat_parameters, load_flat_parameters
+from privfed.rng import int_seed
+
+
+@dataclass(frozen=True)
+class UnitSpec:
+    """A model trained and aggregated as one vector.
+
+    Attributes:
+        name: ``group.task`` for a per-task model, ``group`` for a shared-trunk model.
+        group: task group name.
+        tasks: label columns (heads) of the model.
+        in_features: flattened input size.
+        hidden: trunk widths.
+        heads: task -> number of classes.
+    """
+
+    name: str
+    group: str
+    tasks: tuple[str, ...]
+    in_features: int
+    hidden: tuple[int, ...]
+    heads: Mapping[str, int]
+
+    def build(self) -> MultiHeadMLP:
+        """A fresh (untrained) model of this unit."""
+        return MultiHeadMLP(self.in_features, self.hidden, self.heads)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What one local training call produced.
+
+    Attributes:
+        vector: the trained parameters (float32).
+        steps: optimizer steps actually taken (each one is a DP event when private).
+        sample_rate: Poisson sampling rate the data loader used (1 / len(loader)).
+        noise_multiplier: DP noise multiplier used (0 when not private).
+        mean_loss: mean training loss over the non-empty batches (nan if all were empty).
+    """
+
+    vector: np.ndarray
+    steps: int
+    sample_rate: float
+    noise_multiplier: float
+    mean_loss: float
+
+
+def sample_rate_for(n_train: int, batch_size: int) -> float:
+    """The Poisson rate Opacus will use: 1 / number of batches of the plain loader."""
+    batches = max(1, -(-n_train // batch_size))
+    return 1.0 / batches
+
+
+class UnitTrainer:
+    """Persistent local trainer of one unit on one client's training records.
+
+    Args:
+        spec: the unit.
+        x: training features (float32 tensor).
+        y: label column -> int64 tensor, one per head.
+        batch_size: expected (Poisson) batch size.
+        lr: SGD learning rate.
+        noise_multiplier: DP noise multiplier; None trains without DP (no clipping, no noise).
+        max_grad_norm: per-sample clipping norm (private training only).
+        seed: run seed; with ``stream`` it names this trainer's random streams.
+        stream: integer coordinates (client, unit index) of this trainer.
+    """
+
+    def __init__(
+        self,
+        spec: UnitSpec,
+        *,
+        x: torch.Tensor,
+        y: Mapping[str, torch.Tensor],
+        batch_size: int,
+        lr: float,
+        noise_multiplier: float | None,
+        max_grad_norm: float,
+        seed: int,
+        stream: Sequence[int],
+    ) -> None:
+        if len(x) == 0:
+            raise ValueError(f"unit {spec.name}: a trainer needs at least one training record")
+        self.spec = spec
+        self.seed = seed
+        self.stream = tuple(stream)
+        self.tasks = spec.tasks
+        self.private = noise_multiplier is not None
+        self.noise_multiplier = float(noise_multiplier or 0.0)
+        self._sample_gen = torch.Generator()
+        self._noise_gen = torch.Generator()
+        dataset = TensorDataset(x, *(y[t] for t in spec.tasks))
+        model: nn.Module = spec.build()
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True,
+                            generator=self._sample_gen)
+        self.sample_rate = 1.0 / len(loader)
+        if self.private:
+            with warnings.catch_warnings():
+                # Opacus warns that it was not asked for secure_mode; simulation randomness is
+                # seeded on purpose (reproducibility). Cryptographic randomness is elsewhere.
+                warnings.simplefilter("ignore")
+                engine = PrivacyEngine(accountant="rdp")
+                model, optimizer, loader = engine.make_private(
+                    module=model,
+                    optimizer=optimizer,
+                    data_loader=loader,
+                    noise_multiplier=self.noise_multiplier,
+                    max_grad_norm=max_grad_norm,
+                    poisson_sampling=True,
+                    noise_generator=self._noise_gen,
+                )
+            self.engine: PrivacyEngine | None = engine
+        else:
+            self.engine = None
+        self.model = model
+        self.optimizer = optimizer
+        self.loader = loader
+        self._loss = nn.CrossEntropyLoss()
+
+    @property
+    def module(self) -> nn.Module:
+        """The plain model under the Opacus wrapper."""
+        inner = getattr(self.model, "_module", None)
+        return inner if isinstance(inner, nn.Module) else self.model
+
+    def train(self, start: np.ndarray, *, steps: int, round_index: int) -> TrainResult:
+        """Load ``start`` and run ``steps`` SGD (DP-SGD when private) steps.
+
+        Args:
+            start: parameter vector to start from.
+            steps: optimizer steps (Poisson batches).
+            round_index: federated round, used to derive this call's random streams.
+        """
+        self._sample_gen.manual_seed(int_seed(self.seed, "sample", round_index, *self.stream))
+        self._noise_gen.manual_seed(int_seed(self.seed, "noise", round_index, *self.stream))
+        load_flat_parameters(self.module, start)
+        self.model.train()
+        with warnings.catch_warnings():
+            # Inputs carry no gradient, so torch notes that Opacus's full backward hooks fire on
+            # module outputs; that is how Opacus computes per-sample gradients.
+            warnings.filterwarnings("ignore", message="Full backward hook", category=UserWarning)
+            done, losses = self._steps(steps)
+        return TrainResult(
+            vector=flat_parameters(self.module),
+            steps=done,
+            sample_rate=self.sample_rate,
+            noise_multiplier=self.noise_multiplier if self.private else 0.0,
+            mean_loss=float(np.mean(losses)) if losses else float("nan"),
+        )
+
+    def _steps(self, steps: int) -> tuple[int, list[float]]:
+        losses: list[float] = []
+        done = 0
+        while done < steps:
+            for batch in self.loader:
+                xb, ys = batch[0], batch[1:]
+                self.optimizer.zero_grad(set_to_none=True)
+                out = self.model(xb)
+                loss = sum(
+                    (self._loss(out[t], yb) for t, yb in zip(self.tasks, ys, strict=True)),
+                    torch.zeros(()),
+                )
+                loss.backward()
+                self.optimizer.step()
+                if len(xb):
+                    losses.append(float(loss.detach()))
+                done += 1
+                if done == steps:
+                    break
+        return done, losses

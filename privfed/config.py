@@ -1,0 +1,470 @@
+"""Experiment configuration: frozen dataclasses, a TOML loader that reports every bad field.
+
+A run is a config plus a seed. Each section is a frozen, keyword-only dataclass whose
+``__post_init__`` checks its own fields and reports *all* of its problems at once; the loader
+builds the sections bottom-up, prefixes each problem with the field's dotted path
+(``dp.target_epsilon must be > 0, got -1``) and raises one :class:`~privfed.errors.ConfigError`
+listing every problem. Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import tomli_w
+
+from privfed.errors import ConfigError
+from privfed.secagg.config import SecAggConfig
+
+C = TypeVar("C")
+
+#: Fixed-point / protocol settings live in ``privfed.secagg``; re-exported for convenience.
+__all__ = [
+    "DPConfig",
+    "EvalConfig",
+    "ExperimentConfig",
+    "FederationConfig",
+    "GroupConfig",
+    "PartitionConfig",
+    "SecAggConfig",
+    "TrainConfig",
+    "config_hash",
+    "dump_config",
+    "from_dict",
+    "load_config",
+    "to_dict",
+    "with_overrides",
+]
+
+
+class _Checked:
+    """Mixin: run ``_problems()`` after construction and raise them all at once."""
+
+    def _problems(self) -> list[str]:
+        return []
+
+    def __post_init__(self) -> None:
+        problems = self._problems()
+        if problems:
+            raise ConfigError(problems)
+
+
+def _range(problems: list[str], name: str, value: float, *, lo: float | None = None,
+           hi: float | None = None, lo_open: bool = False, hi_open: bool = False) -> None:
+    """Append a problem if ``value`` is outside the interval, naming the allowed range."""
+    bad = (
+        (lo is not None and (value <= lo if lo_open else value < lo))
+        or (hi is not None and (value >= hi if hi_open else value > hi))
+        or (isinstance(value, float) and math.isnan(value))
+    )
+    if bad:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        lo_s = "-inf" if lo is None else repr(lo)
+        hi_s = "inf" if hi is None else repr(hi)
+        problems.append(f"{name} must be in {left}{lo_s}, {hi_s}{right}, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PartitionConfig(_Checked):
+    """How a task group's records are split across clients (non-IID-ness)."""
+
+    kind: str = "dirichlet"
+    """Partitioner name: iid, dirichlet, shards, quantity, natural (see ``privfed list``)."""
+    alpha: float = 0.3
+    """Dirichlet concentration for ``dirichlet`` (label skew) and ``quantity`` (size skew);
+    smaller is more skewed."""
+    shards_per_client: int = 2
+    """Label-sorted shards per client for ``shards``."""
+    min_size: int = 10
+    """Fewest records a client may hold (partitioners that can guarantee it)."""
+    label: str = ""
+    """Label column the skew follows; empty means the group's first task."""
+
+    def _problems(self) -> list[str]:
+        p: list[str] = []
+        _range(p, "alpha", self.alpha, lo=0.0, lo_open=True)
+        _range(p, "shards_per_client", self.shards_per_client, lo=1)
+        _range(p, "min_size", self.min_size, lo=0)
+        return p
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupConfig(_Checked):
+    """A task group: several related tasks on the records of one data source."""
+
+    source: str
+    """Data source name (``privfed list`` shows them): digits, markov, synthetic, mnist, ..."""
+    tasks: tuple[str, ...]
+    """Label columns of the source to learn, one task each (e.g. identity, parity, ge5)."""
+    source_params: Mapping[str, Any] = field(default_factory=dict)
+    """Parameters passed to the data source (e.g. ``path`` for local loaders)."""
+    architecture: Literal["per-task", "shared-trunk"] = "per-task"
+    """``per-task``: one model per task; ``shared-trunk``: one trunk and one head per task."""
+    hidden: tuple[int, ...] = (64,)
+    """Hidden layer widths of the MLP (trunk)."""
+    partition: PartitionConfig = field(default_factory=PartitionConfig)
+    """How records are split across clients."""
+    split: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    """Fractions of each client's records for train, validation and test."""
+
+    def _problems(self) -> list[str]:
+        p: list[str] = []
+        if not self.tasks:
+            p.append("tasks must name at least one label column of the source")
+        if len(set(self.tasks)) != len(self.tasks):
+            p.append(f"tasks must not repeat, got {list(self.tasks)}")
+        if any(h < 1 for h in self.hidden):
+            p.append(f"hidden widths must be >= 1, got {list(self.hidden)}")
+        if len(self.split) != 3 or any(f <= 0 for f in self.split) or not math.isclose(
+            sum(self.split), 1.0, abs_tol=1e-9
+        ):
+            p.append(f"split must be three positive fractions summing to 1, got {list(self.split)}")
+        return p
+
+
+@dataclass(frozen=True, kw_only=True)
+class FederationConfig(_Checked):
+    """Population, cohort selection and the server update."""
+
+    num_clients: int = 20
+    """Number of clients in the population."""
+    cohort_fraction: float = 1.0
+    """Per-round client sampling rate q (Poisson sampling: each client joins with probability q)."""
+    dropout: float = 0.0
+    """Probability that a selected client vanishes during the aggregation protocol (simulated)."""
+    groups_per_client: int = 0
+    """Task skew: how many task groups each client holds; 0 means all groups."""
+    algorithm: str = "fedavg"
+    """Federated algorithm (``privfed list``): fedavg, local, ..."""
+    aggregator: Literal["secagg", "plain"] = "secagg"
+    """``secagg``: the server learns only the sum (secure aggregation); ``plain``: sum in the clear."""
+    server_lr: float = 1.0
+    """Server learning rate applied to the mean update (1.0 = FedAvg)."""
+
+    def _problems(self) -> list[str]:
+        p: list[str] = []
+        _range(p, "num_clients", self.num_clients, lo=1)
+        _range(p, "cohort_fraction", self.cohort_fraction, lo=0.0, hi=1.0, lo_open=True)
+        _range(p, "dropout", self.dropout, lo=0.0, hi=1.0, hi_open=True)
+        _range(p, "groups_per_client", self.groups_per_client, lo=0)
+        _range(p, "server_lr", self.server_lr, lo=0.0, lo_open=True)
+        return p
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(_Checked):
+    """Local training on each client."""
+
+    local_steps: int = 5
+    """DP-SGD steps (Poisson batches) per task per participation."""
+    batch_size: int = 16
+    """Expected batch size; the Poisson sample rate is 1 / ceil(n_train / batch_size)."""
+    lr: float = 0.1
+    """Client SGD learning rate."""
+
+    def _problems(self) -> list[str]:
+        p: list[str] = []
+        _range(p, "local_steps", self.local_steps, lo=1)
+        _range(p, "batch_size", self.batch_size, lo=1)
+        _range(p, "lr", self.lr, lo=0.0, lo_open=True)
+        return p
+
+
+@dataclass(frozen=True, kw_only=True)
+class DPConfig(_Checked):
+    """Record-level differential privacy (DP-SGD through Opacus)."""
+
+    target_epsilon: float = 8.0
+    """Budget per client and data source over the whole run; ``inf`` trains without DP."""
+    delta: float = 1e-5
+    """Delta of the (epsilon, delta) guarantee; should be below 1 / (records per client)."""
+    max_grad_norm: float = 1.0
+    """Per-sample gradient clipping norm."""
+    accountant: Literal["rdp", "prv"] = "rdp"
+    """Accountant for the epsilon reported in ``privacy.json`` (rdp: running totals, fast;
+    prv: tighter, slow, computed once at the end). Calibration and budget checks use RDP."""
+    noise_multiplier: float = 0.0
+    """Fixed noise multiplier; 0 means calibrate to ``target_epsilon`` over the planned steps."""
+    planned_participation: float = 1.0
+    """Fraction of rounds a client is planned to take part in when calibrating noise
+    (1.0: every round; the budget check stops a client that would exceed its budget)."""
+
+    @property
+    def private(self) -> bool:
+        """Whether records are protected by DP-SGD."""
+        return not math.isinf(self.target_epsilon)
+
+    def _problems(self) -> list[str]:
+        p: list[str] = []
+        _range(p, "target_epsilon", self.target_epsilon, lo=0.0, lo_open=True)
+        _range(p, "delta", self.delta, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+        _range(p, "max_grad_norm", self.max_grad_norm, lo=0.0, lo_open=True)
+        _range(p, "noise_multiplier", self.noise_multiplier, lo=0.0)
+        _range(p, "planned_participation", self.planned_participation, lo=0.0, hi=1.0,
+               lo_open=True)
+        return p
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig(_Checked):
+    """When and how clients are evaluated."""
+
+    every: int = 5
+    """Evaluate every this many rounds (and always after the last round)."""
+    worst_fraction: float = 0.1
+    """The "worst" metric is the mean accuracy of this fraction of worst clients."""
+
+    def _problems(self) -> list[str]:
+        p: list[str] = []
+        _range(p, "every", self.every, lo=1)
+        _range(p, "worst_fraction", self.worst_fraction, lo=0.0, hi=1.0, lo_open=True)
+        return p
+
+
+def _default_groups() -> dict[str, GroupConfig]:
+    return {
+        "image": GroupConfig(source="digits", tasks=("identity", "parity", "ge5")),
+    }
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentConfig(_Checked):
+    """One federated experiment: data, federation, training, privacy, aggregation."""
+
+    name: str = "experiment"
+    """A short name used for the run directory."""
+    seed: int = 0
+    """Root seed: the same config and seed give the same numbers on the same machine."""
+    rounds: int = 30
+    """Federated rounds."""
+    groups: Mapping[str, GroupConfig] = field(default_factory=_default_groups)
+    """Task groups by name (``[groups.image]``, ``[groups.text]``, ...)."""
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    """Population and server."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Local training."""
+    dp: DPConfig = field(default_factory=DPConfig)
+    """Record-level DP."""
+    secagg: SecAggConfig = field(default_factory=SecAggConfig)
+    """Secure aggregation (used when ``federation.aggregator = "secagg"``)."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation."""
+    threads: int = 1
+    """Torch intra-op threads per process (1 is fastest for the small bundled models)."""
+
+    def _problems(self) -> list[str]:
+        p: list[str] = []
+        if not self.name or any(c in self.name for c in "/\\ "):
+            p.append(f"name must be a non-empty word without slashes or spaces, got {self.name!r}")
+        _range(p, "seed", self.seed, lo=0)
+        _range(p, "rounds", self.rounds, lo=1)
+        _range(p, "threads", self.threads, lo=1)
+        if not self.groups:
+            p.append("groups must define at least one task group")
+        tasks: dict[str, str] = {}
+        for gname, g in self.groups.items():
+            for t in g.tasks:
+                full = f"{gname}.{t}"
+                tasks[full] = gname
+        if self.federation.groups_per_client > len(self.groups):
+            p.append(
+                f"federation.groups_per_client must be <= the number of groups "
+                f"({len(self.groups)}), got {self.federation.groups_per_client}"
+            )
+        if self.federation.aggregator == "secagg":
+            from privfed.secagg.config import check_no_overflow
+
+            try:
+                check_no_overflow(self.secagg, num_clients=self.federation.num_clients)
+            except ConfigError as exc:
+                p.extend(f"secagg.{q}" if not q.startswith("secagg.") else q for q in exc.problems)
+        return p
+
+    def task_names(self) -> list[str]:
+        """Every task as ``group.task``, in config order."""
+        return [f"{g}.{t}" for g, cfg in self.groups.items() for t in cfg.tasks]
+
+
+# --------------------------------------------------------------------------------------------
+# Generic dict <-> dataclass conversion with path-prefixed errors
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
+    """Convert a TOML value to ``tp``; append problems (with ``path``) instead of raising."""
+    origin = get_origin(tp)
+    args = get_args(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, Mapping):
+            problems.append(f"{path} must be a table, got {type(value).__name__}")
+            return None
+        return _build(tp, value, path, problems)
+    if origin is Literal:
+        if value not in args:
+            problems.append(
+                f"{path} must be one of {', '.join(repr(a) for a in args)}, got {value!r}"
+            )
+        return value
+    if origin in (Union, types.UnionType):
+        non_none = [a for a in args if a is not type(None)]
+        if value is None and len(non_none) < len(args):
+            return None
+        return _convert(value, non_none[0], path, problems)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            problems.append(f"{path} must be an array, got {value!r}")
+            return None
+        item_tp = args[0] if args else Any
+        return tuple(_convert(v, item_tp, f"{path}[{i}]", problems) for i, v in enumerate(value))
+    if origin in (Mapping, dict) or tp in (dict, Mapping) or origin is typing.Mapping:
+        if not isinstance(value, Mapping):
+            problems.append(f"{path} must be a table, got {value!r}")
+            return None
+        val_tp = args[1] if len(args) == 2 else Any
+        if val_tp is Any:
+            return dict(value)
+        return {k: _convert(v, val_tp, f"{path}.{k}", problems) for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            problems.append(f"{path} must be true or false, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str) and value.strip().lower() in ("inf", "+inf", "infinity"):
+            return math.inf
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"{path} must be a number, got {value!r}")
+            return value
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{path} must be an integer, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            problems.append(f"{path} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type[C], data: Mapping[str, Any], path: str, problems: list[str]) -> C | None:
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    prefix = f"{path}." if path else ""
+    kwargs: dict[str, Any] = {}
+    n_before = len(problems)
+    for key, value in data.items():
+        if key not in fields:
+            close = [n for n in fields if n.startswith(key[:3])]
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(
+                f"{prefix}{key} is not a known field{hint}; known: {', '.join(sorted(fields))}"
+            )
+            continue
+        kwargs[key] = _convert(value, hints[key], f"{prefix}{key}", problems)
+    for name, f in fields.items():
+        if (
+            name not in kwargs
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ):
+            problems.append(f"{prefix}{name} is required ({_type_name(hints[name])})")
+    if len(problems) > n_before:
+        return None
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        problems.extend(
+            q if q.startswith(prefix) and prefix else f"{prefix}{q}" for q in exc.problems
+        )
+        return None
+
+
+def from_dict(data: Mapping[str, Any], *, source: str | None = None) -> ExperimentConfig:
+    """Build an :class:`ExperimentConfig` from a TOML-shaped mapping.
+
+    Raises:
+        ConfigError: listing every invalid, missing or unknown field with its dotted path.
+    """
+    problems: list[str] = []
+    cfg = _build(ExperimentConfig, data, "", problems)
+    if problems or cfg is None:
+        raise ConfigError(problems, source=source)
+    return cfg
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Load and validate a TOML experiment file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}", source=str(path))
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", source=str(path)) from None
+    return from_dict(data, source=str(path))
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A TOML-ready mapping of a config (None values dropped, tuples as lists)."""
+
+    def conv(v: Any) -> Any:
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)
+                    if getattr(v, f.name) is not None}
+        if isinstance(v, Mapping):
+            return {str(k): conv(x) for k, x in v.items() if x is not None}
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        return v
+
+    out = conv(cfg)
+    assert isinstance(out, dict)
+    return out
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    """The resolved config as TOML text (every field, defaults included)."""
+    return tomli_w.dumps(to_dict(cfg))
+
+
+def config_hash(cfg: ExperimentConfig) -> str:
+    """A short stable hash of the resolved config (sha256 of canonical JSON, 16 hex digits)."""
+    canon = json.dumps(to_dict(cfg), sort_keys=True, default=str, allow_nan=True)
+    return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+
+def with_overrides(cfg: ExperimentConfig, overrides: Mapping[str, Any]) -> ExperimentConfig:
+    """A copy of ``cfg`` with dotted-path fields replaced (``{"dp.target_epsilon": 4.0}``).
+
+    The result is validated like a loaded file; unknown paths are reported as unknown fields.
+    """
+    data = to_dict(cfg)
+    for dotted, value in overrides.items():
+        node = data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            nxt = node.get(part)
+            if not isinstance(nxt, dict):
+                nxt = {}
+                node[part] = nxt
+            node = nxt
+        node[parts[-1]] = value
+    return from_dict(data, source="overrides")

@@ -1,0 +1,653 @@
+"""The round loop: select -> broadcast -> local DP training -> encode -> (secure) sum -> update.
+
+:func:`run_experiment` is the entry point behind ``privfed run``. It builds a
+:class:`Federation` (data, partitions, clients, model units) from a config and a seed, then runs
+the rounds, writing the run directory as it goes (see ``docs/concepts.md``):
+
+* ``config.toml`` (resolved), ``manifest.json`` (seed, versions, commit, platform, timings),
+* ``metrics.jsonl`` (one line per evaluation), ``privacy.json`` (the ledger),
+* ``checkpoint/state.pt`` after every round, from which ``--resume`` continues.
+
+Every random draw comes from a stream named by (purpose, round, client, unit), so the same config
+and seed give the same numbers, resumed or not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from privfed.aggregation import PHASES, Aggregator, PlainSumAggregator
+from privfed.algorithms import ALGORITHMS, Algorithm
+from privfed.client import UnitSpec, UnitTrainer, sample_rate_for
+from privfed.config import ExperimentConfig, config_hash, dump_config, load_config
+from privfed.data.partition import (
+    PARTITIONERS,
+    assign_groups,
+    partition_hash,
+    run_partitioner,
+    split_client,
+)
+from privfed.data.sources import SourceData, load_source
+from privfed.errors import CheckpointError, ConfigError, PrivfedError
+from privfed.evaluation.metrics import summarize
+from privfed.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl, rewrite_jsonl, to_json
+from privfed.models import flat_parameters, load_flat_parameters
+from privfed.privacy.accounting import calibrate_noise
+from privfed.privacy.ledger import PrivacyLedger
+from privfed.repro import build_manifest
+from privfed.rng import numpy_rng, torch_generator
+
+CHECKPOINT = "checkpoint/state.pt"
+
+
+@dataclass(frozen=True)
+class ClientGroupData:
+    """One client's records of one task group, split into train / validation / test."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+@dataclass
+class GroupState:
+    """A task group resolved against its data source."""
+
+    name: str
+    source: SourceData
+    ledger_key: str
+    units: list[UnitSpec]
+    clients: dict[int, ClientGroupData]
+    partition_hash: str
+
+
+def _unit_specs(name: str, cfg: ExperimentConfig, src: SourceData) -> list[UnitSpec]:
+    g = cfg.groups[name]
+    for t in g.tasks:
+        if t not in src.labels:
+            raise ConfigError(
+                f"groups.{name}.tasks: {t!r} is not a label column of source {g.source!r}; "
+                f"it has {', '.join(src.labels)}"
+            )
+    in_features = int(np.prod(src.input_shape))
+    hidden = tuple(g.hidden)
+    if g.architecture == "shared-trunk":
+        heads = {t: int(src.num_classes[t]) for t in g.tasks}
+        return [UnitSpec(name, name, tuple(g.tasks), in_features, hidden, heads)]
+    return [
+        UnitSpec(f"{name}.{t}", name, (t,), in_features, hidden, {t: int(src.num_classes[t])})
+        for t in g.tasks
+    ]
+
+
+def _partition(cfg: ExperimentConfig, gname: str, src: SourceData) -> list[np.ndarray]:
+    g = cfg.groups[gname]
+    pc = g.partition
+    label = pc.label or g.tasks[0]
+    if label not in src.labels:
+        raise ConfigError(
+            f"groups.{gname}.partition.label: {label!r} is not a label column of {g.source!r}"
+        )
+    params: dict[str, Any] = {
+        "alpha": pc.alpha,
+        "shards_per_client": pc.shards_per_client,
+        "min_size": pc.min_size,
+    }
+    # The partition table holds the built-in partitioners' parameters; pass each partitioner
+    # the ones it declares.
+    accepted = inspect.signature(PARTITIONERS.get(pc.kind)).parameters
+    if not any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
+        params = {k: v for k, v in params.items() if k in accepted}
+    rng = numpy_rng(cfg.seed, f"partition:{gname}")
+    try:
+        return run_partitioner(pc.kind, src.labels[label], src.owner,
+                               num_clients=cfg.federation.num_clients, rng=rng, **params)
+    except ConfigError as exc:
+        raise ConfigError([f"groups.{gname}.{p}" if p.startswith("partition.")
+                           else f"groups.{gname}.partition: {p}" for p in exc.problems]) from None
+
+
+class Federation:
+    """Everything a run needs that is derived from config and seed (data, clients, units)."""
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        self.cfg = cfg
+        n = cfg.federation.num_clients
+        group_names = list(cfg.groups)
+        held = assign_groups(
+            n,
+            group_names,
+            rng=numpy_rng(cfg.seed, "assign-groups"),
+            groups_per_client=cfg.federation.groups_per_client or None,
+        )
+        self.groups: dict[str, GroupState] = {}
+        sources_used: dict[str, int] = {}
+        for g in cfg.groups.values():
+            sources_used[g.source] = sources_used.get(g.source, 0) + 1
+        for gname, g in cfg.groups.items():
+            try:
+                src = load_source(g.source, seed=cfg.seed, **dict(g.source_params))
+            except ConfigError as exc:
+                raise ConfigError(
+                    [f"groups.{gname}.source_params.{p}" for p in exc.problems]
+                ) from None
+            parts = _partition(cfg, gname, src)
+            clients: dict[int, ClientGroupData] = {}
+            for c, idx in enumerate(parts):
+                if gname not in held[c] or len(idx) == 0:
+                    continue
+                s = split_client(idx, rng=numpy_rng(cfg.seed, f"split:{gname}", c),
+                                 fractions=tuple(g.split))
+                if len(s.train) == 0 or len(s.test) == 0:
+                    continue
+                clients[c] = ClientGroupData(s.train, s.val, s.test)
+            if not clients:
+                raise ConfigError(
+                    f"groups.{gname}: no client holds any records; lower federation.num_clients "
+                    "or change the partition"
+                )
+            self.groups[gname] = GroupState(
+                name=gname,
+                source=src,
+                ledger_key=g.source if sources_used[g.source] == 1 else f"{gname}/{g.source}",
+                units=_unit_specs(gname, cfg, src),
+                clients=clients,
+                partition_hash=partition_hash(parts),
+            )
+        self.units: list[UnitSpec] = [u for gs in self.groups.values() for u in gs.units]
+        self.unit_group = {u.name: self.groups[u.group] for u in self.units}
+        self.sizes = [int(sum(p.numel() for p in u.build().parameters())) for u in self.units]
+        # Joint layout: every unit's vector, then one participation counter per unit.
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int)
+        self.counter_base = int(self.offsets[-1])
+        self.vector_length = self.counter_base + len(self.units)
+        self._tensors: dict[tuple[str, str], tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
+
+    def initial_vectors(self) -> dict[str, np.ndarray]:
+        """The common initialization of every unit, drawn from the run seed."""
+        out = {}
+        for i, u in enumerate(self.units):
+            gen = torch_generator(self.cfg.seed, "init", i)
+            model = u.build()
+            with torch.no_grad():
+                for p in model.parameters():
+                    if p.dim() > 1:
+                        bound = 1.0 / math.sqrt(p.shape[1])
+                        p.uniform_(-bound, bound, generator=gen)
+                    else:
+                        p.zero_()
+            out[u.name] = flat_parameters(model)
+        return out
+
+    def tensors(self, group: str, split: str, client: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Features and label columns of one client's split as tensors."""
+        gs = self.groups[group]
+        idx = getattr(gs.clients[client], split)
+        x = torch.from_numpy(np.ascontiguousarray(gs.source.x[idx], dtype=np.float32))
+        x = x.reshape(len(idx), -1)
+        ys = {t: torch.from_numpy(np.asarray(gs.source.labels[t][idx], dtype=np.int64))
+              for t in gs.source.labels}
+        return x, ys
+
+    def clients_of(self, unit: UnitSpec) -> list[int]:
+        """Clients that hold the unit's task group."""
+        return sorted(self.unit_group[unit.name].clients)
+
+
+def _model_hash(vectors: Mapping[str, np.ndarray]) -> bytes:
+    h = hashlib.sha256()
+    for name in sorted(vectors):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(vectors[name], dtype=np.float32).tobytes())
+    return h.digest()
+
+
+@dataclass
+class RunState:
+    """What a checkpoint holds: everything that is not re-derived from config and seed."""
+
+    next_round: int
+    globals: dict[str, np.ndarray]
+    personal: dict[tuple[int, str], np.ndarray]
+    ledger: PrivacyLedger
+    aborted_rounds: list[int] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The final evaluation of a run."""
+
+    out_dir: Path
+    rounds: int
+    tasks: Mapping[str, Mapping[str, Any]]
+    epsilon: Mapping[str, Mapping[str, float]]
+    delta: float
+    accountant: str
+
+
+def make_aggregator(cfg: ExperimentConfig) -> Aggregator:
+    """The configured aggregator (secure aggregation by default)."""
+    if cfg.federation.aggregator == "plain":
+        return PlainSumAggregator()
+    from privfed.secagg.aggregator import SecAggAggregator
+
+    return SecAggAggregator(cfg.secagg)
+
+
+class Engine:
+    """Runs the rounds of one experiment into one run directory."""
+
+    def __init__(self, cfg: ExperimentConfig, out_dir: Path, *, progress: bool = True,
+                 echo: Callable[[str], None] = print) -> None:
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.progress = progress
+        self.echo = echo
+        torch.set_num_threads(cfg.threads)
+        t0 = time.perf_counter()
+        self.fed = Federation(cfg)
+        self.setup_seconds = time.perf_counter() - t0
+        self.algorithm: Algorithm = ALGORITHMS.get(cfg.federation.algorithm)()
+        self.aggregator = make_aggregator(cfg)
+        self.trainers: dict[tuple[int, str], UnitTrainer] = {}
+        self._eval_models = {u.name: u.build() for u in self.fed.units}
+        self._sigma: dict[tuple[int, str], float] = {}
+
+    # ------------------------------------------------------------------ privacy
+    def noise_multiplier(self, client: int, group: str) -> float | None:
+        """The client's noise multiplier on ``group``'s records (None: no DP)."""
+        dp = self.cfg.dp
+        if not dp.private:
+            return None
+        key = (client, group)
+        if key not in self._sigma:
+            if dp.noise_multiplier > 0:
+                self._sigma[key] = dp.noise_multiplier
+            else:
+                gs = self.fed.groups[group]
+                q = sample_rate_for(len(gs.clients[client].train), self.cfg.train.batch_size)
+                participations = math.ceil(self.cfg.rounds * dp.planned_participation)
+                steps = participations * self.cfg.train.local_steps * len(gs.units)
+                self._sigma[key] = calibrate_noise(
+                    target_epsilon=dp.target_epsilon, delta=dp.delta, sample_rate=q, steps=steps
+                )
+        return self._sigma[key]
+
+    def trainer(self, client: int, unit_index: int) -> UnitTrainer:
+        """The persistent (Opacus-wrapped) trainer of (client, unit)."""
+        unit = self.fed.units[unit_index]
+        key = (client, unit.name)
+        tr = self.trainers.get(key)
+        if tr is None:
+            x, ys = self.fed.tensors(unit.group, "train", client)
+            tr = UnitTrainer(
+                unit,
+                x=x,
+                y=ys,
+                batch_size=self.cfg.train.batch_size,
+                lr=self.cfg.train.lr,
+                noise_multiplier=self.noise_multiplier(client, unit.group),
+                max_grad_norm=self.cfg.dp.max_grad_norm,
+                seed=self.cfg.seed,
+                stream=(client, unit_index),
+            )
+            self.trainers[key] = tr
+        return tr
+
+    # ------------------------------------------------------------------ state
+    def fresh_state(self) -> RunState:
+        """Round-0 state: common initialization, empty ledgers."""
+        return RunState(
+            next_round=0,
+            globals=self.fed.initial_vectors(),
+            personal={},
+            ledger=PrivacyLedger(delta=self.cfg.dp.delta, target_epsilon=self.cfg.dp.target_epsilon),
+        )
+
+    def save_checkpoint(self, state: RunState) -> None:
+        """Write the checkpoint atomically."""
+        import io
+
+        buf = io.BytesIO()
+        torch.save(
+            {
+                "format": 1,
+                "config_hash": config_hash(self.cfg),
+                "next_round": state.next_round,
+                "globals": state.globals,
+                "personal": {f"{c}|{u}": v for (c, u), v in state.personal.items()},
+                "ledger": state.ledger.to_dict(),
+                "aborted_rounds": state.aborted_rounds,
+                "timings": state.timings,
+            },
+            buf,
+        )
+        atomic_write_bytes(self.out / CHECKPOINT, buf.getvalue())
+
+    def load_checkpoint(self) -> RunState:
+        """Read the checkpoint of this run directory, refusing one from another config."""
+        path = self.out / CHECKPOINT
+        if not path.exists():
+            raise CheckpointError(f"{path} does not exist; run without --resume to start afresh")
+        try:
+            data = torch.load(path, weights_only=False, map_location="cpu")
+        except Exception as exc:
+            raise CheckpointError(f"{path} is unreadable ({exc}); delete it and start afresh") from None
+        if data.get("config_hash") != config_hash(self.cfg):
+            raise CheckpointError(
+                f"{path} was written by a different config; resume with the run's own "
+                f"config.toml or pick a new --out directory"
+            )
+        personal = {}
+        for k, v in data["personal"].items():
+            c, u = k.split("|", 1)
+            personal[(int(c), u)] = v
+        return RunState(
+            next_round=int(data["next_round"]),
+            globals=data["globals"],
+            personal=personal,
+            ledger=PrivacyLedger.from_dict(data["ledger"]),
+            aborted_rounds=list(data["aborted_rounds"]),
+            timings=dict(data["timings"]),
+        )
+
+    # ------------------------------------------------------------------ round
+    def select_cohort(self, round_index: int) -> list[int]:
+        """Poisson-sample the round's cohort (every client when cohort_fraction is 1)."""
+        n = self.cfg.federation.num_clients
+        q = self.cfg.federation.cohort_fraction
+        if q >= 1.0:
+            return list(range(n))
+        draws = numpy_rng(self.cfg.seed, "cohort", round_index).random(n)
+        return [c for c in range(n) if draws[c] < q]
+
+    def draw_dropouts(self, round_index: int, cohort: list[int]) -> dict[str, list[int]]:
+        """Which selected clients vanish, and before which protocol phase."""
+        p = self.cfg.federation.dropout
+        out: dict[str, list[int]] = {ph: [] for ph in PHASES}
+        if p <= 0:
+            return out
+        rng = numpy_rng(self.cfg.seed, "dropout", round_index)
+        drop = rng.random(len(cohort)) < p
+        phase = rng.integers(0, len(PHASES), size=len(cohort))
+        for c, d, ph in zip(cohort, drop, phase, strict=True):
+            if d:
+                out[PHASES[int(ph)]].append(c)
+        return out
+
+    def run_round(self, r: int, state: RunState) -> dict[str, float]:
+        """One federated round; returns figures for the progress bar."""
+        cfg = self.cfg
+        fed = self.fed
+        cohort = self.select_cohort(r)
+        updates: dict[int, np.ndarray] = {}
+        trained = 0
+        skipped_budget = 0
+        for c in cohort:
+            vec = np.zeros(fed.vector_length, dtype=np.float32) if self.algorithm.aggregates else None
+            any_unit = False
+            for ui, unit in enumerate(fed.units):
+                gs = fed.unit_group[unit.name]
+                if c not in gs.clients:
+                    continue
+                tr = self.trainer(c, ui)
+                ledger = state.ledger.get(c, gs.ledger_key)
+                if tr.private and ledger.would_exceed(
+                    noise_multiplier=tr.noise_multiplier,
+                    sample_rate=tr.sample_rate,
+                    steps=cfg.train.local_steps,
+                ):
+                    skipped_budget += 1
+                    continue
+                personal = state.personal.get((c, unit.name))
+                start = self.algorithm.start_vector(global_vec=state.globals[unit.name],
+                                                    personal=personal)
+                res = tr.train(start, steps=cfg.train.local_steps, round_index=r)
+                ledger.record(noise_multiplier=res.noise_multiplier, sample_rate=res.sample_rate,
+                              steps=res.steps, task=unit.name)
+                outcome = self.algorithm.after_training(start=start, trained=res.vector,
+                                                        personal=personal)
+                if outcome.personal is not None:
+                    state.personal[(c, unit.name)] = outcome.personal
+                if vec is not None and outcome.update is not None:
+                    vec[fed.offsets[ui] : fed.offsets[ui + 1]] = outcome.update
+                    vec[fed.counter_base + ui] = 1.0
+                    any_unit = True
+                trained += 1
+            if vec is not None and (any_unit or cohort):
+                updates[c] = vec
+        info = {"trained": float(trained), "budget_skips": float(skipped_budget)}
+        if not self.algorithm.aggregates or not updates:
+            return info
+        try:
+            result = self.aggregator.aggregate(
+                updates,
+                round_index=r,
+                model_hash=_model_hash(state.globals),
+                seed=int(numpy_rng(cfg.seed, "aggregate", r).integers(0, 2**62)),
+                dropouts=self.draw_dropouts(r, sorted(updates)),
+            )
+        except PrivfedError as exc:
+            # Too few survivors (or another protocol abort): the round is lost, the run is not.
+            state.aborted_rounds.append(r)
+            self.echo(f"round {r + 1}: aggregation aborted ({exc}); global models unchanged")
+            return info
+        total = result.total
+        for ui, unit in enumerate(fed.units):
+            count = int(round(float(total[fed.counter_base + ui])))
+            if count <= 0:
+                continue
+            mean = (total[fed.offsets[ui] : fed.offsets[ui + 1]] / count).astype(np.float32)
+            state.globals[unit.name] = self.algorithm.server_update(
+                global_vec=state.globals[unit.name], mean_update=mean,
+                server_lr=cfg.federation.server_lr,
+            )
+        info["included"] = float(len(result.included))
+        info["dropped"] = float(len(result.dropped))
+        return info
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, r: int, state: RunState) -> dict[str, Any]:
+        """Per-task metrics over clients with the model each client would use."""
+        cfg = self.cfg
+        loss_fn = nn.CrossEntropyLoss(reduction="sum")
+        tasks: dict[str, Any] = {}
+        per_client: dict[str, dict[str, float]] = {}
+        eps_summary = {}
+        for ui, unit in enumerate(self.fed.units):
+            gs = self.fed.unit_group[unit.name]
+            model = self._eval_models[unit.name]
+            model.eval()
+            loaded: bytes | None = None
+            accs: dict[str, dict[int, float]] = {t: {} for t in unit.tasks}
+            val_accs: dict[str, list[float]] = {t: [] for t in unit.tasks}
+            losses: dict[str, list[float]] = {t: [] for t in unit.tasks}
+            base: dict[str, list[float]] = {t: [] for t in unit.tasks}
+            for c in self.fed.clients_of(unit):
+                vec = self.algorithm.eval_vector(global_vec=state.globals[unit.name],
+                                                 personal=state.personal.get((c, unit.name)))
+                key = vec.tobytes() if vec is not state.globals[unit.name] else b"global"
+                if key != loaded:
+                    load_flat_parameters(model, vec)
+                    loaded = key
+                x, ys = self.fed.tensors(unit.group, "test", c)
+                xv, yv = self.fed.tensors(unit.group, "val", c)
+                _, ytr = self.fed.tensors(unit.group, "train", c)
+                with torch.no_grad():
+                    out = model(x)
+                    outv = model(xv) if len(xv) else None
+                for t in unit.tasks:
+                    y = ys[t]
+                    accs[t][c] = float((out[t].argmax(1) == y).float().mean())
+                    losses[t].append(float(loss_fn(out[t], y)) / len(y))
+                    if outv is not None:
+                        val_accs[t].append(float((outv[t].argmax(1) == yv[t]).float().mean()))
+                    majority = int(torch.bincount(ytr[t]).argmax())
+                    base[t].append(float((y == majority).float().mean()))
+            for t in unit.tasks:
+                full = f"{unit.group}.{t}"
+                ledgers = [state.ledger[(c, gs.ledger_key)] for c in self.fed.clients_of(unit)
+                           if (c, gs.ledger_key) in state.ledger]
+                eps = [lg.epsilon() for lg in ledgers if lg.steps > 0]
+                s = summarize(list(accs[t].values()), worst_fraction=cfg.eval.worst_fraction)
+                tasks[full] = {
+                    "mean_acc": s.mean,
+                    "median_acc": s.median,
+                    "worst_acc": s.worst,
+                    "std_acc": s.std,
+                    "mean_loss": float(np.mean(losses[t])),
+                    "val_mean_acc": float(np.mean(val_accs[t])) if val_accs[t] else float("nan"),
+                    "majority_acc": float(np.mean(base[t])),
+                    "clients": s.n,
+                    "epsilon_max": max(eps) if eps else 0.0,
+                    "epsilon_mean": float(np.mean(eps)) if eps else 0.0,
+                    "source": gs.ledger_key,
+                }
+                per_client[full] = {str(c): a for c, a in accs[t].items()}
+                eps_summary[full] = tasks[full]["epsilon_max"]
+        return {"round": r + 1, "tasks": tasks, "per_client": per_client}
+
+    # ------------------------------------------------------------------ run
+    def run(self, *, resume: bool = False) -> RunSummary:
+        """Run (or resume) every round, writing the run directory."""
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        metrics_path = self.out / "metrics.jsonl"
+        if resume:
+            on_disk = load_config(self.out / "config.toml")
+            if config_hash(on_disk) != config_hash(cfg):
+                raise CheckpointError(
+                    f"{self.out / 'config.toml'} differs from the config given; resume with "
+                    "the run directory's own config"
+                )
+            state = self.load_checkpoint()
+            rows = [m for m in read_jsonl(metrics_path) if m["round"] <= state.next_round]
+            rewrite_jsonl(metrics_path, rows)
+        else:
+            if (self.out / CHECKPOINT).exists() or metrics_path.exists():
+                raise CheckpointError(
+                    f"{self.out} already holds a run; pass --resume to continue it or choose "
+                    "another --out"
+                )
+            state = self.fresh_state()
+            atomic_write_text(self.out / "config.toml", dump_config(cfg))
+            rows = []
+        self._write_manifest(state, finished=False)
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.rounds, initial=state.next_round, desc=cfg.name, unit="round",
+                       leave=True, dynamic_ncols=True)
+        t_run = time.perf_counter()
+        last_eval: dict[str, Any] | None = rows[-1] if rows else None
+        try:
+            for r in range(state.next_round, cfg.rounds):
+                t0 = time.perf_counter()
+                info = self.run_round(r, state)
+                state.timings["train_aggregate_s"] = state.timings.get("train_aggregate_s", 0.0) + (
+                    time.perf_counter() - t0
+                )
+                if (r + 1) % cfg.eval.every == 0 or r + 1 == cfg.rounds:
+                    t1 = time.perf_counter()
+                    last_eval = self.evaluate(r, state)
+                    rows.append(last_eval)
+                    with open(metrics_path, "a", encoding="utf-8") as fh:
+                        fh.write(to_json(last_eval) + "\n")
+                    state.timings["eval_s"] = state.timings.get("eval_s", 0.0) + (
+                        time.perf_counter() - t1
+                    )
+                state.next_round = r + 1
+                self.save_checkpoint(state)
+                atomic_write_json(self.out / "privacy.json", self.privacy_report(state))
+                if bar is not None:
+                    post = {"trained": int(info["trained"])}
+                    if last_eval:
+                        accs = [v["mean_acc"] for v in last_eval["tasks"].values()]
+                        post["acc"] = round(float(np.mean(accs)), 3)
+                        post["eps"] = round(max(v["epsilon_max"] for v in last_eval["tasks"].values()), 2)
+                    bar.set_postfix(post)
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        state.timings["run_s"] = state.timings.get("run_s", 0.0) + time.perf_counter() - t_run
+        report = self.privacy_report(state, final=True)
+        atomic_write_json(self.out / "privacy.json", report)
+        self._write_manifest(state, finished=True)
+        assert last_eval is not None
+        return RunSummary(
+            out_dir=self.out,
+            rounds=cfg.rounds,
+            tasks=last_eval["tasks"],
+            epsilon=report["summary"],
+            delta=cfg.dp.delta,
+            accountant=report["accountant"],
+        )
+
+    def privacy_report(self, state: RunState, *, final: bool = False) -> dict[str, Any]:
+        """The content of ``privacy.json``: every (client, source) ledger and a summary."""
+        cfg = self.cfg
+        accountant = cfg.dp.accountant if final else "rdp"
+        ledgers = []
+        for lg in state.ledger:
+            d = lg.to_dict()
+            if accountant != "rdp":
+                d["epsilon_rdp"] = d.get("epsilon")
+                d["epsilon"] = lg.epsilon(accountant) if lg.steps else 0.0
+            ledgers.append(d)
+        summary = {}
+        for src in sorted({lg.source for lg in state.ledger}):
+            eps = [lg.epsilon(accountant) if accountant != "rdp" else lg.epsilon()
+                   for lg in state.ledger if lg.source == src and lg.steps > 0]
+            summary[src] = {
+                "max": max(eps) if eps else 0.0,
+                "mean": float(np.mean(eps)) if eps else 0.0,
+                "clients": len(eps),
+            }
+        return {
+            "unit": "record (one training example of one client's data source)",
+            "mechanism": "DP-SGD (Opacus), Poisson sampling, per-sample clipping" if cfg.dp.private
+            else "none (target_epsilon = inf)",
+            "delta": cfg.dp.delta,
+            "target_epsilon": cfg.dp.target_epsilon,
+            "accountant": accountant,
+            "complete": final,
+            "summary": summary,
+            "ledgers": ledgers,
+        }
+
+    def _write_manifest(self, state: RunState, *, finished: bool) -> None:
+        manifest = build_manifest(self.cfg)
+        manifest.update(
+            {
+                "finished": finished,
+                "rounds_done": state.next_round,
+                "aborted_rounds": state.aborted_rounds,
+                "partition_hashes": {g: gs.partition_hash for g, gs in self.fed.groups.items()},
+                "vector_length": self.fed.vector_length,
+                "units": {u.name: n for u, n in zip(self.fed.units, self.fed.sizes, strict=True)},
+                "timings": {"setup_s": self.setup_seconds, **state.timings},
+                "aggregator": self.aggregator.name,
+                "algorithm": self.cfg.federation.algorithm,
+            }
+        )
+        atomic_write_json(self.out / "manifest.json", manifest)
+
+
+def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool = False,
+                   progress: bool = True, echo: Callable[[str], None] = print) -> RunSummary:
+    """Run ``cfg`` into ``out_dir`` (or resume it) and return the final evaluation."""
+    return Engine(cfg, Path(out_dir), progress=progress, echo=echo).run(resume=resume)

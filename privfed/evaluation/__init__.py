@@ -1,0 +1,1 @@
+"""Evaluation: per-client metrics, privacy-utility sweeps and reports."""

@@ -1,0 +1,66 @@
+"""Run manifests: what a result needs to be regenerated (config, seed, versions, commit)."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from privfed.config import ExperimentConfig, config_hash, to_dict
+
+_PACKAGES = ("privfed", "torch", "opacus", "cryptography", "numpy", "scikit-learn", "scipy")
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of privfed and the packages its numbers depend on."""
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def git_commit() -> dict[str, Any]:
+    """The commit of the privfed source tree, and whether it had uncommitted changes.
+
+    Returns ``{"commit": "unknown"}`` when privfed is not running from a git checkout.
+    """
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": "unknown", "dirty": None}
+    return {"commit": commit, "dirty": bool(dirty)}
+
+
+def build_manifest(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The static part of ``manifest.json`` for a run of ``cfg``."""
+    return {
+        "format": 1,
+        "name": cfg.name,
+        "seed": cfg.seed,
+        "config_hash": config_hash(cfg),
+        "config": to_dict(cfg),
+        "versions": package_versions(),
+        "git": git_commit(),
+        "platform": {
+            "system": platform.system(),
+            "machine": platform.machine(),
+            "processor": platform.processor(),
+            "python": sys.version.split()[0],
+        },
+        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
