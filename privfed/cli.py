@@ -113,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", choices=["secagg", "client"])
     p.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own arguments")
     p.set_defaults(func=cmd_bench)
+
+    from privfed.evaluation.commands import register as register_evaluation
+
+    register_evaluation(sub)
     return parser
 
 
