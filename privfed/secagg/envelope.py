@@ -43,6 +43,19 @@ class SharePair:
     self_mask_share: bytes
 
 
+def aead_seal(key: bytes, nonce: bytes, plaintext: bytes, ad: bytes) -> bytes:
+    """AES-256-GCM encryption: ``ciphertext || tag`` (the primitive under :func:`seal`)."""
+    return AESGCM(key).encrypt(nonce, plaintext, ad)
+
+
+def aead_open(key: bytes, nonce: bytes, ciphertext: bytes, ad: bytes) -> bytes:
+    """AES-256-GCM decryption; raises :class:`EnvelopeError` on any failure."""
+    try:
+        return AESGCM(key).decrypt(nonce, ciphertext, ad)
+    except (InvalidTag, ValueError):
+        raise EnvelopeError() from None
+
+
 def associated_data(*, session: bytes, round_index: int, sender: int, receiver: int) -> bytes:
     """The AEAD associated data binding an envelope to its session, round and parties."""
     return LABEL_PREFIX + b"envelope" + session + struct.pack(">QII", round_index, sender, receiver)
@@ -67,7 +80,7 @@ def seal(
     if len(plaintext) != PLAINTEXT_BYTES:
         raise ValueError("shares must be encoded field elements")
     ad = associated_data(session=session, round_index=round_index, sender=sender, receiver=receiver)
-    return nonce + AESGCM(key).encrypt(nonce, plaintext, ad)
+    return nonce + aead_seal(key, nonce, plaintext, ad)
 
 
 def seal_random(
@@ -98,10 +111,7 @@ def open_envelope(
     if len(envelope) != ENVELOPE_BYTES:
         raise EnvelopeError()
     ad = associated_data(session=session, round_index=round_index, sender=sender, receiver=receiver)
-    try:
-        plaintext = AESGCM(key).decrypt(envelope[:NONCE_BYTES], envelope[NONCE_BYTES:], ad)
-    except InvalidTag:
-        raise EnvelopeError() from None
+    plaintext = aead_open(key, envelope[:NONCE_BYTES], envelope[NONCE_BYTES:], ad)
     if plaintext[:8] != struct.pack(">II", sender, receiver):
         raise EnvelopeError()
     return SharePair(

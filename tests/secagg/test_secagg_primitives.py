@@ -1,0 +1,342 @@
+"""Property and unit tests of the secagg building blocks."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from privfed.errors import ConfigError
+from privfed.secagg import shamir
+from privfed.secagg.config import SecAggConfig, check_no_overflow, resolve_threshold
+from privfed.secagg.envelope import SharePair, open_envelope, seal
+from privfed.secagg.errors import EnvelopeError, MessageError
+from privfed.secagg.field import decode_fixed_point, dtype_for_bits, encode_fixed_point
+from privfed.secagg.graph import build_graph, harary_graph
+from privfed.secagg.keys import LABEL_PAIRWISE_MASK, derive_key, generate_keypair, x25519
+from privfed.secagg.messages import MaskedInput, ShareKind, UnmaskRequest, UnmaskResponse
+from privfed.secagg.prg import DeterministicRandom, expand_mask, mask_into
+from privfed.secagg.server import combine
+
+SESSION = bytes(range(32))
+
+
+# -- Shamir ------------------------------------------------------------------------------------
+
+
+def _is_probable_prime(n: int, rounds: int = 40) -> bool:
+    if n < 2:
+        return False
+    for p in (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37):
+        if n % p == 0:
+            return n == p
+    d, r = n - 1, 0
+    while d % 2 == 0:
+        d //= 2
+        r += 1
+    rng = random.Random(1)
+    for _ in range(rounds):
+        a = rng.randrange(2, n - 2)
+        x = pow(a, d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(r - 1):
+            x = pow(x, 2, n)
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
+
+
+def test_field_prime_is_the_smallest_prime_above_2_256() -> None:
+    assert shamir.PRIME == 2**256 + 297
+    assert _is_probable_prime(shamir.PRIME)
+    assert not any(_is_probable_prime(2**256 + k, rounds=8) for k in range(1, 297))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    secret=st.binary(min_size=32, max_size=32),
+    n=st.integers(min_value=1, max_value=12),
+    data=st.data(),
+)
+def test_any_t_subset_reconstructs(secret: bytes, n: int, data: st.DataObject) -> None:
+    t = data.draw(st.integers(min_value=1, max_value=n))
+    ids = data.draw(st.lists(st.integers(0, 10_000), min_size=n, max_size=n, unique=True))
+    xs = [shamir.evaluation_point(i) for i in ids]
+    shares = shamir.share_secret(secret, threshold=t, xs=xs)
+    subset = data.draw(st.lists(st.sampled_from(xs), min_size=t, max_size=n, unique=True))
+    assert shamir.reconstruct({x: shares[x] for x in subset}, threshold=t) == secret
+    if t > 1:
+        with pytest.raises(ValueError):
+            shamir.reconstruct({x: shares[x] for x in subset[: t - 1]}, threshold=t)
+
+
+@settings(max_examples=25, deadline=None)
+@given(s0=st.integers(0, 2**256 - 1), s1=st.integers(0, 2**256 - 1), t=st.integers(2, 6),
+       seed=st.integers(0, 2**32))
+def test_t_minus_1_shares_fit_every_secret_exactly_once(
+    s0: int, s1: int, t: int, seed: int
+) -> None:
+    """For any t-1 shares and any other secret there is exactly one polynomial: the shares are a
+    bijective image of the uniform coefficients, so their distribution does not depend on the
+    secret."""
+    rng = random.Random(seed)
+    xs = list(range(1, t))
+    coeffs = [rng.randrange(shamir.PRIME) for _ in range(t - 1)]
+    shares = shamir.split(s0, coefficients=coeffs, xs=xs)
+    # Solve for the coefficients that give the same shares under secret s1 (Lagrange basis).
+    points = {0: s1, **shares}
+    p = shamir.PRIME
+    poly = [0] * t
+    for xi, yi in points.items():
+        basis, denom = [1], 1
+        for xj in points:
+            if xj == xi:
+                continue
+            basis = [(a - xj * b) % p for a, b in zip([0, *basis], [*basis, 0], strict=True)]
+            denom = denom * (xi - xj) % p
+        scale = yi * pow(denom, -1, p) % p
+        poly = [(c + scale * b) % p for c, b in zip(poly, basis, strict=True)]
+    assert poly[0] == s1
+    assert shamir.split(s1, coefficients=poly[1:], xs=xs) == shares
+
+
+def test_single_share_bits_do_not_depend_on_the_secret() -> None:
+    """Statistical check, t = 2: the low bit of one share is a fair coin for two secrets."""
+    counts = []
+    for secret in (bytes(32), b"\xff" * 32):
+        ones = sum(
+            shamir.share_secret(secret, threshold=2, xs=[1, 2])[1] & 1 for _ in range(2000)
+        )
+        counts.append(ones)
+    for ones in counts:
+        assert abs(ones - 1000) < 4 * math.sqrt(2000 * 0.25)
+
+
+def test_corrupt_share_is_detected_when_out_of_range() -> None:
+    with pytest.raises(ValueError):
+        shamir.decode_share(shamir.PRIME.to_bytes(33, "big"))
+
+
+# -- PRG and masks -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits", [8, 13, 16, 32, 33, 62])
+def test_expand_mask_range_dtype_and_offsets(bits: int) -> None:
+    key = bytes(range(32))
+    m = expand_mask(key, length=1000, bits=bits)
+    assert m.dtype == dtype_for_bits(bits)
+    assert int(m.max()) < 2**bits
+    raw = np.empty(1000, dtype=dtype_for_bits(bits))
+    mask_into(key, raw)
+    part = np.empty(1000 - 64, dtype=dtype_for_bits(bits))
+    mask_into(key, part, start=64)
+    assert np.array_equal(raw[64:], part)
+    assert not np.array_equal(m, expand_mask(bytes(32), length=1000, bits=bits))
+
+
+def test_pairwise_masks_cancel() -> None:
+    ids = [3, 7, 11, 20]
+    keys = {c: generate_keypair() for c in ids}
+    total = np.zeros(257, dtype=np.uint32)
+    for u in ids:
+        for v in ids:
+            if u == v:
+                continue
+            k = derive_key(x25519(keys[u].private, keys[v].public), label=LABEL_PAIRWISE_MASK,
+                           session=SESSION)
+            m = expand_mask(k, length=257, bits=32)
+            total = total + m if u < v else total - m
+    assert not total.any()
+
+
+def test_combine_matches_slow_reference() -> None:
+    rng = np.random.default_rng(0)
+    for bits in (12, 32, 40):
+        vecs = [rng.integers(0, 2**bits, size=1000, dtype=np.uint64).astype(dtype_for_bits(bits))
+                for _ in range(3)]
+        jobs = [(bytes([i]) * 32, i % 2 == 0) for i in range(5)]
+        fast = combine(vecs, jobs, length=1000, bits=bits, workers=2, chunk=96)
+        ref_vec = np.zeros(1000, dtype=object)
+        for v in vecs:
+            ref_vec = ref_vec + v.astype(object)
+        for key, add in jobs:
+            m = expand_mask(key, length=1000, bits=bits).astype(object)
+            ref_vec = ref_vec + m if add else ref_vec - m
+        ref_vec = ref_vec % (2**bits)
+        assert [int(a) for a in fast] == [int(b) for b in ref_vec]
+
+
+def test_deterministic_random_is_reproducible() -> None:
+    a, b = DeterministicRandom(b"x"), DeterministicRandom(b"x")
+    assert a(40) == b(40)
+    assert DeterministicRandom(b"y")(40) != DeterministicRandom(b"x")(40)
+
+
+# -- keys, envelopes ---------------------------------------------------------------------------
+
+
+def test_derive_key_is_domain_separated() -> None:
+    secret = bytes(32)
+    a = derive_key(secret, label="pairwise-mask", session=SESSION)
+    assert a != derive_key(secret, label="self-mask", session=SESSION)
+    assert a != derive_key(secret, label="pairwise-mask", session=bytes(32))
+
+
+def test_envelope_binds_session_round_and_parties() -> None:
+    key = bytes(range(32))
+    pair = SharePair(b"\x01" * 33, b"\x02" * 33)
+    env = seal(key, pair, session=SESSION, round_index=4, sender=1, receiver=2, nonce=bytes(12))
+    assert open_envelope(key, env, session=SESSION, round_index=4, sender=1, receiver=2) == pair
+    for kwargs in (
+        dict(session=bytes(32), round_index=4, sender=1, receiver=2),
+        dict(session=SESSION, round_index=5, sender=1, receiver=2),
+        dict(session=SESSION, round_index=4, sender=1, receiver=3),
+        dict(session=SESSION, round_index=4, sender=9, receiver=2),
+    ):
+        with pytest.raises(EnvelopeError):
+            open_envelope(key, env, **kwargs)
+    with pytest.raises(EnvelopeError):
+        open_envelope(key, env[:-1], session=SESSION, round_index=4, sender=1, receiver=2)
+
+
+# -- graph -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n,k", [(10, 4), (11, 4), (10, 3), (30, 6), (50, 10), (7, 6)])
+def test_harary_graph_is_regular_and_symmetric(n: int, k: int) -> None:
+    g = harary_graph(range(n), degree=k, session=SESSION)
+    degrees = sorted(len(v) for v in g.values())
+    assert degrees[0] == k and degrees[-1] <= k + 1
+    assert all(u in g[v] for u in g for v in g[u])
+    assert all(u not in g[u] for u in g)
+
+
+def test_harary_graph_depends_on_session() -> None:
+    a = build_graph(range(40), kind="harary", degree=6, session=SESSION)
+    b = build_graph(range(40), kind="harary", degree=6, session=bytes(32))
+    assert dict(a) != dict(b)
+
+
+# -- fixed point -------------------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    xs=st.lists(st.floats(-3, 3, allow_nan=False, width=32), min_size=1, max_size=50),
+    scale_bits=st.integers(0, 20),
+    seed=st.integers(0, 2**32),
+)
+def test_fixed_point_error_bound(xs: list[float], scale_bits: int, seed: int) -> None:
+    x = np.asarray(xs, dtype=np.float32)
+    enc = encode_fixed_point(x, clip=1.5, scale_bits=scale_bits, bits=48,
+                             rng=np.random.default_rng(seed))
+    back = decode_fixed_point(enc.values, bits=48, scale_bits=scale_bits)
+    clipped = np.clip(x.astype(np.float64), -1.5, 1.5)
+    assert np.all(np.abs(back - clipped) <= 2.0**-scale_bits)
+    assert enc.clamped == int(np.sum(np.abs(x) > 1.5))
+
+
+def test_integers_encode_exactly() -> None:
+    x = np.array([0.0, 1.0, -1.0, 1.0, 0.0], dtype=np.float32)
+    for seed in range(5):
+        enc = encode_fixed_point(x, clip=1.0, scale_bits=16, bits=32,
+                                 rng=np.random.default_rng(seed))
+        assert np.array_equal(decode_fixed_point(enc.values, bits=32, scale_bits=16), x)
+
+
+def test_stochastic_rounding_is_unbiased() -> None:
+    x = np.full(20000, 0.3, dtype=np.float64)
+    enc = encode_fixed_point(x, clip=1.0, scale_bits=2, bits=16, rng=np.random.default_rng(0))
+    mean = decode_fixed_point(enc.values, bits=16, scale_bits=2).mean()
+    assert abs(mean - 0.3) < 0.01
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 300), bits=st.integers(16, 40), scale_bits=st.integers(0, 20))
+def test_no_overflow_rule_is_exact(n: int, bits: int, scale_bits: int) -> None:
+    try:
+        cfg = SecAggConfig(bits=bits, scale_bits=scale_bits, clip=1.0)
+    except ConfigError:
+        return
+    extreme = np.full(1, 1.0)
+    enc = encode_fixed_point(extreme, clip=1.0, scale_bits=scale_bits, bits=bits,
+                             rng=np.random.default_rng(0)).values.astype(object)
+    low = encode_fixed_point(-extreme, clip=1.0, scale_bits=scale_bits, bits=bits,
+                             rng=np.random.default_rng(0)).values.astype(object)
+    fits = True
+    try:
+        check_no_overflow(cfg, num_clients=n)
+    except ConfigError as exc:
+        fits = False
+        assert "bits" in exc.problems[0]
+    for v, sign in ((enc, 1), (low, -1)):
+        total = np.array([(int(v[0]) * n) % 2**bits], dtype=np.uint64)
+        decoded = decode_fixed_point(total, bits=bits, scale_bits=scale_bits)[0]
+        if fits:
+            assert decoded == sign * n
+    if not fits:  # the worst case really can wrap: all +clip or a mix is not representable
+        span = n * (2 * 2**scale_bits + 1)
+        assert span >= 2**bits
+
+
+# -- config ------------------------------------------------------------------------------------
+
+
+def test_config_reports_every_problem_at_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        SecAggConfig(bits=3, graph="ring", clip=0.5, scale_bits=-1, threshold=1)
+    fields = [p.split()[0] for p in info.value.problems]
+    assert fields == ["threshold", "bits", "graph", "clip", "scale_bits"]
+    assert "bits must be between 8 and 62, got 3" in info.value.problems
+
+
+def test_config_refuses_degree_on_complete_graph() -> None:
+    with pytest.raises(ConfigError, match="degree is only used"):
+        SecAggConfig(degree=4)
+
+
+def test_default_thresholds() -> None:
+    assert resolve_threshold(SecAggConfig(), num_clients=30, degree=29) == 21
+    assert resolve_threshold(SecAggConfig(graph="harary"), num_clients=1000, degree=20) == 11
+    assert resolve_threshold(SecAggConfig(threshold=5), num_clients=30, degree=29) == 5
+
+
+# -- wire format -------------------------------------------------------------------------------
+
+
+def test_messages_roundtrip_and_reject_truncation() -> None:
+    vec = np.arange(10, dtype=np.uint32)
+    msg = MaskedInput(3, 7, SESSION, 32, (1, 2), vec)
+    data = msg.encode()
+    back = MaskedInput.decode(data)
+    assert back.rejected == (1, 2) and np.array_equal(back.vector, vec)
+    assert len(data) == 22 + 32 + 1 + 4 + 8 + 4 + 40  # packed at 4 bytes per entry
+    for cut in (1, 5, len(data) - 23):
+        with pytest.raises(MessageError):
+            MaskedInput.decode(data[:-cut])
+    with pytest.raises(MessageError):
+        MaskedInput.decode(data + b"\0")
+    with pytest.raises(MessageError, match="expected message UNMASK_REQUEST"):
+        UnmaskRequest.decode(data)
+    with pytest.raises(MessageError, match="magic"):
+        MaskedInput.decode(b"XXXX" + data[4:])
+
+
+def test_masked_input_packs_at_bits() -> None:
+    vec = np.arange(10, dtype=np.uint16)
+    assert len(MaskedInput(0, 0, SESSION, 16, (), vec).encode()) == 22 + 32 + 1 + 4 + 4 + 20
+
+
+def test_unmask_response_rejects_two_shares_for_one_client() -> None:
+    share = bytes(33)
+    msg = UnmaskResponse(0, 1, SESSION, ((5, ShareKind.SELF_MASK, share),
+                                         (5, ShareKind.MASK_KEY, share)))
+    with pytest.raises(MessageError, match="two shares"):
+        UnmaskResponse.decode(msg.encode())
