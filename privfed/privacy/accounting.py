@@ -175,7 +175,7 @@ def rdp_vector(
         PrivacyBudgetError: if an argument is out of range.
     """
     _check_mechanism(noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps)
-    orders_t = tuple(float(a) for a in orders)
+    orders_t = _as_orders(orders)
     if steps == 0 or sample_rate == 0:
         return np.zeros(len(orders_t), dtype=np.float64)
     return _rdp_one_step(float(noise_multiplier), float(sample_rate), orders_t) * int(steps)
@@ -186,11 +186,14 @@ def epsilon_from_rdp(
 ) -> float:
     """Convert an RDP curve into epsilon at ``delta``.
 
-    Uses Opacus's ``get_privacy_spent``, i.e. the improved conversion of Balle et al. 2020,
-    Theorem 21: ``eps = min_a rdp(a) + log((a-1)/a) - (log(delta) + log(a)) / (a-1)``
+    The improved conversion of Balle et al. 2020, Theorem 21, exactly as Opacus's
+    ``get_privacy_spent`` computes it:
+    ``eps = min_a rdp(a) - (log(delta) + log(a)) / (a-1) + log((a-1)/a)``
     (not the classic ``rdp(a) + log(1/delta)/(a-1)`` of Mironov 2017, which is looser).
-    Opacus's warning that the optimum sits at the smallest or largest order is silenced
-    (the bound stays valid, only possibly loose).
+    The order-dependent terms are computed once per (delta, orders) with Opacus's own numpy
+    expressions, so the result is bit-identical to Opacus (tested) at a fraction of the cost,
+    which matters when thousands of ledgers are queried. Unlike Opacus, no warning is issued
+    when the optimum sits at the smallest or largest order (the bound stays valid).
 
     Args:
         rdp: RDP values, one per order.
@@ -214,10 +217,28 @@ def epsilon_from_rdp(
         return 0.0
     if np.all(np.isinf(rdp_arr)):
         return math.inf
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        eps, _ = _opacus_rdp.get_privacy_spent(orders=list(orders), rdp=rdp_arr, delta=delta)
-    return float(eps)
+    log_term, ratio_term = _conversion_terms(float(delta), _as_orders(orders))
+    eps = rdp_arr - log_term + ratio_term  # same operations, same order as Opacus
+    if np.isnan(eps).all():
+        return math.inf
+    return float(eps[np.nanargmin(eps)])
+
+
+def _as_orders(orders: Sequence[float]) -> tuple[float, ...]:
+    if orders is DEFAULT_ORDERS:
+        return DEFAULT_ORDERS
+    return tuple(float(a) for a in orders)
+
+
+@functools.lru_cache(maxsize=256)
+def _conversion_terms(delta: float, orders: tuple[float, ...]) -> tuple[Any, Any]:
+    """The order-dependent terms of Opacus's ``get_privacy_spent``, read-only."""
+    orders_vec = np.atleast_1d(list(orders))
+    log_term = (np.log(delta) + np.log(orders_vec)) / (orders_vec - 1)
+    ratio_term = np.log((orders_vec - 1) / orders_vec)
+    log_term.setflags(write=False)
+    ratio_term.setflags(write=False)
+    return log_term, ratio_term
 
 
 @functools.lru_cache(maxsize=1024)

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 from opacus.accountants import RDPAccountant
+from opacus.accountants.analysis.rdp import get_privacy_spent
 from opacus.accountants.utils import get_noise_multiplier
 
 from privfed.errors import PrivacyBudgetError
@@ -145,3 +146,20 @@ def test_calibrate_noise_special_cases_and_cache() -> None:
     again = calibrate_noise(target_epsilon=3.0, delta=DELTA, sample_rate=0.1 + 1e-16, steps=50)
     assert again == first
     assert _calibrate_cached.cache_info().hits == hits + 1
+
+
+@pytest.mark.filterwarnings("ignore:Optimal order is the:UserWarning")
+def test_epsilon_from_rdp_bit_identical_to_opacus() -> None:
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(1, 10, len(DEFAULT_ORDERS))
+    for _ in range(300):
+        rdp = rng.exponential(rng.choice([0.01, 1.0, 100.0]), size=len(DEFAULT_ORDERS)) * ramp
+        delta = float(10 ** rng.uniform(-12, -1))
+        ours = epsilon_from_rdp(rdp, delta=delta)
+        theirs, _ = get_privacy_spent(orders=list(DEFAULT_ORDERS), rdp=rdp, delta=delta)
+        assert ours == float(theirs)
+    # custom orders go through the same path
+    orders = [1.5, 2.0, 8.0, 32.0]
+    rdp = np.array([0.1, 0.2, 0.9, 4.0])
+    theirs, _ = get_privacy_spent(orders=orders, rdp=rdp, delta=DELTA)
+    assert epsilon_from_rdp(rdp, delta=DELTA, orders=orders) == float(theirs)
