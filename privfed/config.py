@@ -367,6 +367,7 @@ def _build(cls: type[C], data: Mapping[str, Any], path: str, problems: list[str]
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     prefix = f"{path}." if path else ""
     kwargs: dict[str, Any] = {}
+    failed: set[str] = set()
     n_before = len(problems)
     for key, value in data.items():
         if key not in fields:
@@ -376,23 +377,38 @@ def _build(cls: type[C], data: Mapping[str, Any], path: str, problems: list[str]
                 f"{prefix}{key} is not a known field{hint}; known: {', '.join(sorted(fields))}"
             )
             continue
+        n_field = len(problems)
         kwargs[key] = _convert(value, hints[key], f"{prefix}{key}", problems)
+        if len(problems) > n_field:
+            failed.add(key)
+            del kwargs[key]
     for name, f in fields.items():
         if (
             name not in kwargs
+            and name not in failed
             and f.default is dataclasses.MISSING
             and f.default_factory is dataclasses.MISSING
         ):
             problems.append(f"{prefix}{name} is required ({_type_name(hints[name])})")
-    if len(problems) > n_before:
+            failed.add(name)
+    complete = len(problems) == n_before
+    if not complete and any(
+        fields[n].default is dataclasses.MISSING and fields[n].default_factory is dataclasses.MISSING
+        for n in failed
+    ):
         return None
+    # Fields that failed fall back to their defaults so this level's own checks still run and
+    # every problem is reported at once; problems about the failed fields themselves are not
+    # repeated.
     try:
-        return cls(**kwargs)
+        obj = cls(**kwargs)
     except ConfigError as exc:
-        problems.extend(
-            q if q.startswith(prefix) and prefix else f"{prefix}{q}" for q in exc.problems
-        )
+        for q in exc.problems:
+            if q.split(" ", 1)[0].split(".", 1)[0] in failed:
+                continue
+            problems.append(q if q.startswith(prefix) and prefix else f"{prefix}{q}")
         return None
+    return obj if complete else None
 
 
 def from_dict(data: Mapping[str, Any], *, source: str | None = None) -> ExperimentConfig:

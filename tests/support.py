@@ -1,0 +1,52 @@
+"""Test support: a tiny federation config that runs in a few seconds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from privfed.config import ExperimentConfig, from_dict
+
+TINY: dict[str, Any] = {
+    "name": "tiny",
+    "seed": 0,
+    "rounds": 2,
+    "groups": {
+        "image": {
+            "source": "digits",
+            "tasks": ["identity", "parity"],
+            "architecture": "shared-trunk",
+            "hidden": [16],
+            "partition": {"kind": "dirichlet", "alpha": 0.5},
+        },
+        "text": {
+            "source": "markov",
+            "source_params": {"vocab": 8, "num_owners": 4, "lam": 0.5, "tokens_per_owner": 120,
+                              "concentration": 0.3},
+            "tasks": ["next"],
+            "hidden": [8],
+            "partition": {"kind": "natural"},
+        },
+    },
+    "federation": {"num_clients": 4, "aggregator": "plain"},
+    "train": {"local_steps": 2, "batch_size": 16, "lr": 0.3},
+    "dp": {"target_epsilon": 8.0, "delta": 1e-4},
+    "eval": {"every": 1},
+}
+
+
+def tiny_dict(**overrides: Any) -> dict[str, Any]:
+    """A deep copy of TINY with top-level sections updated (section dicts are merged)."""
+    import copy
+
+    data = copy.deepcopy(TINY)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key].update(value)
+        else:
+            data[key] = value
+    return data
+
+
+def tiny(**overrides: Any) -> ExperimentConfig:
+    """The tiny config, validated."""
+    return from_dict(tiny_dict(**overrides))
