@@ -49,6 +49,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         eps = summary.epsilon.get(src, {}).get("max", 0.0)
         print(f"{task:<22}{m['mean_acc']:>9.3f}{m['worst_acc']:>10.3f}{m['majority_acc']:>9.3f}"
               f"{_fmt_eps(eps):>9}  {src}")
+    for task, m in summary.tasks.items():
+        if "bayes_pooled_acc" in m:
+            print(f"{task}: Bayes-optimal accuracy {m['bayes_pooled_acc']:.3f} for one pooled "
+                  f"model, {m['bayes_personal_acc']:.3f} for perfect personal models")
     print(f"epsilon: max over clients of each data source, at delta={summary.delta:g} "
           f"({summary.accountant.upper()} accountant); majority: each client's majority-class "
           "baseline")

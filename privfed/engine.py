@@ -465,7 +465,6 @@ class Engine:
         loss_fn = nn.CrossEntropyLoss(reduction="sum")
         tasks: dict[str, Any] = {}
         per_client: dict[str, dict[str, float]] = {}
-        eps_summary = {}
         for ui, unit in enumerate(self.fed.units):
             gs = self.fed.unit_group[unit.name]
             model = self._eval_models[unit.name]
@@ -515,8 +514,12 @@ class Engine:
                     "epsilon_mean": float(np.mean(eps)) if eps else 0.0,
                     "source": gs.ledger_key,
                 }
+                bayes = gs.source.meta.get("bayes_accuracy", {}).get(t)
+                if bayes:
+                    # Bayes-optimal accuracy of a perfect pooled / personal model (generated data)
+                    tasks[full]["bayes_pooled_acc"] = float(bayes["pooled"])
+                    tasks[full]["bayes_personal_acc"] = float(bayes["personal"])
                 per_client[full] = {str(c): a for c, a in accs[t].items()}
-                eps_summary[full] = tasks[full]["epsilon_max"]
         return {"round": r + 1, "tasks": tasks, "per_client": per_client}
 
     # ------------------------------------------------------------------ run
