@@ -10,6 +10,7 @@ listing every problem. Unknown keys are errors.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import math
@@ -371,7 +372,7 @@ def _build(cls: type[C], data: Mapping[str, Any], path: str, problems: list[str]
     n_before = len(problems)
     for key, value in data.items():
         if key not in fields:
-            close = [n for n in fields if n.startswith(key[:3])]
+            close = difflib.get_close_matches(key, list(fields), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(
                 f"{prefix}{key} is not a known field{hint}; known: {', '.join(sorted(fields))}"

@@ -1,0 +1,59 @@
+"""The command line as a user runs it: a real subprocess of the installed ``privfed``."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import tomli_w
+from support import tiny_dict
+
+
+def _privfed(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("privfed")
+    cmd = [exe, *args] if exe else [sys.executable, "-m", "privfed.cli", *args]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_run_prints_per_task_accuracy_and_epsilon(tmp_path: Path):
+    data = tiny_dict()
+    data["federation"]["aggregator"] = "secagg"
+    (tmp_path / "tiny.toml").write_text(tomli_w.dumps(data))
+    proc = _privfed("run", "tiny.toml", "--out", "out", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for task in ("image.identity", "image.parity", "text.next"):
+        assert task in out
+    assert "worst-10%" in out and "epsilon" in out and "aggregator=secagg" in out
+    assert "Bayes-optimal" in out
+    assert "it/s" in proc.stderr or "round" in proc.stderr  # the progress bar
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["finished"] and manifest["aggregator"] == "secagg"
+    # a finished run refuses to be overwritten, with a message that says what to do
+    again = _privfed("run", "tiny.toml", "--out", "out", cwd=tmp_path)
+    assert again.returncode == 2
+    assert "--resume" in again.stderr
+
+
+def test_bad_config_lists_every_problem(tmp_path: Path):
+    (tmp_path / "bad.toml").write_text(
+        "rounds = 0\n[dp]\ntarget_epsilon = -1\n[train]\nbatchsize = 3\n"
+    )
+    proc = _privfed("run", "bad.toml", cwd=tmp_path)
+    assert proc.returncode == 2
+    err = proc.stderr
+    assert "bad.toml" in err
+    assert "rounds must be in [1, inf], got 0" in err
+    assert "dp.target_epsilon must be in (0.0, inf], got -1" in err
+    assert "train.batchsize is not a known field (did you mean 'batch_size'?)" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_list_shows_plugins(tmp_path: Path):
+    proc = _privfed("list", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("digits", "markov", "dirichlet", "natural", "fedavg", "local"):
+        assert name in proc.stdout
