@@ -39,7 +39,7 @@ from privfed.secagg.errors import (
     StageError,
     TooFewSurvivors,
 )
-from privfed.secagg.field import check_vector, dtype_for_bits, reduce_inplace
+from privfed.secagg.field import check_vector
 from privfed.secagg.graph import build_graph
 from privfed.secagg.keys import (
     LABEL_PAIRWISE_MASK,
@@ -64,7 +64,7 @@ from privfed.secagg.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
-from privfed.secagg.prg import mask_into
+from privfed.secagg.prg import apply_masks
 
 _T = TypeVar("_T")
 
@@ -273,17 +273,9 @@ class SecAggClient:
             )
         self.accepted, self.rejected = frozenset(accepted), frozenset(rejected)
         start = time.perf_counter()
-        y = vec.astype(dtype_for_bits(bits), copy=True)
-        buf = np.empty_like(y)
-        mask_into(self._self_key, buf)
-        np.add(y, buf, out=y)
-        for v in sorted(accepted):
-            mask_into(self._pair_keys[v], buf)
-            if self.client_id < v:
-                np.add(y, buf, out=y)
-            else:
-                np.subtract(y, buf, out=y)
-        reduce_inplace(y, bits)
+        jobs = [(self._self_key, True)]
+        jobs += [(self._pair_keys[v], self.client_id < v) for v in sorted(accepted)]
+        y = apply_masks([vec], jobs, length=self.length, bits=bits)
         self.masking_seconds = time.perf_counter() - start
         self._pair_keys.clear()
         self.stage = Stage.UNMASK

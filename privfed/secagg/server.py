@@ -12,14 +12,14 @@ Sec. 4; Bell et al. 2020, Sec. 4).
 The server's cost is in :meth:`SecAggServer.finish`: reconstructing the self-mask seeds of the
 survivors and the mask keys of dropped clients (Lagrange coefficients cached per responder set),
 checking each reconstructed mask key against its advertised public key, and removing the masks.
-Mask removal streams the vector in cache-sized chunks, split over ``config.workers`` threads;
-each mask chunk is one AES-CTR call into a preallocated buffer followed by a wrapping uint add.
+Mask removal streams the vector in cache-sized chunks (optionally split over ``config.workers``
+threads); each mask chunk is one AES-CTR call into a preallocated buffer followed by a wrapping
+uint add.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +32,6 @@ from privfed.secagg.errors import (
     StageError,
     TooFewSurvivors,
 )
-from privfed.secagg.field import dtype_for_bits, reduce_inplace
 from privfed.secagg.graph import build_graph
 from privfed.secagg.keys import (
     LABEL_PAIRWISE_MASK,
@@ -54,10 +53,11 @@ from privfed.secagg.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
-from privfed.secagg.prg import mask_into
+from privfed.secagg.prg import apply_masks
 
-#: Entries per chunk when removing masks (512 KiB of uint32: stays in L2 with its buffer).
-CHUNK_ENTRIES = 1 << 17
+#: Entries per chunk when removing masks (256 KiB of uint32: the partial sum and the mask buffer
+#: stay in a 1 MiB L2 cache).
+CHUNK_ENTRIES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -248,6 +248,9 @@ class SecAggServer:
         self._accept(sender, self.u1, Stage.SHARE_KEYS, parse)
 
     def _check_holders(self, stage: Stage, owners: frozenset[int], alive: frozenset[int]) -> None:
+        if len(alive) < self.threshold:  # never release a sum of fewer than t inputs
+            self.stage = Stage.ABORTED
+            raise TooFewSurvivors(stage.value, needed=self.threshold, alive=len(alive))
         for w in sorted(owners):
             holders = (self.graph[w] | {w}) & alive
             if len(holders) < self.threshold:
@@ -326,6 +329,7 @@ class SecAggServer:
             self._maskset[v] = (self.graph[v] & self.u2) - set(msg.rejected)
         self.u3 = u3
         dropped = frozenset(w for v in u3 for w in self._maskset[v]) - u3
+        self._check_holders(Stage.MASKED_INPUT, frozenset(), u3)
         # Holders of w's shares that can still answer: survivors that accepted w (and w itself).
         for w in sorted(u3 | dropped):
             holders = {v for v in self.graph[w] & u3 if w in self._maskset[v]}
@@ -442,44 +446,5 @@ def combine(
     workers: int = 1,
     chunk: int = CHUNK_ENTRIES,
 ) -> np.ndarray:
-    """``sum(vectors) + sum(+-mask(key))`` modulo ``2**bits``, chunked and threaded.
-
-    Args:
-        vectors: masked inputs (packing dtype of ``bits``).
-        jobs: (mask key, True to add / False to subtract).
-        length: vector length.
-        bits: modulus exponent.
-        workers: threads; each owns a contiguous range of coordinates.
-        chunk: entries per chunk (multiple of 16).
-    """
-    dt = dtype_for_bits(bits)
-    total = np.zeros(length, dtype=dt)
-    step = max(16, chunk - chunk % 16)
-    starts = list(range(0, length, step))
-
-    def work(my_starts: list[int]) -> None:
-        buf = np.empty(step, dtype=dt)
-        for lo in my_starts:
-            hi = min(lo + step, length)
-            seg = total[lo:hi]
-            b = buf[: hi - lo]
-            for y in vectors:
-                np.add(seg, y[lo:hi], out=seg)
-            for key, add in jobs:
-                mask_into(key, b, start=lo)
-                if add:
-                    np.add(seg, b, out=seg)
-                else:
-                    np.subtract(seg, b, out=seg)
-
-    workers = max(1, min(workers, len(starts)))
-    if workers == 1:
-        work(starts)
-    else:
-        per = -(-len(starts) // workers)
-        groups = [starts[i : i + per] for i in range(0, len(starts), per)]
-        with ThreadPoolExecutor(max_workers=len(groups)) as pool:
-            list(pool.map(work, groups))
-    return reduce_inplace(total, bits)
-
-
+    """The server's mask removal: :func:`~privfed.secagg.prg.apply_masks` with its chunk size."""
+    return apply_masks(vectors, jobs, length=length, bits=bits, workers=workers, chunk=chunk)
