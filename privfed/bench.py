@@ -11,7 +11,6 @@ a budget check. The figure of merit is the ratio of seconds per step (goal: belo
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 import warnings
@@ -34,18 +33,34 @@ def _data(n: int, features: int, classes: int, seed: int) -> tuple[torch.Tensor,
     return x, y
 
 
-def _bare_opacus(spec: UnitSpec, x: torch.Tensor, y: torch.Tensor, *, batch_size: int,
-                 sigma: float, steps: int, repeats: int) -> list[float]:
+def _bare_opacus(
+    spec: UnitSpec,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int,
+    sigma: float,
+    steps: int,
+    repeats: int,
+) -> list[float]:
     model = spec.build()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        TensorDataset(x, y),
+        batch_size=batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         engine = PrivacyEngine(accountant="rdp")
         model, optimizer, loader = engine.make_private(
-            module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=sigma,
-            max_grad_norm=1.0, poisson_sampling=True,
+            module=model,
+            optimizer=optimizer,
+            data_loader=loader,
+            noise_multiplier=sigma,
+            max_grad_norm=1.0,
+            poisson_sampling=True,
             noise_generator=torch.Generator().manual_seed(1),
         )
     task = spec.tasks[0]
@@ -69,20 +84,42 @@ def _bare_opacus(spec: UnitSpec, x: torch.Tensor, y: torch.Tensor, *, batch_size
     return times
 
 
-def _privfed(spec: UnitSpec, x: torch.Tensor, y: torch.Tensor, *, batch_size: int,
-             sigma: float, steps: int, repeats: int) -> list[float]:
-    trainer = UnitTrainer(spec, x=x, y={spec.tasks[0]: y}, batch_size=batch_size, lr=0.1,
-                          noise_multiplier=sigma, max_grad_norm=1.0, seed=0, stream=(0, 0))
+def _privfed(
+    spec: UnitSpec,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int,
+    sigma: float,
+    steps: int,
+    repeats: int,
+) -> list[float]:
+    trainer = UnitTrainer(
+        spec,
+        x=x,
+        y={spec.tasks[0]: y},
+        batch_size=batch_size,
+        lr=0.1,
+        noise_multiplier=sigma,
+        max_grad_norm=1.0,
+        seed=0,
+        stream=(0, 0),
+    )
     ledger = SourceLedger(0, "bench", delta=1e-5, target_epsilon=float("inf"))
     start = flat_parameters(spec.build())
     times = []
     for r in range(repeats):
         t0 = time.perf_counter()
-        if not ledger.would_exceed(noise_multiplier=sigma, sample_rate=trainer.sample_rate,
-                                   steps=steps):
+        if not ledger.would_exceed(
+            noise_multiplier=sigma, sample_rate=trainer.sample_rate, steps=steps
+        ):
             res = trainer.train(start, steps=steps, round_index=r)
-            ledger.record(noise_multiplier=res.noise_multiplier, sample_rate=res.sample_rate,
-                          steps=res.steps, task=spec.name)
+            ledger.record(
+                noise_multiplier=res.noise_multiplier,
+                sample_rate=res.sample_rate,
+                steps=res.steps,
+                task=spec.name,
+            )
         times.append((time.perf_counter() - t0) / steps)
     return times
 
@@ -102,18 +139,19 @@ def client_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", help="also write the figures to this JSON file")
     args = p.parse_args(list(argv) if argv is not None else None)
     torch.set_num_threads(args.threads)
-    spec = UnitSpec("bench.task", "bench", ("task",), args.features, tuple(args.hidden),
-                    {"task": args.classes})
+    spec = UnitSpec(
+        "bench.task", "bench", ("task",), args.features, tuple(args.hidden), {"task": args.classes}
+    )
     x, y = _data(args.records, args.features, args.classes, seed=0)
     kw = dict(batch_size=args.batch_size, sigma=args.sigma, steps=args.steps)
     # warm up both, then interleave the timed repetitions so drift hits both sides alike
-    _bare_opacus(spec, x, y, repeats=1, **kw)  # type: ignore[arg-type]
-    _privfed(spec, x, y, repeats=1, **kw)  # type: ignore[arg-type]
+    _bare_opacus(spec, x, y, repeats=1, **kw)
+    _privfed(spec, x, y, repeats=1, **kw)
     bare: list[float] = []
     ours: list[float] = []
     for _ in range(3):
-        bare += _bare_opacus(spec, x, y, repeats=max(1, args.repeats // 3), **kw)  # type: ignore[arg-type]
-        ours += _privfed(spec, x, y, repeats=max(1, args.repeats // 3), **kw)  # type: ignore[arg-type]
+        bare += _bare_opacus(spec, x, y, repeats=max(1, args.repeats // 3), **kw)
+        ours += _privfed(spec, x, y, repeats=max(1, args.repeats // 3), **kw)
     b, o = statistics.median(bare), statistics.median(ours)
     result = {
         "model_parameters": int(sum(p.numel() for p in spec.build().parameters())),
@@ -125,9 +163,11 @@ def client_main(argv: Sequence[str] | None = None) -> int:
         "examples_per_second_privfed": args.batch_size / o,
         "threads": args.threads,
     }
-    print(f"model: MLP {args.features}-{'-'.join(map(str, args.hidden))}-{args.classes} "
-          f"({result['model_parameters']} parameters), batch {args.batch_size}, "
-          f"{args.steps} steps per participation, sigma {args.sigma}, {args.threads} thread(s)")
+    print(
+        f"model: MLP {args.features}-{'-'.join(map(str, args.hidden))}-{args.classes} "
+        f"({result['model_parameters']} parameters), batch {args.batch_size}, "
+        f"{args.steps} steps per participation, sigma {args.sigma}, {args.threads} thread(s)"
+    )
     print(f"bare Opacus loop      : {b * 1e3:8.3f} ms/step (median of {len(bare)})")
     print(f"privfed UnitTrainer   : {o * 1e3:8.3f} ms/step (median of {len(ours)})")
     print(f"ratio privfed / bare  : {o / b:8.3f}  (goal < 1.10)")

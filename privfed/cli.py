@@ -9,8 +9,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from privfed.errors import PrivfedError
+from privfed.registry import Registry
 
 
 def _quickstart_path() -> Path:
@@ -33,29 +35,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         cfg_path = Path(args.config) if args.config else _quickstart_path()
     cfg = load_config(cfg_path)
-    out = Path(args.out) if args.out else Path("runs") / (
-        f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    out = (
+        Path(args.out)
+        if args.out
+        else Path("runs") / (f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
     )
     print(f"privfed run: {cfg.name} ({cfg_path}) -> {out}")
     summary = run_experiment(cfg, out, resume=args.resume, progress=not args.quiet)
     print()
-    print(f"after {summary.rounds} rounds ({cfg.federation.algorithm}, "
-          f"aggregator={cfg.federation.aggregator}, {cfg.federation.num_clients} clients):")
+    print(
+        f"after {summary.rounds} rounds ({cfg.federation.algorithm}, "
+        f"aggregator={cfg.federation.aggregator}, {cfg.federation.num_clients} clients):"
+    )
     header = f"{'task':<22}{'mean acc':>9}{'worst-10%':>10}{'majority':>9}{'epsilon':>9}  source"
     print(header)
     print("-" * len(header))
     for task, m in summary.tasks.items():
         src = m["source"]
         eps = summary.epsilon.get(src, {}).get("max", 0.0)
-        print(f"{task:<22}{m['mean_acc']:>9.3f}{m['worst_acc']:>10.3f}{m['majority_acc']:>9.3f}"
-              f"{_fmt_eps(eps):>9}  {src}")
+        print(
+            f"{task:<22}{m['mean_acc']:>9.3f}{m['worst_acc']:>10.3f}{m['majority_acc']:>9.3f}"
+            f"{_fmt_eps(eps):>9}  {src}"
+        )
     for task, m in summary.tasks.items():
         if "bayes_pooled_acc" in m:
-            print(f"{task}: Bayes-optimal accuracy {m['bayes_pooled_acc']:.3f} for one pooled "
-                  f"model, {m['bayes_personal_acc']:.3f} for perfect personal models")
-    print(f"epsilon: max over clients of each data source, at delta={summary.delta:g} "
-          f"({summary.accountant.upper()} accountant); majority: each client's majority-class "
-          "baseline")
+            print(
+                f"{task}: Bayes-optimal accuracy {m['bayes_pooled_acc']:.3f} for one pooled "
+                f"model, {m['bayes_personal_acc']:.3f} for perfect personal models"
+            )
+    print(
+        f"epsilon: max over clients of each data source, at delta={summary.delta:g} "
+        f"({summary.accountant.upper()} accountant); majority: each client's majority-class "
+        "baseline"
+    )
     print(f"run directory: {out}")
     return 0
 
@@ -66,8 +78,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     from privfed.data.partition import PARTITIONERS
     from privfed.data.sources import SOURCES
 
-    sections = [("data sources (tasks are their label columns)", SOURCES),
-                ("partitioners", PARTITIONERS), ("algorithms", ALGORITHMS)]
+    sections: list[tuple[str, Registry[Any]]] = [
+        ("data sources (tasks are their label columns)", SOURCES),
+        ("partitioners", PARTITIONERS),
+        ("algorithms", ALGORITHMS),
+    ]
     try:
         from attacks.base import ATTACKS
 

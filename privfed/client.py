@@ -117,8 +117,9 @@ class UnitTrainer:
         dataset = TensorDataset(x, *(y[t] for t in spec.tasks))
         model: nn.Module = spec.build()
         optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True,
-                            generator=self._sample_gen)
+        loader = DataLoader(
+            dataset, batch_size=batch_size, shuffle=True, generator=self._sample_gen
+        )
         self.sample_rate = 1.0 / len(loader)
         if self.private:
             with warnings.catch_warnings():

@@ -14,7 +14,6 @@ import difflib
 import hashlib
 import json
 import math
-import tomllib
 import types
 import typing
 from collections.abc import Mapping
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import tomli_w
+import tomllib
 
 from privfed.errors import ConfigError
 from privfed.secagg.config import SecAggConfig
@@ -60,8 +60,16 @@ class _Checked:
             raise ConfigError(problems)
 
 
-def _range(problems: list[str], name: str, value: float, *, lo: float | None = None,
-           hi: float | None = None, lo_open: bool = False, hi_open: bool = False) -> None:
+def _range(
+    problems: list[str],
+    name: str,
+    value: float,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> None:
     """Append a problem if ``value`` is outside the interval, naming the allowed range."""
     bad = (
         (lo is not None and (value <= lo if lo_open else value < lo))
@@ -127,8 +135,10 @@ class GroupConfig(_Checked):
             p.append(f"tasks must not repeat, got {list(self.tasks)}")
         if any(h < 1 for h in self.hidden):
             p.append(f"hidden widths must be >= 1, got {list(self.hidden)}")
-        if len(self.split) != 3 or any(f <= 0 for f in self.split) or not math.isclose(
-            sum(self.split), 1.0, abs_tol=1e-9
+        if (
+            len(self.split) != 3
+            or any(f <= 0 for f in self.split)
+            or not math.isclose(sum(self.split), 1.0, abs_tol=1e-9)
         ):
             p.append(f"split must be three positive fractions summing to 1, got {list(self.split)}")
         return p
@@ -149,7 +159,8 @@ class FederationConfig(_Checked):
     algorithm: str = "fedavg"
     """Federated algorithm (``privfed list``): fedavg, local, ..."""
     aggregator: Literal["secagg", "plain"] = "secagg"
-    """``secagg``: the server learns only the sum (secure aggregation); ``plain``: sum in the clear."""
+    """``secagg``: the server learns only the sum (secure aggregation); ``plain``: the sum is
+    computed in the clear."""
     server_lr: float = 1.0
     """Server learning rate applied to the mean update (1.0 = FedAvg)."""
 
@@ -212,8 +223,7 @@ class DPConfig(_Checked):
         _range(p, "delta", self.delta, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
         _range(p, "max_grad_norm", self.max_grad_norm, lo=0.0, lo_open=True)
         _range(p, "noise_multiplier", self.noise_multiplier, lo=0.0)
-        _range(p, "planned_participation", self.planned_participation, lo=0.0, hi=1.0,
-               lo_open=True)
+        _range(p, "planned_participation", self.planned_participation, lo=0.0, hi=1.0, lo_open=True)
         return p
 
 
@@ -394,7 +404,8 @@ def _build(cls: type[C], data: Mapping[str, Any], path: str, problems: list[str]
             failed.add(name)
     complete = len(problems) == n_before
     if not complete and any(
-        fields[n].default is dataclasses.MISSING and fields[n].default_factory is dataclasses.MISSING
+        fields[n].default is dataclasses.MISSING
+        and fields[n].default_factory is dataclasses.MISSING
         for n in failed
     ):
         return None
@@ -431,7 +442,9 @@ def load_config(path: str | Path) -> ExperimentConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}", source=str(path))
+        raise ConfigError(
+            f"cannot read config file {path}: {exc.strerror}", source=str(path)
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -444,8 +457,11 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
     def conv(v: Any) -> Any:
         if dataclasses.is_dataclass(v) and not isinstance(v, type):
-            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)
-                    if getattr(v, f.name) is not None}
+            return {
+                f.name: conv(getattr(v, f.name))
+                for f in dataclasses.fields(v)
+                if getattr(v, f.name) is not None
+            }
         if isinstance(v, Mapping):
             return {str(k): conv(x) for k, x in v.items() if x is not None}
         if isinstance(v, (list, tuple)):

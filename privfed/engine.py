@@ -41,7 +41,14 @@ from privfed.data.partition import (
 from privfed.data.sources import SourceData, load_source
 from privfed.errors import CheckpointError, ConfigError, PrivfedError
 from privfed.evaluation.metrics import summarize
-from privfed.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl, rewrite_jsonl, to_json
+from privfed.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    read_jsonl,
+    rewrite_jsonl,
+    to_json,
+)
 from privfed.models import flat_parameters, load_flat_parameters
 from privfed.privacy.accounting import calibrate_noise
 from privfed.privacy.ledger import PrivacyLedger
@@ -111,11 +118,23 @@ def _partition(cfg: ExperimentConfig, gname: str, src: SourceData) -> list[np.nd
         params = {k: v for k, v in params.items() if k in accepted}
     rng = numpy_rng(cfg.seed, f"partition:{gname}")
     try:
-        return run_partitioner(pc.kind, src.labels[label], src.owner,
-                               num_clients=cfg.federation.num_clients, rng=rng, **params)
+        return run_partitioner(
+            pc.kind,
+            src.labels[label],
+            src.owner,
+            num_clients=cfg.federation.num_clients,
+            rng=rng,
+            **params,
+        )
     except ConfigError as exc:
-        raise ConfigError([f"groups.{gname}.{p}" if p.startswith("partition.")
-                           else f"groups.{gname}.partition: {p}" for p in exc.problems]) from None
+        raise ConfigError(
+            [
+                f"groups.{gname}.{p}"
+                if p.startswith("partition.")
+                else f"groups.{gname}.partition: {p}"
+                for p in exc.problems
+            ]
+        ) from None
 
 
 class Federation:
@@ -147,8 +166,11 @@ class Federation:
             for c, idx in enumerate(parts):
                 if gname not in held[c] or len(idx) == 0:
                     continue
-                s = split_client(idx, rng=numpy_rng(cfg.seed, f"split:{gname}", c),
-                                 fractions=tuple(g.split))
+                s = split_client(
+                    idx,
+                    rng=numpy_rng(cfg.seed, f"split:{gname}", c),
+                    fractions=(g.split[0], g.split[1], g.split[2]),
+                )
                 if len(s.train) == 0 or len(s.test) == 0:
                     continue
                 clients[c] = ClientGroupData(s.train, s.val, s.test)
@@ -190,14 +212,18 @@ class Federation:
             out[u.name] = flat_parameters(model)
         return out
 
-    def tensors(self, group: str, split: str, client: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def tensors(
+        self, group: str, split: str, client: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Features and label columns of one client's split as tensors."""
         gs = self.groups[group]
         idx = getattr(gs.clients[client], split)
         x = torch.from_numpy(np.ascontiguousarray(gs.source.x[idx], dtype=np.float32))
         x = x.reshape(len(idx), -1)
-        ys = {t: torch.from_numpy(np.asarray(gs.source.labels[t][idx], dtype=np.int64))
-              for t in gs.source.labels}
+        ys = {
+            t: torch.from_numpy(np.asarray(gs.source.labels[t][idx], dtype=np.int64))
+            for t in gs.source.labels
+        }
         return x, ys
 
     def clients_of(self, unit: UnitSpec) -> list[int]:
@@ -249,8 +275,14 @@ def make_aggregator(cfg: ExperimentConfig) -> Aggregator:
 class Engine:
     """Runs the rounds of one experiment into one run directory."""
 
-    def __init__(self, cfg: ExperimentConfig, out_dir: Path, *, progress: bool = True,
-                 echo: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        out_dir: Path,
+        *,
+        progress: bool = True,
+        echo: Callable[[str], None] = print,
+    ) -> None:
         self.cfg = cfg
         self.out = Path(out_dir)
         self.progress = progress
@@ -313,7 +345,9 @@ class Engine:
             next_round=0,
             globals=self.fed.initial_vectors(),
             personal={},
-            ledger=PrivacyLedger(delta=self.cfg.dp.delta, target_epsilon=self.cfg.dp.target_epsilon),
+            ledger=PrivacyLedger(
+                delta=self.cfg.dp.delta, target_epsilon=self.cfg.dp.target_epsilon
+            ),
         )
 
     def save_checkpoint(self, state: RunState) -> None:
@@ -344,7 +378,9 @@ class Engine:
         try:
             data = torch.load(path, weights_only=False, map_location="cpu")
         except Exception as exc:
-            raise CheckpointError(f"{path} is unreadable ({exc}); delete it and start afresh") from None
+            raise CheckpointError(
+                f"{path} is unreadable ({exc}); delete it and start afresh"
+            ) from None
         if data.get("config_hash") != config_hash(self.cfg):
             raise CheckpointError(
                 f"{path} was written by a different config; resume with the run's own "
@@ -396,7 +432,9 @@ class Engine:
         trained = 0
         skipped_budget = 0
         for c in cohort:
-            vec = np.zeros(fed.vector_length, dtype=np.float32) if self.algorithm.aggregates else None
+            vec = (
+                np.zeros(fed.vector_length, dtype=np.float32) if self.algorithm.aggregates else None
+            )
             any_unit = False
             for ui, unit in enumerate(fed.units):
                 gs = fed.unit_group[unit.name]
@@ -412,13 +450,19 @@ class Engine:
                     skipped_budget += 1
                     continue
                 personal = state.personal.get((c, unit.name))
-                start = self.algorithm.start_vector(global_vec=state.globals[unit.name],
-                                                    personal=personal)
+                start = self.algorithm.start_vector(
+                    global_vec=state.globals[unit.name], personal=personal
+                )
                 res = tr.train(start, steps=cfg.train.local_steps, round_index=r)
-                ledger.record(noise_multiplier=res.noise_multiplier, sample_rate=res.sample_rate,
-                              steps=res.steps, task=unit.name)
-                outcome = self.algorithm.after_training(start=start, trained=res.vector,
-                                                        personal=personal)
+                ledger.record(
+                    noise_multiplier=res.noise_multiplier,
+                    sample_rate=res.sample_rate,
+                    steps=res.steps,
+                    task=unit.name,
+                )
+                outcome = self.algorithm.after_training(
+                    start=start, trained=res.vector, personal=personal
+                )
                 if outcome.personal is not None:
                     state.personal[(c, unit.name)] = outcome.personal
                 if vec is not None and outcome.update is not None:
@@ -451,7 +495,8 @@ class Engine:
                 continue
             mean = (total[fed.offsets[ui] : fed.offsets[ui + 1]] / count).astype(np.float32)
             state.globals[unit.name] = self.algorithm.server_update(
-                global_vec=state.globals[unit.name], mean_update=mean,
+                global_vec=state.globals[unit.name],
+                mean_update=mean,
                 server_lr=cfg.federation.server_lr,
             )
         info["included"] = float(len(result.included))
@@ -465,7 +510,7 @@ class Engine:
         loss_fn = nn.CrossEntropyLoss(reduction="sum")
         tasks: dict[str, Any] = {}
         per_client: dict[str, dict[str, float]] = {}
-        for ui, unit in enumerate(self.fed.units):
+        for unit in self.fed.units:
             gs = self.fed.unit_group[unit.name]
             model = self._eval_models[unit.name]
             model.eval()
@@ -475,8 +520,9 @@ class Engine:
             losses: dict[str, list[float]] = {t: [] for t in unit.tasks}
             base: dict[str, list[float]] = {t: [] for t in unit.tasks}
             for c in self.fed.clients_of(unit):
-                vec = self.algorithm.eval_vector(global_vec=state.globals[unit.name],
-                                                 personal=state.personal.get((c, unit.name)))
+                vec = self.algorithm.eval_vector(
+                    global_vec=state.globals[unit.name], personal=state.personal.get((c, unit.name))
+                )
                 key = vec.tobytes() if vec is not state.globals[unit.name] else b"global"
                 if key != loaded:
                     load_flat_parameters(model, vec)
@@ -497,8 +543,11 @@ class Engine:
                     base[t].append(float((y == majority).float().mean()))
             for t in unit.tasks:
                 full = f"{unit.group}.{t}"
-                ledgers = [state.ledger[(c, gs.ledger_key)] for c in self.fed.clients_of(unit)
-                           if (c, gs.ledger_key) in state.ledger]
+                ledgers = [
+                    state.ledger[(c, gs.ledger_key)]
+                    for c in self.fed.clients_of(unit)
+                    if (c, gs.ledger_key) in state.ledger
+                ]
                 eps = [lg.epsilon() for lg in ledgers if lg.steps > 0]
                 s = summarize(list(accs[t].values()), worst_fraction=cfg.eval.worst_fraction)
                 tasks[full] = {
@@ -552,8 +601,14 @@ class Engine:
         if self.progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=cfg.rounds, initial=state.next_round, desc=cfg.name, unit="round",
-                       leave=True, dynamic_ncols=True)
+            bar = tqdm(
+                total=cfg.rounds,
+                initial=state.next_round,
+                desc=cfg.name,
+                unit="round",
+                leave=True,
+                dynamic_ncols=True,
+            )
         t_run = time.perf_counter()
         last_eval: dict[str, Any] | None = rows[-1] if rows else None
         try:
@@ -576,11 +631,13 @@ class Engine:
                 self.save_checkpoint(state)
                 atomic_write_json(self.out / "privacy.json", self.privacy_report(state))
                 if bar is not None:
-                    post = {"trained": int(info["trained"])}
+                    post: dict[str, float] = {"trained": int(info["trained"])}
                     if last_eval:
                         accs = [v["mean_acc"] for v in last_eval["tasks"].values()]
                         post["acc"] = round(float(np.mean(accs)), 3)
-                        post["eps"] = round(max(v["epsilon_max"] for v in last_eval["tasks"].values()), 2)
+                        post["eps"] = round(
+                            max(v["epsilon_max"] for v in last_eval["tasks"].values()), 2
+                        )
                     bar.set_postfix(post)
                     bar.update(1)
         finally:
@@ -613,8 +670,11 @@ class Engine:
             ledgers.append(d)
         summary = {}
         for src in sorted({lg.source for lg in state.ledger}):
-            eps = [lg.epsilon(accountant) if accountant != "rdp" else lg.epsilon()
-                   for lg in state.ledger if lg.source == src and lg.steps > 0]
+            eps = [
+                lg.epsilon(accountant) if accountant != "rdp" else lg.epsilon()
+                for lg in state.ledger
+                if lg.source == src and lg.steps > 0
+            ]
             summary[src] = {
                 "max": max(eps) if eps else 0.0,
                 "mean": float(np.mean(eps)) if eps else 0.0,
@@ -622,7 +682,8 @@ class Engine:
             }
         return {
             "unit": "record (one training example of one client's data source)",
-            "mechanism": "DP-SGD (Opacus), Poisson sampling, per-sample clipping" if cfg.dp.private
+            "mechanism": "DP-SGD (Opacus), Poisson sampling, per-sample clipping"
+            if cfg.dp.private
             else "none (target_epsilon = inf)",
             "delta": cfg.dp.delta,
             "target_epsilon": cfg.dp.target_epsilon,
@@ -650,7 +711,13 @@ class Engine:
         atomic_write_json(self.out / "manifest.json", manifest)
 
 
-def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool = False,
-                   progress: bool = True, echo: Callable[[str], None] = print) -> RunSummary:
+def run_experiment(
+    cfg: ExperimentConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> RunSummary:
     """Run ``cfg`` into ``out_dir`` (or resume it) and return the final evaluation."""
     return Engine(cfg, Path(out_dir), progress=progress, echo=echo).run(resume=resume)

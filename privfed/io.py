@@ -30,7 +30,11 @@ def _atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename."""
-    _atomic(Path(path), lambda fh: fh.write(data) and None)
+
+    def write(fh: IO[bytes]) -> None:
+        fh.write(data)
+
+    _atomic(Path(path), write)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -40,9 +40,7 @@ class Registry(Generic[T]):
         self._entries: dict[str, Entry[T]] = {}
         self._entry_points_loaded = entry_point_group is None
 
-    def register(
-        self, name: str, obj: T, *, description: str = "", force: bool = False
-    ) -> T:
+    def register(self, name: str, obj: T, *, description: str = "", force: bool = False) -> T:
         """Register ``obj`` under ``name``; refuse a second registration unless ``force``."""
         if not name or name != name.strip():
             raise RegistryError(f"{self.kind} name {name!r} must be a non-empty word")

@@ -20,8 +20,13 @@ TINY: dict[str, Any] = {
         },
         "text": {
             "source": "markov",
-            "source_params": {"vocab": 8, "num_owners": 4, "lam": 0.5, "tokens_per_owner": 120,
-                              "concentration": 0.3},
+            "source_params": {
+                "vocab": 8,
+                "num_owners": 4,
+                "lam": 0.5,
+                "tokens_per_owner": 120,
+                "concentration": 0.3,
+            },
             "tasks": ["next"],
             "hidden": [8],
             "partition": {"kind": "natural"},

@@ -126,10 +126,13 @@ class FedAvgFineTune(FedAvg):
 ALGORITHMS: Registry[type[Algorithm]] = Registry(
     "algorithm", entry_point_group="privfed.algorithms"
 )
-ALGORITHMS.register("fedavg", FedAvg, description="FedAvg per model unit; clients use the global model")
 ALGORITHMS.register(
-    "fedavg-ft", FedAvgFineTune,
-    description="FedAvg; each client predicts with its locally fine-tuned copy (no extra privacy cost)",
+    "fedavg", FedAvg, description="FedAvg per model unit; clients use the global model"
+)
+ALGORITHMS.register(
+    "fedavg-ft",
+    FedAvgFineTune,
+    description="FedAvg; clients predict with a locally fine-tuned copy (no extra privacy cost)",
 )
 ALGORITHMS.register("local", LocalOnly, description="local-only training, no federation (baseline)")
 

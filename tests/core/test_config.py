@@ -80,7 +80,9 @@ def test_dump_load_round_trip(tmp_path: Path, tiny_config):
 
 
 def test_overrides_change_hash_and_validate(tiny_config):
-    cfg = with_overrides(tiny_config, {"dp.target_epsilon": 2.0, "groups.image.partition.alpha": 0.1})
+    cfg = with_overrides(
+        tiny_config, {"dp.target_epsilon": 2.0, "groups.image.partition.alpha": 0.1}
+    )
     assert cfg.dp.target_epsilon == 2.0
     assert cfg.groups["image"].partition.alpha == 0.1
     assert config_hash(cfg) != config_hash(tiny_config)

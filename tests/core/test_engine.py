@@ -18,8 +18,13 @@ def _run(cfg, out: Path):
 def test_run_writes_run_directory(tmp_path: Path, tiny_config):
     summary = _run(tiny_config, tmp_path / "run")
     out = tmp_path / "run"
-    for name in ("config.toml", "manifest.json", "metrics.jsonl", "privacy.json",
-                 "checkpoint/state.pt"):
+    for name in (
+        "config.toml",
+        "manifest.json",
+        "metrics.jsonl",
+        "privacy.json",
+        "checkpoint/state.pt",
+    ):
         assert (out / name).exists(), name
     rows = read_jsonl(out / "metrics.jsonl")
     assert [r["round"] for r in rows] == [1, 2]
@@ -35,7 +40,7 @@ def test_run_writes_run_directory(tmp_path: Path, tiny_config):
     for lg in privacy["ledgers"]:
         assert 0 < lg["epsilon"] <= 8.0
         assert lg["events"]
-    for task, m in summary.tasks.items():
+    for m in summary.tasks.values():
         assert 0.0 <= m["mean_acc"] <= 1.0
         assert m["worst_acc"] <= m["mean_acc"] + 1e-12
 
@@ -55,7 +60,8 @@ def test_other_seed_other_numbers(tmp_path: Path):
     _run(tiny(seed=0), tmp_path / "a")
     _run(tiny(seed=1), tmp_path / "b")
     assert (tmp_path / "a" / "metrics.jsonl").read_text() != (
-        tmp_path / "b" / "metrics.jsonl").read_text()
+        tmp_path / "b" / "metrics.jsonl"
+    ).read_text()
 
 
 def test_resume_after_interruption_gives_identical_metrics(tmp_path: Path, monkeypatch):
@@ -78,7 +84,8 @@ def test_resume_after_interruption_gives_identical_metrics(tmp_path: Path, monke
         _run(cfg, tmp_path / "cut")
     run_experiment(cfg, tmp_path / "cut", resume=True, progress=False, echo=lambda m: None)
     assert (tmp_path / "cut" / "metrics.jsonl").read_text() == (
-        tmp_path / "full" / "metrics.jsonl").read_text()
+        tmp_path / "full" / "metrics.jsonl"
+    ).read_text()
     full = json.loads((tmp_path / "full" / "privacy.json").read_text())["ledgers"]
     cut = json.loads((tmp_path / "cut" / "privacy.json").read_text())["ledgers"]
     assert full == cut
@@ -106,9 +113,7 @@ def test_ledger_matches_opacus_accountant(tmp_path: Path):
         assert [(e.noise_multiplier, e.sample_rate, e.steps) for e in ledger.events] == [
             tuple(h) for h in history
         ]
-        assert ledger.epsilon() == pytest.approx(
-            tr.engine.get_epsilon(cfg.dp.delta), rel=1e-9
-        )
+        assert ledger.epsilon() == pytest.approx(tr.engine.get_epsilon(cfg.dp.delta), rel=1e-9)
 
 
 def test_tasks_on_one_source_compose_on_one_ledger(tmp_path: Path):
