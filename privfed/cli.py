@@ -136,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     from privfed.evaluation.commands import register as register_evaluation
 
     register_evaluation(sub)
+
+    from attacks.commands import register as register_attacks
+
+    register_attacks(sub)
     return parser
 
 

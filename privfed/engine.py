@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from privfed.aggregation import PHASES, Aggregator, PlainSumAggregator
+from privfed.aggregation import PHASES, AggregateResult, Aggregator, PlainSumAggregator
 from privfed.algorithms import ALGORITHMS, Algorithm
 from privfed.client import UnitSpec, UnitTrainer, sample_rate_for
 from privfed.config import ExperimentConfig, config_hash, dump_config, load_config
@@ -296,6 +296,8 @@ class Engine:
         self.trainers: dict[tuple[int, str], UnitTrainer] = {}
         self._eval_models = {u.name: u.build() for u in self.fed.units}
         self._sigma: dict[tuple[int, str], float] = {}
+        self.last_aggregate: AggregateResult | None = None
+        self.last_updates: dict[int, np.ndarray] = {}
 
     # ------------------------------------------------------------------ privacy
     def noise_multiplier(self, client: int, group: str) -> float | None:
@@ -423,8 +425,16 @@ class Engine:
                 out[PHASES[int(ph)]].append(c)
         return out
 
-    def run_round(self, r: int, state: RunState) -> dict[str, float]:
-        """One federated round; returns figures for the progress bar."""
+    def run_round(self, r: int, state: RunState, *, observe: bool = False) -> dict[str, float]:
+        """One federated round; returns figures for the progress bar.
+
+        Args:
+            r: round index (0-based).
+            state: the run state, updated in place.
+            observe: keep what the server saw (``self.last_aggregate.observed``: masked vectors
+                under secure aggregation) and, for evaluating attacks only, the clients' true
+                joint vectors (``self.last_updates``). Off in normal runs.
+        """
         cfg = self.cfg
         fed = self.fed
         cohort = self.select_cohort(r)
@@ -482,6 +492,7 @@ class Engine:
                 model_hash=_model_hash(state.globals),
                 seed=int(numpy_rng(cfg.seed, "aggregate", r).integers(0, 2**62)),
                 dropouts=self.draw_dropouts(r, sorted(updates)),
+                keep_observed=observe,
             )
         except PrivfedError as exc:
             # Too few survivors (or another protocol abort): the round is lost, the run is not.
@@ -501,6 +512,9 @@ class Engine:
             )
         info["included"] = float(len(result.included))
         info["dropped"] = float(len(result.dropped))
+        if observe:
+            self.last_aggregate = result
+            self.last_updates = updates
         return info
 
     # ------------------------------------------------------------------ evaluation

@@ -1,0 +1,9 @@
+"""CLI sub-command ``privfed attack``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``attack`` sub-command to the ``privfed`` parser."""
