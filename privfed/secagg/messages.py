@@ -50,6 +50,9 @@ class ShareKind(enum.IntEnum):
     MASK_KEY = 1
 
 
+_KINDS = (ShareKind.SELF_MASK, ShareKind.MASK_KEY)
+
+
 class _Reader:
     def __init__(self, data: bytes | memoryview, what: str) -> None:
         self.data = memoryview(data)
@@ -186,14 +189,17 @@ class KeyRoster:
 
 def _envelopes(r: _Reader, what: str) -> tuple[tuple[int, bytes], ...]:
     count = r.u32()
-    if count * (4 + ENVELOPE_BYTES) != len(r.data) - r.pos:
+    size = 4 + ENVELOPE_BYTES
+    if count * size != len(r.data) - r.pos:
         raise MessageError(f"{what}: length does not match envelope count")
-    out = []
-    for _ in range(count):
-        out.append((r.u32(), bytes(r.take(ENVELOPE_BYTES))))
+    raw = bytes(r.take(count * size))
+    out = tuple(
+        (int.from_bytes(raw[i : i + 4], "big"), raw[i + 4 : i + size])
+        for i in range(0, len(raw), size)
+    )
     if len({p for p, _ in out}) != count:
         raise MessageError(f"{what}: duplicate parties")
-    return tuple(out)
+    return out
 
 
 def _pack_envelopes(items: tuple[tuple[int, bytes], ...]) -> bytes:
@@ -344,15 +350,18 @@ class UnmaskResponse:
         r = _Reader(body, "UNMASK_RESPONSE")
         session = bytes(r.take(SESSION_BYTES))
         count = r.u32()
-        if count * (5 + SHARE_BYTES) != len(body) - SESSION_BYTES - 4:
+        size = 5 + SHARE_BYTES
+        if count * size != len(body) - SESSION_BYTES - 4:
             raise MessageError("UNMASK_RESPONSE: length does not match share count")
-        out = []
-        for _ in range(count):
-            owner, kind = r.u32(), r.u8()
-            if kind not in (0, 1):
-                raise MessageError(f"UNMASK_RESPONSE: unknown share kind {kind}")
-            out.append((owner, ShareKind(kind), bytes(r.take(SHARE_BYTES))))
+        raw = bytes(r.take(count * size))
         r.done()
+        kinds = raw[4::size]
+        if any(k > 1 for k in kinds):
+            raise MessageError("UNMASK_RESPONSE: unknown share kind")
+        out = [
+            (int.from_bytes(raw[i : i + 4], "big"), _KINDS[raw[i + 4]], raw[i + 5 : i + size])
+            for i in range(0, len(raw), size)
+        ]
         if len({o for o, _, _ in out}) != count:
             raise MessageError("UNMASK_RESPONSE: two shares for one client")
         return cls(h.round_index, h.sender, session, tuple(out))

@@ -55,9 +55,9 @@ from privfed.secagg.messages import (
 )
 from privfed.secagg.prg import apply_masks
 
-#: Entries per chunk when removing masks (256 KiB of uint32: the partial sum and the mask buffer
-#: stay in a 1 MiB L2 cache).
-CHUNK_ENTRIES = 1 << 16
+#: Entries per chunk when removing masks (512 KiB of uint32: the partial sum and the mask buffer
+#: together fill a 1 MiB L2 cache; measured fastest among 2^14..2^18 on the benchmark machine).
+CHUNK_ENTRIES = 1 << 17
 
 
 @dataclass(frozen=True)
