@@ -64,7 +64,7 @@ from privfed.secagg.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
-from privfed.secagg.prg import apply_masks
+from privfed.secagg.prg import MASK_KEY_BYTES, apply_masks
 
 _T = TypeVar("_T")
 
@@ -203,7 +203,7 @@ class SecAggClient:
                 )
                 self._pair_keys[v] = derive_key(
                     x25519(mask_key, s_pk), label=LABEL_PAIRWISE_MASK,
-                    session=self.session,
+                    session=self.session, length=MASK_KEY_BYTES,
                 )
             except ValueError:
                 raise ProtocolViolation(
@@ -211,7 +211,9 @@ class SecAggClient:
                     sender=v,
                 ) from None
         seed = self._random(32)
-        self._self_key = derive_key(seed, label=LABEL_SELF_MASK, session=self.session)
+        self._self_key = derive_key(
+            seed, label=LABEL_SELF_MASK, session=self.session, length=MASK_KEY_BYTES
+        )
         holders = sorted(self.neighbours | {self.client_id})
         xs = [shamir.evaluation_point(v) for v in holders]
         s_shares = shamir.share_secret(

@@ -1,11 +1,13 @@
-"""Mask expansion: a 32-byte key -> a keystream viewed as integers modulo 2^bits.
+"""Mask expansion: a derived key -> a keystream viewed as integers modulo 2^bits.
 
-The PRG is AES-256 in counter mode from ``cryptography`` (Bonawitz et al. 2017, Sec. 3 require a
-secure PRG; AES-CTR is the standard choice): the full 32-byte key is the AES key, the initial
-counter block is the block index, and one ``update_into`` call fills a preallocated buffer.
-Every key fed in here is derived through HKDF with its own label and the session id (see
-:mod:`privfed.secagg.keys`), so no key is ever reused across masks or sessions and a zero
-starting counter is safe.
+The PRG is AES in counter mode from ``cryptography`` (Bonawitz et al. 2017, Sec. 3 require a
+secure PRG; AES-CTR is the standard choice). Mask keys are 16 bytes (AES-128, a 128-bit security
+level matching X25519's): each is derived through HKDF-SHA256 from the *full* 32-byte X25519
+shared secret or self-mask seed with its own label and the session id (see
+:mod:`privfed.secagg.keys`), so every bit of the seed determines the mask, no key is ever reused
+across masks or sessions, and a zero starting counter is safe. AES-128 was chosen over AES-256
+because mask expansion is the protocol's bottleneck and AES-128-CTR is ~1.2-1.4x faster on the
+benchmark machine (docs/secure-aggregation.md); :func:`keystream_into` accepts 32-byte keys too.
 
 The raw keystream is viewed as the packing dtype of ``bits``
 (:func:`~privfed.secagg.field.dtype_for_bits`); the mask value is that integer modulo
@@ -22,22 +24,25 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from privfed.secagg.field import dtype_for_bits, reduce_inplace
 
-KEY_BYTES = 32
+#: Bytes of a mask key (AES-128).
+MASK_KEY_BYTES = 16
+_AES_KEY_SIZES = (16, 32)
 BLOCK_BYTES = 16
 
 
 def keystream_into(key: bytes, out: bytearray | memoryview | np.ndarray, *, counter: bytes) -> None:
-    """Write AES-256-CTR keystream for ``key`` starting at counter block ``counter`` into ``out``.
+    """Write AES-CTR keystream for ``key`` starting at counter block ``counter`` into ``out``.
 
-    Known-answer tested against NIST SP 800-38A F.5.5 (CTR-AES256) through this function.
+    Known-answer tested against NIST SP 800-38A F.5.1 (CTR-AES128) and F.5.5 (CTR-AES256)
+    through this function.
 
     Args:
-        key: 32-byte AES key.
+        key: 16-byte (AES-128) or 32-byte (AES-256) key.
         out: writable buffer; its whole length is filled.
         counter: the 16-byte initial counter block.
     """
-    if len(key) != KEY_BYTES:
-        raise ValueError(f"mask key must be {KEY_BYTES} bytes, got {len(key)}")
+    if len(key) not in _AES_KEY_SIZES:
+        raise ValueError(f"mask key must be 16 or 32 bytes, got {len(key)}")
     view = memoryview(out).cast("B")  # type: ignore[arg-type]
     n = view.nbytes
     enc = Cipher(algorithms.AES(key), modes.CTR(counter)).encryptor()
@@ -70,7 +75,7 @@ def mask_into(key: bytes, out: np.ndarray, *, start: int = 0) -> None:
     """Fill ``out`` with mask words ``start .. start+len(out)`` of ``key``, unreduced.
 
     Args:
-        key: 32-byte derived mask key.
+        key: derived mask key (16 bytes; 32 accepted).
         out: contiguous unsigned integer array (the packing dtype of ``bits``).
         start: index of the first word; ``start * itemsize`` must be a multiple of 16.
     """
@@ -94,14 +99,14 @@ class MaskStream:
     keep one context per mask and stream through it instead of re-keying per chunk.
 
     Args:
-        key: 32-byte derived mask key.
+        key: derived mask key (16 bytes; 32 accepted).
         start: index of the first word; ``start * itemsize`` must be a multiple of 16.
         itemsize: bytes per word (the packing dtype of ``bits``).
     """
 
     def __init__(self, key: bytes, *, start: int, itemsize: int) -> None:
-        if len(key) != KEY_BYTES:
-            raise ValueError(f"mask key must be {KEY_BYTES} bytes, got {len(key)}")
+        if len(key) not in _AES_KEY_SIZES:
+            raise ValueError(f"mask key must be 16 or 32 bytes, got {len(key)}")
         offset = start * itemsize
         if offset % BLOCK_BYTES:
             raise ValueError("mask offsets must be aligned to 16 bytes")

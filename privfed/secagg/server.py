@@ -53,7 +53,7 @@ from privfed.secagg.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
-from privfed.secagg.prg import apply_masks
+from privfed.secagg.prg import MASK_KEY_BYTES, apply_masks
 
 #: Entries per chunk when removing masks (512 KiB of uint32: the partial sum and the mask buffer
 #: together fill a 1 MiB L2 cache; measured fastest among 2^14..2^18 on the benchmark machine).
@@ -411,7 +411,9 @@ class SecAggServer:
         jobs: list[tuple[bytes, bool]] = []  # (mask key, add?) applied to the sum of inputs
         for w in sorted(self.u3):
             seed = self._reconstruct(w, b_shares[w])
-            jobs.append((derive_key(seed, label=LABEL_SELF_MASK, session=self.session), False))
+            key = derive_key(seed, label=LABEL_SELF_MASK, session=self.session,
+                             length=MASK_KEY_BYTES)
+            jobs.append((key, False))
         dropped = sorted({w for v in self.u3 for w in self._maskset[v]} - self.u3)
         for w in dropped:
             sk = self._reconstruct(w, s_shares.get(w, {}))
@@ -427,7 +429,7 @@ class SecAggServer:
                 if w not in self._maskset[v]:
                     continue
                 key = derive_key(x25519(sk_obj, self.roster[v][1]), label=LABEL_PAIRWISE_MASK,
-                                 session=self.session)
+                                 session=self.session, length=MASK_KEY_BYTES)
                 # v added PRG(s_vw) if v < w and subtracted it otherwise: undo that.
                 jobs.append((key, v > w))
         vectors = [self._masked[v].vector for v in sorted(self.u3)]
