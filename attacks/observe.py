@@ -1,0 +1,213 @@
+"""Build an adversary's :class:`~attacks.base.Observation` from a finished run directory.
+
+The framework, not the attack, reads the run: it loads ``config.toml`` and
+``checkpoint/state.pt``, rebuilds the federation from config and seed, and fills only the views
+the threat model allows. For server and client views it replays one observed round with
+``Engine.run_round(..., observe=True)`` on a copy of a state, never touching the run directory:
+
+* ``observed_round="first"`` (default) replays round 1 from the common initialization. Every
+  simulation draw is named by (purpose, round, client), so the clients' updates are exactly the
+  ones of the run's first round (secure-aggregation masks are fresh cryptographic randomness, as
+  in the run). This works with DP: no budget has been spent yet.
+* ``observed_round="next"`` runs one more round from the final checkpoint (the released models).
+  Under DP the clients' budgets are usually spent by then, and the engine skips them.
+
+The ground truth (true updates, membership of challenge records, each client's training records)
+goes into a separate :class:`~attacks.base.GroundTruth` for the metric step only.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from attacks.base import (
+    Encoding,
+    GroundTruth,
+    Observation,
+    Records,
+    ThreatModel,
+    View,
+)
+from privfed.config import ExperimentConfig, load_config
+from privfed.engine import CHECKPOINT, Engine, RunState
+from privfed.errors import CheckpointError, PrivfedError
+from privfed.rng import numpy_rng
+
+
+class AttackSetupError(PrivfedError):
+    """An attack cannot be run against this run directory (missing file, nothing observed)."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An observation with its ground truth (kept apart; only the framework holds both)."""
+
+    observation: Observation
+    truth: GroundTruth
+
+
+def _records(engine: Engine, group: str, split: str, client: int) -> Records:
+    x, ys = engine.fed.tensors(group, split, client)
+    return Records(x.numpy(), {t: y.numpy() for t, y in ys.items()})
+
+
+def _concat(parts: list[Records]) -> Records:
+    return Records(
+        np.concatenate([p.x for p in parts]),
+        {t: np.concatenate([p.labels[t] for p in parts]) for t in parts[0].labels},
+    )
+
+
+def load_run(run_dir: str | Path) -> tuple[ExperimentConfig, Engine, RunState]:
+    """Config, engine and final state of a finished run directory.
+
+    Raises:
+        AttackSetupError: ``config.toml`` or the checkpoint is missing.
+    """
+    run = Path(run_dir)
+    if not (run / "config.toml").is_file():
+        raise AttackSetupError(
+            f"{run / 'config.toml'} does not exist; pass --run the directory of a finished "
+            "`privfed run`"
+        )
+    if not (run / CHECKPOINT).is_file():
+        raise AttackSetupError(
+            f"{run / CHECKPOINT} does not exist; the run has not finished a round yet"
+        )
+    cfg = load_config(run / "config.toml")
+    engine = Engine(cfg, run, progress=False, echo=lambda _msg: None)
+    try:
+        state = engine.load_checkpoint()
+    except CheckpointError as exc:
+        raise AttackSetupError(str(exc)) from None
+    return cfg, engine, state
+
+
+def observe_run(
+    run_dir: str | Path,
+    threat_model: ThreatModel,
+    *,
+    rng: np.random.Generator,
+    observed_round: Literal["first", "next"] = "first",
+    challenge_per_group: int = 400,
+    adversary_clients: tuple[int, ...] = (0,),
+) -> Prepared:
+    """Build the observation for ``threat_model`` from ``run_dir``, and the ground truth.
+
+    Args:
+        run_dir: a finished ``privfed run`` directory.
+        threat_model: what the attack may see.
+        rng: draws the challenge records (which members and non-members are asked about).
+        observed_round: which round server/client views come from (see the module docstring).
+        challenge_per_group: at most this many members and as many non-members per group.
+        adversary_clients: the clients a ``malicious-clients`` adversary controls (their own
+            data and updates are all it sees of the clients).
+
+    Raises:
+        AttackSetupError: the run directory is incomplete or the observed round trained nobody.
+    """
+    cfg, engine, state = load_run(run_dir)
+    fed = engine.fed
+    views = threat_model.observes
+    enc = (
+        Encoding("secagg", cfg.secagg.bits, cfg.secagg.scale_bits, cfg.secagg.clip)
+        if cfg.federation.aggregator == "secagg"
+        else Encoding("plain")
+    )
+    kwargs: dict[str, object] = {}
+    truth: dict[str, object] = {}
+    if View.RELEASED_MODELS in views:
+        kwargs["released"] = {k: v.copy() for k, v in state.globals.items()}
+
+    # Membership challenge: members are training records, non-members held-out test records.
+    challenge: dict[str, Records] = {}
+    membership: dict[str, np.ndarray] = {}
+    train: dict[int, dict[str, Records]] = {}
+    mean_image: dict[str, np.ndarray] = {}
+    public: dict[str, Records] = {}
+    for g, gs in fed.groups.items():
+        clients = sorted(gs.clients)
+        tr = [_records(engine, g, "train", c) for c in clients]
+        te = [_records(engine, g, "test", c) for c in clients]
+        va = [_records(engine, g, "val", c) for c in clients if len(gs.clients[c].val)]
+        for c, r in zip(clients, tr, strict=True):
+            train.setdefault(c, {})[g] = r
+        members, non = _concat(tr), _concat(te)
+        k = min(challenge_per_group, len(members), len(non))
+        mi = rng.choice(len(members), size=k, replace=False)
+        ni = rng.choice(len(non), size=k, replace=False)
+        both = _concat(
+            [
+                Records(members.x[mi], {t: v[mi] for t, v in members.labels.items()}),
+                Records(non.x[ni], {t: v[ni] for t, v in non.labels.items()}),
+            ]
+        )
+        is_member = np.concatenate([np.ones(k, bool), np.zeros(k, bool)])
+        order = rng.permutation(2 * k)
+        challenge[g] = Records(both.x[order], {t: v[order] for t, v in both.labels.items()})
+        membership[g] = is_member[order]
+        mean_image[g] = (
+            np.asarray(gs.source.x, dtype=np.float64).reshape(len(gs.source.x), -1).mean(axis=0)
+        )
+        if va:
+            public[g] = _concat(va)
+    kwargs["challenge"] = challenge
+    if View.PUBLIC_DATA in views:
+        kwargs["public"] = public
+    truth.update(membership=membership, train=train, mean_image=mean_image)
+
+    needs_round = views & {View.AGGREGATE, View.SERVER_INBOX, View.OWN_CLIENT}
+    if needs_round:
+        if observed_round == "first":
+            start = engine.fresh_state()
+            r = 0
+        else:
+            start = copy.deepcopy(state)
+            r = state.next_round
+        broadcast = {k: v.copy() for k, v in start.globals.items()}
+        engine.run_round(r, start, observe=True)
+        agg = engine.last_aggregate
+        if agg is None or not engine.last_updates:
+            raise AttackSetupError(
+                f"{run_dir}: replaying round {r + 1} trained no client (privacy budgets spent or "
+                "the round aborted); use observed_round='first'"
+            )
+        kwargs.update(round_index=r, broadcast=broadcast, included=tuple(agg.included))
+        if View.AGGREGATE in views:
+            kwargs["aggregate"] = np.asarray(agg.total).copy()
+        if View.SERVER_INBOX in views:
+            kwargs["inbox"] = {c: np.asarray(v).copy() for c, v in agg.observed.items()}
+        if View.OWN_CLIENT in views:
+            kwargs["own"] = {c: train[c] for c in adversary_clients if c in train}
+            kwargs["own_updates"] = {
+                c: v.copy() for c, v in engine.last_updates.items() if c in adversary_clients
+            }
+        truth["updates"] = {c: v.copy() for c, v in engine.last_updates.items()}
+
+    obs = Observation(
+        threat_model=threat_model,
+        units=tuple(fed.units),
+        offsets=tuple(int(o) for o in fed.offsets),
+        counter_base=int(fed.counter_base),
+        encoding=enc,
+        num_clients=cfg.federation.num_clients,
+        recipe={
+            "rounds": float(cfg.rounds),
+            "local_steps": float(cfg.train.local_steps),
+            "batch_size": float(cfg.train.batch_size),
+            "lr": float(cfg.train.lr),
+            "clients": float(cfg.federation.num_clients),
+        },
+        **kwargs,  # type: ignore[arg-type]
+    )
+    return Prepared(obs, GroundTruth(**truth))  # type: ignore[arg-type]
+
+
+def challenge_rng(seed: int) -> np.random.Generator:
+    """The generator that draws challenge records for ``seed`` (named stream, not global)."""
+    return numpy_rng(seed, "attack-challenge")
