@@ -7,8 +7,8 @@ removed). In the same process it times two baselines:
 
 * a plain numpy float32 sum of as many vectors as the server sums (what the server would do
   without secure aggregation);
-* bare keystream generation for the bytes one client masks with (one AES-256-CTR call per mask
-  into a preallocated buffer, ``1 + degree`` masks).
+* bare keystream generation for the bytes one client masks with (``1 + degree`` AES-128-CTR
+  masks; the faster of one call per mask into a full-length buffer and cache-sized calls).
 
 It prints client and server time per phase, the ratios to those baselines, bytes per client and
 the communication expansion against sending the raw float32 vector. ``privfed bench secagg``
@@ -28,9 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from privfed.secagg.config import SecAggConfig
+from privfed.secagg.config import SecAggConfig, default_degree
 from privfed.secagg.field import dtype_for_bits, reduce_inplace
-from privfed.secagg.prg import mask_into
+from privfed.secagg.messages import ShareKind
+from privfed.secagg.prg import MaskStream, mask_into, padded_buffer
+from privfed.secagg.server import CHUNK_ENTRIES
 from privfed.secagg.simulate import PHASES, secure_sum
 
 
@@ -46,7 +48,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threshold", type=int, default=None, help="Shamir threshold (default: paper)")
     p.add_argument("--workers", type=int, default=1, help="server threads for mask removal")
     p.add_argument("--repeats", type=int, default=5, help="repeats of each baseline (min taken)")
+    p.add_argument("--protocol-repeats", type=int, default=3,
+                   help="protocol runs (the one with the least server time is reported)")
     p.add_argument("--seed", type=int, default=0, help="seed of the input data and dropouts")
+    p.add_argument("--bytes-only", action="store_true",
+                   help="print the exact wire bytes per client without running the protocol")
     p.add_argument("--json", type=Path, default=None, help="write the figures to this file")
     return p.parse_args(argv)
 
@@ -74,9 +80,19 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     n_drop = int(round(args.dropout * n))
     dropped = sorted(int(c) for c in rng.choice(n, size=n_drop, replace=False)) if n_drop else []
 
-    t0 = time.perf_counter()
-    res = secure_sum(inputs, config=config, dropouts={"masked_input": dropped})
-    wall = time.perf_counter() - t0
+    # The protocol runs --protocol-repeats times (fresh keys each time); the run with the least
+    # server time is reported, as the baselines report their best of --repeats.
+    res = None
+    wall = math.inf
+    masking_runs = []
+    for _ in range(args.protocol_repeats):
+        t0 = time.perf_counter()
+        run_res = secure_sum(inputs, config=config, dropouts={"masked_input": dropped})
+        elapsed = time.perf_counter() - t0
+        masking_runs.append(statistics.median(run_res.masking_seconds.values()))
+        if res is None or sum(run_res.server_seconds.values()) < sum(res.server_seconds.values()):
+            res, wall = run_res, elapsed
+    assert res is not None
     expected = np.zeros(m, dtype=dt)
     for c in res.included:
         expected += inputs[c]
@@ -98,14 +114,23 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     buf = np.empty(m, dtype=dt)
     keys = [bytes([i % 256]) * 32 for i in range(masks_per_client)]
 
-    def keystream() -> None:
+    def keystream() -> None:  # one call per mask into a full-length buffer
         for k in keys:
             mask_into(k, buf)
 
-    bare = _best(keystream, args.repeats)
+    chunk_buf = padded_buffer(min(m, CHUNK_ENTRIES), dt)
+
+    def keystream_chunked() -> None:  # one context per mask, cache-sized calls
+        for k in keys:
+            stream = MaskStream(k, start=0, itemsize=dt.itemsize)
+            for lo in range(0, m, CHUNK_ENTRIES):
+                stream.fill(chunk_buf, min(CHUNK_ENTRIES, m - lo))
+
+    # The faster of the two ways to make the same bytes is the baseline (the stricter ratio).
+    bare = min(_best(keystream, args.repeats), _best(keystream_chunked, args.repeats))
 
     server_total = sum(res.server_seconds.values())
-    masking = statistics.median(res.masking_seconds.values())
+    masking = min(masking_runs)
     per_client_phase = {p: res.client_seconds[p] / n for p in PHASES}
     sent = [sum(res.bytes_sent[c].values()) for c in range(n) if c not in dropped]
     recv = [sum(res.bytes_received[c].values()) for c in range(n) if c not in dropped]
@@ -117,9 +142,12 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "threshold": res.threshold, "bits": args.bits, "dropout": args.dropout,
         "dropped": len(dropped), "included": len(res.included), "correct": correct,
         "workers": args.workers, "wall_seconds": wall,
+        "protocol_repeats": args.protocol_repeats, "seed": args.seed,
         "server_seconds_per_phase": dict(res.server_seconds),
         "client_seconds_per_phase_mean": per_client_phase,
         "server_seconds": server_total,
+        "server_mask_removal_seconds": res.server_seconds["unmask"],
+        "server_mask_removal_over_plain_sum": res.server_seconds["unmask"] / plain,
         "plain_sum_seconds": plain,
         "server_over_plain_sum": server_total / plain,
         "client_masking_seconds_median": masking,
@@ -136,10 +164,75 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
+def wire_bytes_per_client(
+    *, clients: int, length: int, bits: int, degree: int
+) -> dict[str, tuple[int, int]]:
+    """Exact bytes one client sends and receives per phase when nobody drops out.
+
+    Computed by encoding messages of the right shapes (no cryptography), so the communication of
+    configurations too large to simulate (e.g. Bonawitz et al.'s 2^10 clients on the complete
+    graph) can be stated exactly; a test checks it against the bytes counted in a real run.
+
+    Returns:
+        phase -> (bytes sent, bytes received).
+    """
+    from privfed.secagg.envelope import ENVELOPE_BYTES
+    from privfed.secagg.messages import (
+        AdvertiseKeys,
+        ForwardedShares,
+        KeyRoster,
+        MaskedInput,
+        ShareKeys,
+        UnmaskRequest,
+        UnmaskResponse,
+    )
+    from privfed.secagg.shamir import SHARE_BYTES
+
+    key, session, env = bytes(32), bytes(32), bytes(ENVELOPE_BYTES)
+    neigh = tuple(range(1, degree + 1))
+    closed = (0, *neigh)
+    vec = np.zeros(length, dtype=dtype_for_bits(bits))
+    return {
+        "advertise_keys": (len(AdvertiseKeys(0, 0, key, key).encode()), 0),
+        "share_keys": (
+            len(ShareKeys(0, 0, session, tuple((v, env) for v in neigh)).encode()),
+            len(KeyRoster(0, tuple((c, key, key) for c in range(clients))).encode()),
+        ),
+        "masked_input": (
+            len(MaskedInput(0, 0, session, bits, (), vec).encode()),
+            len(ForwardedShares(0, session, tuple((v, env) for v in neigh)).encode()),
+        ),
+        "unmask": (
+            len(UnmaskResponse(0, 0, session, tuple(
+                (c, ShareKind.SELF_MASK, bytes(SHARE_BYTES)) for c in closed)).encode()),
+            len(UnmaskRequest(0, session, closed, ()).encode()),
+        ),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the process exit code."""
     args = _parse(argv)
     args.argv = argv
+    if args.bytes_only:
+        degree = args.clients - 1 if args.graph == "complete" else (
+            args.degree if args.degree is not None else default_degree(args.clients))
+        per = wire_bytes_per_client(clients=args.clients, length=args.length, bits=args.bits,
+                                    degree=degree)
+        sent = sum(s for s, _ in per.values())
+        recv = sum(r for _, r in per.values())
+        out = {
+            "clients": args.clients, "length": args.length, "bits": args.bits,
+            "graph": args.graph, "degree": degree, "bytes_per_phase": per,
+            "bytes_sent_per_client": sent, "bytes_received_per_client": recv,
+            "expansion_sent_vs_float32": sent / (4 * args.length),
+            "expansion_sent_vs_16bit": sent / (2 * args.length),
+        }
+        print(json.dumps(out, indent=2))
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+        return 0
     fig = run(args)
     print(f"secure aggregation: {fig['clients']} clients x {fig['length']} entries, graph "
           f"{fig['graph']} (degree {fig['degree']}, t={fig['threshold']}), bits {fig['bits']}, "
@@ -151,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {p:<15}{c:>13.5f}{s:>11.5f}")
     print(f"server total {fig['server_seconds']:.4f} s = {fig['server_over_plain_sum']:.2f}x the "
           f"plain float32 sum ({fig['plain_sum_seconds']:.4f} s)")
+    print(f"server unmask phase (reconstruction + mask removal) "
+          f"{fig['server_mask_removal_seconds']:.4f} s = "
+          f"{fig['server_mask_removal_over_plain_sum']:.2f}x the plain sum")
     print(f"client masking {fig['client_masking_seconds_median']:.5f} s = "
           f"{fig['client_masking_over_keystream']:.2f}x bare keystream "
           f"({fig['bare_keystream_seconds']:.5f} s); whole masked-input step "
