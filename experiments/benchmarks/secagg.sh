@@ -5,7 +5,7 @@
 # Inputs and dropouts are seeded (--seed 0); keys, shares and masks come from os.urandom.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-OUT=results/secagg
+OUT="${OUT:-results/secagg}"
 mkdir -p "$OUT"
 B="python experiments/benchmarks/secagg.py"
 
