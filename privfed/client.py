@@ -111,6 +111,7 @@ class UnitTrainer:
         self.stream = tuple(stream)
         self.tasks = spec.tasks
         self.private = noise_multiplier is not None
+        self.lr = lr
         self.noise_multiplier = float(noise_multiplier or 0.0)
         self._sample_gen = torch.Generator()
         self._noise_gen = torch.Generator()
@@ -150,13 +151,30 @@ class UnitTrainer:
         inner = getattr(self.model, "_module", None)
         return inner if isinstance(inner, nn.Module) else self.model
 
-    def train(self, start: np.ndarray, *, steps: int, round_index: int) -> TrainResult:
+    def train(
+        self,
+        start: np.ndarray,
+        *,
+        steps: int,
+        round_index: int,
+        prox_center: np.ndarray | None = None,
+        prox_mu: float = 0.0,
+    ) -> TrainResult:
         """Load ``start`` and run ``steps`` SGD (DP-SGD when private) steps.
+
+        With ``prox_mu > 0`` every step also moves by ``-lr * prox_mu * (w - prox_center)``, the
+        gradient of the proximal term ``prox_mu / 2 * ||w - prox_center||^2`` (FedProx, Li et
+        al. 2020; Ditto, Li et al. 2021). The term does not touch the data, so it is added
+        after Opacus privatizes the data gradient (post-processing: no privacy cost); adding it
+        to the loss instead would be silently dropped, because Opacus uses per-sample
+        gradients from layer hooks only.
 
         Args:
             start: parameter vector to start from.
             steps: optimizer steps (Poisson batches).
             round_index: federated round, used to derive this call's random streams.
+            prox_center: centre of the proximal term (None: no proximal term).
+            prox_mu: weight of the proximal term.
         """
         self._sample_gen.manual_seed(int_seed(self.seed, "sample", round_index, *self.stream))
         self._noise_gen.manual_seed(int_seed(self.seed, "noise", round_index, *self.stream))
@@ -166,7 +184,10 @@ class UnitTrainer:
             # Inputs carry no gradient, so torch notes that Opacus's full backward hooks fire on
             # module outputs; that is how Opacus computes per-sample gradients.
             warnings.filterwarnings("ignore", message="Full backward hook", category=UserWarning)
-            done, losses = self._steps(steps)
+            center = None
+            if prox_center is not None and prox_mu > 0:
+                center = torch.from_numpy(np.ascontiguousarray(prox_center, dtype=np.float32))
+            done, losses = self._steps(steps, center=center, mu=prox_mu)
         return TrainResult(
             vector=flat_parameters(self.module),
             steps=done,
@@ -175,7 +196,16 @@ class UnitTrainer:
             mean_loss=float(np.mean(losses)) if losses else float("nan"),
         )
 
-    def _steps(self, steps: int) -> tuple[int, list[float]]:
+    def _steps(
+        self, steps: int, *, center: torch.Tensor | None, mu: float
+    ) -> tuple[int, list[float]]:
+        params = list(self.module.parameters())
+        centers: list[torch.Tensor] = []
+        if center is not None:
+            offset = 0
+            for p in params:
+                centers.append(center[offset : offset + p.numel()].view_as(p))
+                offset += p.numel()
         losses: list[float] = []
         done = 0
         while done < steps:
@@ -188,7 +218,16 @@ class UnitTrainer:
                     torch.zeros(()),
                 )
                 loss.backward()
+                prox = (
+                    [mu * (p.detach() - c) for p, c in zip(params, centers, strict=True)]
+                    if centers
+                    else []
+                )
                 self.optimizer.step()
+                if prox:
+                    with torch.no_grad():
+                        for p, d in zip(params, prox, strict=True):
+                            p.add_(d, alpha=-self.lr)
                 if len(xb):
                     losses.append(float(loss.detach()))
                 done += 1

@@ -161,8 +161,20 @@ class FederationConfig(_Checked):
     aggregator: Literal["secagg", "plain"] = "secagg"
     """``secagg``: the server learns only the sum (secure aggregation); ``plain``: the sum is
     computed in the clear."""
+    mu: float = 0.01
+    """Proximal weight: FedProx's mu (pull toward the round's global model) and Ditto's lambda
+    (the personal model's pull toward the global one); unused by other algorithms."""
+    server_optimizer: Literal["sgd", "adam"] = "sgd"
+    """How the mean update moves the global model: ``sgd`` (FedAvg when server_lr = 1) or
+    ``adam`` (FedAdam, Reddi et al. 2021)."""
     server_lr: float = 1.0
-    """Server learning rate applied to the mean update (1.0 = FedAvg)."""
+    """Server learning rate applied to the mean update (1.0 with sgd = FedAvg)."""
+    server_beta1: float = 0.9
+    """FedAdam first-moment decay."""
+    server_beta2: float = 0.99
+    """FedAdam second-moment decay."""
+    server_tau: float = 1e-3
+    """FedAdam adaptivity (added to the root of the second moment)."""
 
     def _problems(self) -> list[str]:
         p: list[str] = []
@@ -171,6 +183,10 @@ class FederationConfig(_Checked):
         _range(p, "dropout", self.dropout, lo=0.0, hi=1.0, hi_open=True)
         _range(p, "groups_per_client", self.groups_per_client, lo=0)
         _range(p, "server_lr", self.server_lr, lo=0.0, lo_open=True)
+        _range(p, "mu", self.mu, lo=0.0)
+        _range(p, "server_beta1", self.server_beta1, lo=0.0, hi=1.0, hi_open=True)
+        _range(p, "server_beta2", self.server_beta2, lo=0.0, hi=1.0, hi_open=True)
+        _range(p, "server_tau", self.server_tau, lo=0.0, lo_open=True)
         return p
 
 

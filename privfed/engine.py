@@ -29,6 +29,7 @@ from torch import nn
 
 from privfed.aggregation import PHASES, AggregateResult, Aggregator, PlainSumAggregator
 from privfed.algorithms import ALGORITHMS, Algorithm
+from privfed.algorithms.server import ServerAdam, ServerOptimizer
 from privfed.client import UnitSpec, UnitTrainer, sample_rate_for
 from privfed.config import ExperimentConfig, config_hash, dump_config, load_config
 from privfed.data.partition import (
@@ -263,6 +264,16 @@ class RunSummary:
     accountant: str
 
 
+def make_server_optimizer(cfg: ExperimentConfig) -> ServerOptimizer:
+    """The configured server optimizer (``sgd`` with lr 1 is FedAvg; ``adam`` is FedAdam)."""
+    f = cfg.federation
+    if f.server_optimizer == "adam":
+        return ServerAdam(
+            lr=f.server_lr, beta1=f.server_beta1, beta2=f.server_beta2, tau=f.server_tau
+        )
+    return ServerOptimizer(lr=f.server_lr)
+
+
 def make_aggregator(cfg: ExperimentConfig) -> Aggregator:
     """The configured aggregator (secure aggregation by default)."""
     if cfg.federation.aggregator == "plain":
@@ -291,7 +302,9 @@ class Engine:
         t0 = time.perf_counter()
         self.fed = Federation(cfg)
         self.setup_seconds = time.perf_counter() - t0
-        self.algorithm: Algorithm = ALGORITHMS.get(cfg.federation.algorithm)()
+        self.algorithm: Algorithm = ALGORITHMS.get(cfg.federation.algorithm)(mu=cfg.federation.mu)
+        self.algorithm.setup(self.fed.units)
+        self.server_opt = make_server_optimizer(cfg)
         self.aggregator = make_aggregator(cfg)
         self.trainers: dict[tuple[int, str], UnitTrainer] = {}
         self._eval_models = {u.name: u.build() for u in self.fed.units}
@@ -313,16 +326,25 @@ class Engine:
                 gs = self.fed.groups[group]
                 q = sample_rate_for(len(gs.clients[client].train), self.cfg.train.batch_size)
                 participations = math.ceil(self.cfg.rounds * dp.planned_participation)
-                steps = participations * self.cfg.train.local_steps * len(gs.units)
+                steps = (
+                    participations
+                    * self.cfg.train.local_steps
+                    * len(gs.units)
+                    * self.algorithm.trainings_per_participation
+                )
                 self._sigma[key] = calibrate_noise(
                     target_epsilon=dp.target_epsilon, delta=dp.delta, sample_rate=q, steps=steps
                 )
         return self._sigma[key]
 
-    def trainer(self, client: int, unit_index: int) -> UnitTrainer:
-        """The persistent (Opacus-wrapped) trainer of (client, unit)."""
+    def trainer(self, client: int, unit_index: int, *, personal: bool = False) -> UnitTrainer:
+        """The persistent (Opacus-wrapped) trainer of (client, unit).
+
+        ``personal=True`` gives the second trainer of algorithms that train a separate personal
+        model (Ditto): same records, same ledger, its own random streams.
+        """
         unit = self.fed.units[unit_index]
-        key = (client, unit.name)
+        key = (client, unit.name + ("#personal" if personal else ""))
         tr = self.trainers.get(key)
         if tr is None:
             x, ys = self.fed.tensors(unit.group, "train", client)
@@ -335,7 +357,7 @@ class Engine:
                 noise_multiplier=self.noise_multiplier(client, unit.group),
                 max_grad_norm=self.cfg.dp.max_grad_norm,
                 seed=self.cfg.seed,
-                stream=(client, unit_index),
+                stream=(client, unit_index, 1) if personal else (client, unit_index),
             )
             self.trainers[key] = tr
         return tr
@@ -367,6 +389,7 @@ class Engine:
                 "ledger": state.ledger.to_dict(),
                 "aborted_rounds": state.aborted_rounds,
                 "timings": state.timings,
+                "server_optimizer": self.server_opt.state_dict(),
             },
             buf,
         )
@@ -388,6 +411,7 @@ class Engine:
                 f"{path} was written by a different config; resume with the run's own "
                 f"config.toml or pick a new --out directory"
             )
+        self.server_opt.load_state_dict(data.get("server_optimizer", {}))
         personal = {}
         for k, v in data["personal"].items():
             c, u = k.split("|", 1)
@@ -445,42 +469,65 @@ class Engine:
             vec = (
                 np.zeros(fed.vector_length, dtype=np.float32) if self.algorithm.aggregates else None
             )
-            any_unit = False
             for ui, unit in enumerate(fed.units):
                 gs = fed.unit_group[unit.name]
                 if c not in gs.clients:
                     continue
                 tr = self.trainer(c, ui)
                 ledger = state.ledger.get(c, gs.ledger_key)
+                alg = self.algorithm
                 if tr.private and ledger.would_exceed(
                     noise_multiplier=tr.noise_multiplier,
                     sample_rate=tr.sample_rate,
-                    steps=cfg.train.local_steps,
+                    steps=cfg.train.local_steps * alg.trainings_per_participation,
                 ):
                     skipped_budget += 1
                     continue
+                global_vec = state.globals[unit.name]
                 personal = state.personal.get((c, unit.name))
-                start = self.algorithm.start_vector(
-                    global_vec=state.globals[unit.name], personal=personal
+                start = alg.start_vector(unit=unit.name, global_vec=global_vec, personal=personal)
+                res = tr.train(
+                    start,
+                    steps=cfg.train.local_steps,
+                    round_index=r,
+                    prox_center=start if alg.prox_mu > 0 else None,
+                    prox_mu=alg.prox_mu,
                 )
-                res = tr.train(start, steps=cfg.train.local_steps, round_index=r)
                 ledger.record(
                     noise_multiplier=res.noise_multiplier,
                     sample_rate=res.sample_rate,
                     steps=res.steps,
                     task=unit.name,
                 )
-                outcome = self.algorithm.after_training(
-                    start=start, trained=res.vector, personal=personal
+                if alg.personal_mu is not None:
+                    # Ditto: the personal model is trained on the same records: same ledger.
+                    ptr = self.trainer(c, ui, personal=True)
+                    pres = ptr.train(
+                        global_vec if personal is None else personal,
+                        steps=cfg.train.local_steps,
+                        round_index=r,
+                        prox_center=global_vec,
+                        prox_mu=alg.personal_mu,
+                    )
+                    ledger.record(
+                        noise_multiplier=pres.noise_multiplier,
+                        sample_rate=pres.sample_rate,
+                        steps=pres.steps,
+                        task=f"{unit.name}:personal",
+                    )
+                    personal = pres.vector
+                outcome = alg.after_training(
+                    unit=unit.name, start=start, trained=res.vector, personal=personal
                 )
                 if outcome.personal is not None:
                     state.personal[(c, unit.name)] = outcome.personal
                 if vec is not None and outcome.update is not None:
                     vec[fed.offsets[ui] : fed.offsets[ui + 1]] = outcome.update
                     vec[fed.counter_base + ui] = 1.0
-                    any_unit = True
                 trained += 1
-            if vec is not None and (any_unit or cohort):
+            if vec is not None:
+                # A client with nothing to send (every budget spent) still sends zeros, so the
+                # server cannot tell it apart from one that trained.
                 updates[c] = vec
         info = {"trained": float(trained), "budget_skips": float(skipped_budget)}
         if not self.algorithm.aggregates or not updates:
@@ -505,10 +552,8 @@ class Engine:
             if count <= 0:
                 continue
             mean = (total[fed.offsets[ui] : fed.offsets[ui + 1]] / count).astype(np.float32)
-            state.globals[unit.name] = self.algorithm.server_update(
-                global_vec=state.globals[unit.name],
-                mean_update=mean,
-                server_lr=cfg.federation.server_lr,
+            state.globals[unit.name] = self.server_opt.step(
+                unit=unit.name, global_vec=state.globals[unit.name], mean_update=mean
             )
         info["included"] = float(len(result.included))
         info["dropped"] = float(len(result.dropped))
@@ -535,7 +580,9 @@ class Engine:
             base: dict[str, list[float]] = {t: [] for t in unit.tasks}
             for c in self.fed.clients_of(unit):
                 vec = self.algorithm.eval_vector(
-                    global_vec=state.globals[unit.name], personal=state.personal.get((c, unit.name))
+                    unit=unit.name,
+                    global_vec=state.globals[unit.name],
+                    personal=state.personal.get((c, unit.name)),
                 )
                 key = vec.tobytes() if vec is not state.globals[unit.name] else b"global"
                 if key != loaded:

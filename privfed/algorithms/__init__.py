@@ -1,18 +1,39 @@
-"""Federated algorithms: where local training starts, what is shared, how the server updates.
+"""Federated algorithms: where local training starts, what is shared, what stays on the client.
 
 An :class:`Algorithm` works on one model unit at a time (one task's model, or a group's
 shared-trunk model) and sees parameter vectors only. The engine owns everything else: cohort,
-DP training, the privacy ledger, secure aggregation. Algorithms register in
+DP training, the privacy ledger, secure aggregation, the server optimizer
+(:mod:`privfed.algorithms.server`). Every algorithm here needs only the *sum* of the clients'
+updates, so all of them run under secure aggregation. Algorithms register in
 :data:`ALGORITHMS` (entry-point group ``privfed.algorithms``).
+
+=============  ===========================  =====================  ==========================
+algorithm      shared (summed)              kept on the client     local objective
+=============  ===========================  =====================  ==========================
+fedavg         whole unit                   nothing                task loss
+fedavg-ft      whole unit                   its fine-tuned copy    task loss
+fedprox        whole unit                   nothing                task loss + mu/2 ||w - g||²
+fedper         trunk                        heads                  task loss
+ditto          whole unit (global model)    personal model         personal: task loss +
+                                                                   lambda/2 ||v - g||²
+local          nothing                      whole unit             task loss
+=============  ===========================  =====================  ==========================
+
+Privacy of personal state: every personal part here is trained by DP-SGD on the same records
+as the shared part, and the engine records those steps on the same (client, source) ledger
+(Ditto's personal model doubles the steps per participation, and the noise is calibrated for
+it: :attr:`Algorithm.trainings_per_participation`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from privfed.client import UnitSpec
 from privfed.registry import Registry
 
 
@@ -30,32 +51,57 @@ class ClientOutcome:
 
 
 class Algorithm(ABC):
-    """A federated learning strategy over parameter vectors of one unit."""
+    """A federated learning strategy over parameter vectors of one unit.
+
+    Args:
+        mu: weight of the proximal term (``fedprox``: toward the round's global model;
+            ``ditto``: lambda, the personal model's pull toward the global model).
+    """
 
     #: Registry name.
     name: str = ""
     #: Whether the server aggregates anything (False: no aggregation runs at all).
     aggregates: bool = True
+    #: DP trainings of each unit per participation (Ditto trains a personal model too).
+    trainings_per_participation: int = 1
+
+    def __init__(self, *, mu: float = 0.0) -> None:
+        self.mu = float(mu)
+
+    def setup(self, units: Sequence[UnitSpec]) -> None:  # noqa: B027 (optional hook)
+        """Called once with the run's units before the first round."""
+
+    @property
+    def prox_mu(self) -> float:
+        """Weight of the proximal term of the shared training (0: none)."""
+        return 0.0
+
+    @property
+    def personal_mu(self) -> float | None:
+        """Proximal weight of a separate personal training, or None if there is none."""
+        return None
 
     @abstractmethod
-    def start_vector(self, *, global_vec: np.ndarray, personal: np.ndarray | None) -> np.ndarray:
+    def start_vector(
+        self, *, unit: str, global_vec: np.ndarray, personal: np.ndarray | None
+    ) -> np.ndarray:
         """The parameters local training starts from."""
 
     @abstractmethod
     def after_training(
-        self, *, start: np.ndarray, trained: np.ndarray, personal: np.ndarray | None
+        self, *, unit: str, start: np.ndarray, trained: np.ndarray, personal: np.ndarray | None
     ) -> ClientOutcome:
-        """Split a trained vector into what is sent and what stays on the client."""
+        """Split a trained vector into what is sent and what stays on the client.
+
+        ``personal`` is the client's personal vector after this round's personal training
+        (Ditto) or its previous one.
+        """
 
     @abstractmethod
-    def eval_vector(self, *, global_vec: np.ndarray, personal: np.ndarray | None) -> np.ndarray:
-        """The parameters a client would use for prediction."""
-
-    def server_update(
-        self, *, global_vec: np.ndarray, mean_update: np.ndarray, server_lr: float
+    def eval_vector(
+        self, *, unit: str, global_vec: np.ndarray, personal: np.ndarray | None
     ) -> np.ndarray:
-        """New global parameters from the mean update (FedAvg step by default)."""
-        return (global_vec + server_lr * mean_update).astype(np.float32)
+        """The parameters a client would use for prediction."""
 
 
 class FedAvg(Algorithm):
@@ -63,40 +109,39 @@ class FedAvg(Algorithm):
 
     name = "fedavg"
 
-    def start_vector(self, *, global_vec: np.ndarray, personal: np.ndarray | None) -> np.ndarray:
+    def start_vector(
+        self, *, unit: str, global_vec: np.ndarray, personal: np.ndarray | None
+    ) -> np.ndarray:
         """Start from the global model."""
         return global_vec
 
     def after_training(
-        self, *, start: np.ndarray, trained: np.ndarray, personal: np.ndarray | None
+        self, *, unit: str, start: np.ndarray, trained: np.ndarray, personal: np.ndarray | None
     ) -> ClientOutcome:
         """Send the model delta, keep nothing."""
         return ClientOutcome(update=(trained - start).astype(np.float32), personal=None)
 
-    def eval_vector(self, *, global_vec: np.ndarray, personal: np.ndarray | None) -> np.ndarray:
+    def eval_vector(
+        self, *, unit: str, global_vec: np.ndarray, personal: np.ndarray | None
+    ) -> np.ndarray:
         """Predict with the global model."""
         return global_vec
 
 
-class LocalOnly(Algorithm):
-    """No federation: each client trains its own model from the common initialization."""
+class FedProx(FedAvg):
+    """FedAvg with a proximal term ``mu/2 ||w - w_global||²`` in the local objective.
 
-    name = "local"
-    aggregates = False
+    Li et al. 2020, "Federated Optimization in Heterogeneous Networks", Sec. 3. The term's
+    gradient is added after DP noise (it does not touch data), see
+    :meth:`privfed.client.UnitTrainer.train`.
+    """
 
-    def start_vector(self, *, global_vec: np.ndarray, personal: np.ndarray | None) -> np.ndarray:
-        """Continue the client's own model (the shared initialization the first time)."""
-        return global_vec if personal is None else personal
+    name = "fedprox"
 
-    def after_training(
-        self, *, start: np.ndarray, trained: np.ndarray, personal: np.ndarray | None
-    ) -> ClientOutcome:
-        """Keep the trained model, send nothing."""
-        return ClientOutcome(update=None, personal=trained)
-
-    def eval_vector(self, *, global_vec: np.ndarray, personal: np.ndarray | None) -> np.ndarray:
-        """Predict with the client's own model."""
-        return global_vec if personal is None else personal
+    @property
+    def prox_mu(self) -> float:
+        """The configured ``mu``."""
+        return self.mu
 
 
 class FedAvgFineTune(FedAvg):
@@ -113,13 +158,126 @@ class FedAvgFineTune(FedAvg):
     name = "fedavg-ft"
 
     def after_training(
-        self, *, start: np.ndarray, trained: np.ndarray, personal: np.ndarray | None
+        self, *, unit: str, start: np.ndarray, trained: np.ndarray, personal: np.ndarray | None
     ) -> ClientOutcome:
         """Send the model delta and keep the trained model as the personal one."""
         return ClientOutcome(update=(trained - start).astype(np.float32), personal=trained)
 
-    def eval_vector(self, *, global_vec: np.ndarray, personal: np.ndarray | None) -> np.ndarray:
+    def eval_vector(
+        self, *, unit: str, global_vec: np.ndarray, personal: np.ndarray | None
+    ) -> np.ndarray:
         """Predict with the locally fine-tuned model when there is one."""
+        return global_vec if personal is None else personal
+
+
+class FedPer(Algorithm):
+    """Shared trunk, personal heads kept on the client.
+
+    Arivazhagan et al. 2019, "Federated Learning with Personalization Layers".
+
+    Local training starts from the global trunk and the client's own heads; only the trunk's
+    change is summed (the head coordinates of the update are zero, so the server's copy of the
+    heads stays at the common initialization and is never used); the trained heads stay on the
+    client.
+    """
+
+    name = "fedper"
+
+    def __init__(self, *, mu: float = 0.0) -> None:
+        super().__init__(mu=mu)
+        self._head_mask: dict[str, np.ndarray] = {}
+
+    def setup(self, units: Sequence[UnitSpec]) -> None:
+        """Find which coordinates of each unit's vector are head parameters."""
+        for u in units:
+            parts = [
+                np.full(p.numel(), name.startswith("heads."), dtype=bool)
+                for name, p in u.build().named_parameters()
+            ]
+            self._head_mask[u.name] = np.concatenate(parts)
+
+    def head_mask(self, unit: str) -> np.ndarray:
+        """Boolean mask of the head coordinates of ``unit``'s vector."""
+        return self._head_mask[unit]
+
+    def _merge(self, unit: str, global_vec: np.ndarray, personal: np.ndarray | None) -> np.ndarray:
+        if personal is None:
+            return global_vec
+        return np.where(self._head_mask[unit], personal, global_vec).astype(np.float32)
+
+    def start_vector(
+        self, *, unit: str, global_vec: np.ndarray, personal: np.ndarray | None
+    ) -> np.ndarray:
+        """Global trunk with the client's own heads."""
+        return self._merge(unit, global_vec, personal)
+
+    def after_training(
+        self, *, unit: str, start: np.ndarray, trained: np.ndarray, personal: np.ndarray | None
+    ) -> ClientOutcome:
+        """Send the trunk's change; keep the heads."""
+        update = np.where(self._head_mask[unit], 0.0, trained - start).astype(np.float32)
+        return ClientOutcome(update=update, personal=trained)
+
+    def eval_vector(
+        self, *, unit: str, global_vec: np.ndarray, personal: np.ndarray | None
+    ) -> np.ndarray:
+        """Global trunk with the client's own heads."""
+        return self._merge(unit, global_vec, personal)
+
+
+class Ditto(FedAvg):
+    """A global model per unit plus a personal model regularized toward it.
+
+    Li et al. 2021, "Ditto: Fair and Robust Federated Learning Through Personalization",
+    Algorithm 1: each participation trains the global model as FedAvg does and, separately, the
+    personal model ``v`` on ``loss(v) + lambda/2 ||v - w_global||²`` (``lambda`` = ``mu``).
+    Both trainings are DP-SGD on the same records and both are recorded on the client's ledger
+    for that data source.
+    """
+
+    name = "ditto"
+    trainings_per_participation = 2
+
+    @property
+    def personal_mu(self) -> float | None:
+        """Lambda: the personal model's pull toward the global one."""
+        return self.mu
+
+    def after_training(
+        self, *, unit: str, start: np.ndarray, trained: np.ndarray, personal: np.ndarray | None
+    ) -> ClientOutcome:
+        """Send the global model's delta; keep the (already trained) personal model."""
+        return ClientOutcome(update=(trained - start).astype(np.float32), personal=personal)
+
+    def eval_vector(
+        self, *, unit: str, global_vec: np.ndarray, personal: np.ndarray | None
+    ) -> np.ndarray:
+        """Predict with the personal model."""
+        return global_vec if personal is None else personal
+
+
+class LocalOnly(Algorithm):
+    """No federation: each client trains its own model from the common initialization."""
+
+    name = "local"
+    aggregates = False
+
+    def start_vector(
+        self, *, unit: str, global_vec: np.ndarray, personal: np.ndarray | None
+    ) -> np.ndarray:
+        """Continue the client's own model (the shared initialization the first time)."""
+        return global_vec if personal is None else personal
+
+    def after_training(
+        self, *, unit: str, start: np.ndarray, trained: np.ndarray, personal: np.ndarray | None
+    ) -> ClientOutcome:
+        """Keep the trained model, send nothing."""
+        return ClientOutcome(update=None, personal=trained)
+
+    def eval_vector(
+        self, *, unit: str, global_vec: np.ndarray, personal: np.ndarray | None
+    ) -> np.ndarray:
+        """Predict with the client's own model."""
         return global_vec if personal is None else personal
 
 
@@ -134,6 +292,23 @@ ALGORITHMS.register(
     FedAvgFineTune,
     description="FedAvg; clients predict with a locally fine-tuned copy (no extra privacy cost)",
 )
+ALGORITHMS.register(
+    "fedprox", FedProx, description="FedAvg with a proximal term mu (Li et al. 2020)"
+)
+ALGORITHMS.register("fedper", FedPer, description="shared trunk, personal heads kept on the client")
+ALGORITHMS.register(
+    "ditto", Ditto, description="global model + personal model pulled toward it (lambda = mu)"
+)
 ALGORITHMS.register("local", LocalOnly, description="local-only training, no federation (baseline)")
 
-__all__ = ["ALGORITHMS", "Algorithm", "ClientOutcome", "FedAvg", "FedAvgFineTune", "LocalOnly"]
+__all__ = [
+    "ALGORITHMS",
+    "Algorithm",
+    "ClientOutcome",
+    "Ditto",
+    "FedAvg",
+    "FedAvgFineTune",
+    "FedPer",
+    "FedProx",
+    "LocalOnly",
+]

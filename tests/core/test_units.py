@@ -124,3 +124,17 @@ def test_worst_fraction_hand_computed():
     # 10% of 12 clients -> the 2 worst: (0.1 + 0.2) / 2
     assert worst_fraction_mean(vals, fraction=0.1) == pytest.approx(0.15)
     assert worst_fraction_mean([0.4], fraction=0.1) == 0.4
+
+
+def test_proximal_term_bounds_the_distance_to_its_centre():
+    """Noise-free DP-SGD moves at most lr*C per step and the proximal step contracts the
+    distance by (1 - lr*mu), so the distance to the centre never exceeds C / mu."""
+    start = flat_parameters(SPEC.build())
+    free = _trainer(sigma=0.0).train(start, steps=40, round_index=0)
+    prox = _trainer(sigma=0.0).train(start, steps=40, round_index=0, prox_center=start, prox_mu=5.0)
+    assert np.linalg.norm(prox.vector - start) <= 1.0 / 5.0 + 1e-5
+    assert np.linalg.norm(free.vector - start) > 1.0 / 5.0
+    # one step from the centre: the proximal gradient is zero, nothing changes
+    a = _trainer().train(start, steps=1, round_index=3)
+    b = _trainer().train(start, steps=1, round_index=3, prox_center=start, prox_mu=5.0)
+    assert np.array_equal(a.vector, b.vector)
