@@ -86,16 +86,29 @@ def share_secret(
 
 @lru_cache(maxsize=4096)
 def lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
-    """Lagrange coefficients ``l_i(0)`` for the points ``xs`` (cached per responder set)."""
-    coeffs = []
+    """Lagrange coefficients ``l_i(0)`` for the points ``xs`` (cached per responder set).
+
+    The ``t`` denominators are inverted together with one modular inversion (Montgomery's
+    batch-inversion trick).
+    """
+    nums, dens = [], []
     for i, xi in enumerate(xs):
         num, den = 1, 1
         for j, xj in enumerate(xs):
             if i != j:
                 num = num * (-xj) % PRIME
                 den = den * (xi - xj) % PRIME
-        coeffs.append(num * pow(den, -1, PRIME) % PRIME)
-    return tuple(coeffs)
+        nums.append(num)
+        dens.append(den)
+    prefix = [1]
+    for d in dens:
+        prefix.append(prefix[-1] * d % PRIME)
+    inv = pow(prefix[-1], -1, PRIME)
+    inverses = [0] * len(dens)
+    for i in range(len(dens) - 1, -1, -1):
+        inverses[i] = inv * prefix[i] % PRIME
+        inv = inv * dens[i] % PRIME
+    return tuple(n * d % PRIME for n, d in zip(nums, inverses, strict=True))
 
 
 def reconstruct_int(shares: Mapping[int, int], *, threshold: int) -> int:
