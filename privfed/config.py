@@ -31,6 +31,7 @@ C = TypeVar("C")
 
 #: Fixed-point / protocol settings live in ``privfed.secagg``; re-exported for convenience.
 __all__ = [
+    "ClientDPConfig",
     "DPConfig",
     "EvalConfig",
     "ExperimentConfig",
@@ -244,6 +245,50 @@ class DPConfig(_Checked):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ClientDPConfig(_Checked):
+    """Client-level (user-level) DP: DP-FedAvg (McMahan et al. 2018).
+
+    Each client's joint update (all its units) is clipped to L2 norm ``clip``; Gaussian noise
+    of standard deviation ``noise_multiplier * clip`` is added to the sum, which is divided by
+    the expected number of participants (fixed denominator); participation counters are not
+    released. The guarantee protects everything one client contributes.
+    """
+
+    mode: Literal["off", "central"] = "off"
+    """``off``; ``central``: a trusted server adds the noise to the sum it receives."""
+    clip: float = 0.5
+    """L2 bound of one client's joint update per round (initial bound if adaptive)."""
+    target_epsilon: float = 8.0
+    """Client-level epsilon over the whole run (used when noise_multiplier = 0)."""
+    delta: float = 1e-3
+    """Client-level delta; should be below 1 / num_clients."""
+    noise_multiplier: float = 0.0
+    """Fixed noise multiplier; 0 means calibrate to target_epsilon over the planned rounds."""
+    adaptive: bool = False
+    """Adaptive clipping (Andrew et al. 2021): track the target_quantile of update norms."""
+    target_quantile: float = 0.5
+    """Quantile of client update norms the adaptive clip bound tracks."""
+    clip_lr: float = 0.2
+    """Geometric learning rate of the adaptive clip bound."""
+    count_noise_multiplier: float = 0.0
+    """Noise on the count of clipped clients (adaptive only); 0 means expected cohort / 20 as
+    recommended by Andrew et al. 2021, Sec. 3."""
+
+    def _problems(self) -> list[str]:
+        p: list[str] = []
+        _range(p, "clip", self.clip, lo=0.0, lo_open=True)
+        _range(p, "target_epsilon", self.target_epsilon, lo=0.0, lo_open=True)
+        _range(p, "delta", self.delta, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+        _range(p, "noise_multiplier", self.noise_multiplier, lo=0.0)
+        _range(
+            p, "target_quantile", self.target_quantile, lo=0.0, hi=1.0, lo_open=True, hi_open=True
+        )
+        _range(p, "clip_lr", self.clip_lr, lo=0.0)
+        _range(p, "count_noise_multiplier", self.count_noise_multiplier, lo=0.0)
+        return p
+
+
+@dataclass(frozen=True, kw_only=True)
 class EvalConfig(_Checked):
     """When and how clients are evaluated."""
 
@@ -283,6 +328,8 @@ class ExperimentConfig(_Checked):
     """Local training."""
     dp: DPConfig = field(default_factory=DPConfig)
     """Record-level DP."""
+    client_dp: ClientDPConfig = field(default_factory=ClientDPConfig)
+    """Client-level DP (independent of, and combinable with, record-level ``dp``)."""
     secagg: SecAggConfig = field(default_factory=SecAggConfig)
     """Secure aggregation (used when ``federation.aggregator = "secagg"``)."""
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -304,6 +351,11 @@ class ExperimentConfig(_Checked):
             for t in g.tasks:
                 full = f"{gname}.{t}"
                 tasks[full] = gname
+        if self.client_dp.mode != "off" and self.federation.algorithm == "local":
+            p.append(
+                "client_dp.mode must be 'off' with federation.algorithm = 'local' (nothing is "
+                "shared, so there is nothing to protect at the client level)"
+            )
         if self.federation.groups_per_client > len(self.groups):
             p.append(
                 f"federation.groups_per_client must be <= the number of groups "

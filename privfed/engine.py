@@ -51,8 +51,9 @@ from privfed.io import (
     to_json,
 )
 from privfed.models import flat_parameters, load_flat_parameters
+from privfed.privacy import client_dp
 from privfed.privacy.accounting import calibrate_noise
-from privfed.privacy.ledger import PrivacyLedger
+from privfed.privacy.ledger import PrivacyLedger, SourceLedger
 from privfed.repro import build_manifest
 from privfed.rng import numpy_rng, torch_generator
 
@@ -250,6 +251,8 @@ class RunState:
     ledger: PrivacyLedger
     aborted_rounds: list[int] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    client_ledger: SourceLedger | None = None
+    client_clip: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -305,6 +308,27 @@ class Engine:
         self.algorithm: Algorithm = ALGORITHMS.get(cfg.federation.algorithm)(mu=cfg.federation.mu)
         self.algorithm.setup(self.fed.units)
         self.server_opt = make_server_optimizer(cfg)
+        cdp = cfg.client_dp
+        q = cfg.federation.cohort_fraction
+        self.expected_cohort = {
+            u.name: q * len(self.fed.unit_group[u.name].clients) for u in self.fed.units
+        }
+        self.client_dp: client_dp.ClientDPParams | None = None
+        if cdp.mode == "central":
+            self.client_dp = client_dp.resolve_params(
+                target_epsilon=cdp.target_epsilon,
+                delta=cdp.delta,
+                noise_multiplier=cdp.noise_multiplier,
+                sample_rate=q,
+                rounds=cfg.rounds,
+                adaptive=cdp.adaptive,
+                count_noise_multiplier=cdp.count_noise_multiplier,
+                expected_cohort=q * cfg.federation.num_clients,
+            )
+        # Joint vector: every unit's update, one participation counter per unit, and the
+        # centred clip bit of adaptive clipping.
+        self.bit_index = self.fed.vector_length
+        self.vector_length = self.fed.vector_length + (1 if cdp.adaptive else 0)
         self.aggregator = make_aggregator(cfg)
         self.trainers: dict[tuple[int, str], UnitTrainer] = {}
         self._eval_models = {u.name: u.build() for u in self.fed.units}
@@ -372,6 +396,14 @@ class Engine:
             ledger=PrivacyLedger(
                 delta=self.cfg.dp.delta, target_epsilon=self.cfg.dp.target_epsilon
             ),
+            client_ledger=(
+                client_dp.new_client_ledger(
+                    delta=self.cfg.client_dp.delta, target_epsilon=self.cfg.client_dp.target_epsilon
+                )
+                if self.client_dp is not None
+                else None
+            ),
+            client_clip=self.cfg.client_dp.clip,
         )
 
     def save_checkpoint(self, state: RunState) -> None:
@@ -390,6 +422,8 @@ class Engine:
                 "aborted_rounds": state.aborted_rounds,
                 "timings": state.timings,
                 "server_optimizer": self.server_opt.state_dict(),
+                "client_ledger": state.client_ledger.to_dict() if state.client_ledger else None,
+                "client_clip": state.client_clip,
             },
             buf,
         )
@@ -423,6 +457,10 @@ class Engine:
             ledger=PrivacyLedger.from_dict(data["ledger"]),
             aborted_rounds=list(data["aborted_rounds"]),
             timings=dict(data["timings"]),
+            client_ledger=(
+                SourceLedger.from_dict(data["client_ledger"]) if data.get("client_ledger") else None
+            ),
+            client_clip=float(data.get("client_clip", self.cfg.client_dp.clip)),
         )
 
     # ------------------------------------------------------------------ round
@@ -467,7 +505,9 @@ class Engine:
         skipped_budget = 0
         for c in cohort:
             vec = (
-                np.zeros(fed.vector_length, dtype=np.float32) if self.algorithm.aggregates else None
+                np.zeros(self.vector_length, dtype=np.float32)
+                if self.algorithm.aggregates
+                else None
             )
             for ui, unit in enumerate(fed.units):
                 gs = fed.unit_group[unit.name]
@@ -523,9 +563,18 @@ class Engine:
                     state.personal[(c, unit.name)] = outcome.personal
                 if vec is not None and outcome.update is not None:
                     vec[fed.offsets[ui] : fed.offsets[ui + 1]] = outcome.update
-                    vec[fed.counter_base + ui] = 1.0
+                    if self.client_dp is None:
+                        # Under client-level DP counts are not released (fixed denominator).
+                        vec[fed.counter_base + ui] = 1.0
                 trained += 1
             if vec is not None:
+                if self.client_dp is not None:
+                    clipped, within = client_dp.clip_update(
+                        vec[: fed.counter_base], clip=state.client_clip
+                    )
+                    vec[: fed.counter_base] = clipped
+                    if cfg.client_dp.adaptive:
+                        vec[self.bit_index] = (1.0 if within else 0.0) - 0.5
                 # A client with nothing to send (every budget spent) still sends zeros, so the
                 # server cannot tell it apart from one that trained.
                 updates[c] = vec
@@ -547,8 +596,34 @@ class Engine:
             self.echo(f"round {r + 1}: aggregation aborted ({exc}); global models unchanged")
             return info
         total = result.total
+        if self.client_dp is not None:
+            rng = numpy_rng(cfg.seed, "client-dp-noise", r)
+            total = total.copy()
+            total[: fed.counter_base] = client_dp.add_noise(
+                total[: fed.counter_base], params=self.client_dp, clip=state.client_clip, rng=rng
+            )
+            assert state.client_ledger is not None
+            state.client_ledger.record(
+                noise_multiplier=self.client_dp.noise_multiplier,
+                sample_rate=self.client_dp.sample_rate,
+                steps=1,
+                task="round",
+            )
+            if cfg.client_dp.adaptive:
+                state.client_clip = client_dp.next_clip(
+                    state.client_clip,
+                    centred_bit_sum=float(total[self.bit_index]),
+                    params=self.client_dp,
+                    expected_cohort=cfg.federation.cohort_fraction * cfg.federation.num_clients,
+                    target_quantile=cfg.client_dp.target_quantile,
+                    lr=cfg.client_dp.clip_lr,
+                    rng=rng,
+                )
         for ui, unit in enumerate(fed.units):
-            count = int(round(float(total[fed.counter_base + ui])))
+            if self.client_dp is not None:
+                count = self.expected_cohort[unit.name]  # fixed denominator (McMahan et al.)
+            else:
+                count = round(float(total[fed.counter_base + ui]))
             if count <= 0:
                 continue
             mean = (total[fed.offsets[ui] : fed.offsets[ui + 1]] / count).astype(np.float32)
@@ -622,6 +697,11 @@ class Engine:
                     "clients": s.n,
                     "epsilon_max": max(eps) if eps else 0.0,
                     "epsilon_mean": float(np.mean(eps)) if eps else 0.0,
+                    "client_epsilon": (
+                        state.client_ledger.epsilon()
+                        if state.client_ledger is not None and state.client_ledger.steps
+                        else None
+                    ),
                     "source": gs.ledger_key,
                 }
                 bayes = gs.source.meta.get("bayes_accuracy", {}).get(t)
@@ -752,6 +832,30 @@ class Engine:
             "complete": final,
             "summary": summary,
             "ledgers": ledgers,
+            "client_level": self._client_level_report(state, accountant),
+        }
+
+    def _client_level_report(self, state: RunState, accountant: str) -> dict[str, Any]:
+        cdp = self.cfg.client_dp
+        if self.client_dp is None or state.client_ledger is None:
+            return {"mode": "off"}
+        lg = state.client_ledger
+        return {
+            "mode": cdp.mode,
+            "unit": "client (everything one client contributes over the whole run)",
+            "mechanism": "DP-FedAvg: per-client L2 clipping, Gaussian noise on the sum added by "
+            "the server (trusted), fixed denominator, Poisson client sampling"
+            + (", adaptive clipping" if cdp.adaptive else ""),
+            "delta": cdp.delta,
+            "target_epsilon": cdp.target_epsilon,
+            "noise_multiplier": self.client_dp.noise_multiplier,
+            "update_noise_multiplier": self.client_dp.update_noise_multiplier,
+            "count_noise_std": self.client_dp.count_noise_std,
+            "sample_rate": self.client_dp.sample_rate,
+            "clip": state.client_clip,
+            "accountant": accountant,
+            "epsilon": lg.epsilon(accountant) if lg.steps else 0.0,
+            "ledger": lg.to_dict(),
         }
 
     def _write_manifest(self, state: RunState, *, finished: bool) -> None:
