@@ -175,6 +175,15 @@ def test_too_few_survivors_names_the_stage() -> None:
     assert info.value.stage == "unmask"
 
 
+@pytest.mark.parametrize("graph", ["complete", "harary"])
+def test_no_sum_of_fewer_than_t_inputs_is_released(graph: str) -> None:
+    inputs = make_inputs(12, 4, 32)
+    for gone in ([*range(12)], [*range(11)]):
+        with pytest.raises(TooFewSurvivors) as info:
+            secure_sum(inputs, config=SecAggConfig(graph=graph), dropouts={"masked_input": gone})
+        assert info.value.stage == "masked_input"
+
+
 # -- state machines and adversaries --------------------------------------------------------------
 
 
