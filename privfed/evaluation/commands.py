@@ -44,7 +44,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0 if result.identical else 1
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add the evaluation sub-commands to the ``privfed`` parser."""
     p = sub.add_parser("sweep", help="run a grid of experiments (resumable) into one directory")
     p.add_argument("sweep", help="sweep TOML file ([sweep] table: base, set, grid, baselines)")

@@ -10,7 +10,7 @@ import numpy as np
 from scipy import stats
 
 
-def worst_fraction_mean(values: Sequence[float], *, fraction: float = 0.1) -> float:
+def worst_fraction_mean(values: Sequence[float] | np.ndarray, *, fraction: float = 0.1) -> float:
     """Mean of the worst ``fraction`` of values (at least one value).
 
     With 20 clients and fraction 0.1 this is the mean of the 2 lowest accuracies.
@@ -35,7 +35,8 @@ class ClientSummary:
     n: int
 
 
-def summarize(values: Sequence[float], *, worst_fraction: float = 0.1) -> ClientSummary:
+def summarize(values: Sequence[float] | np.ndarray, *, worst_fraction: float = 0.1
+              ) -> ClientSummary:
     """Mean, median, worst-fraction mean and standard deviation over clients."""
     arr = np.asarray(values, dtype=np.float64)
     if arr.size == 0:
@@ -64,7 +65,7 @@ class MeanCI:
         return f"{self.mean:.3f} ± {self.half_width:.3f}"
 
 
-def mean_ci(values: Sequence[float], *, confidence: float = 0.95) -> MeanCI:
+def mean_ci(values: Sequence[float] | np.ndarray, *, confidence: float = 0.95) -> MeanCI:
     """Mean and t-interval half-width over ``values`` (e.g. seeds); nan width for n < 2."""
     arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
     n = int(arr.size)

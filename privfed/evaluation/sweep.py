@@ -67,7 +67,7 @@ from privfed.io import atomic_write_json, atomic_write_text, read_jsonl
 
 __all__ = [
     "RESULT_COLUMNS",
-    "WALL_TIME_COLUMNS",
+    "VOLATILE_COLUMNS",
     "SweepError",
     "SweepPoint",
     "SweepResult",
@@ -108,8 +108,9 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "run_dir",
 )
 
-#: Columns that legitimately differ between two runs of the same point.
-WALL_TIME_COLUMNS: tuple[str, ...] = ("wall_time_s",)
+#: Columns that legitimately differ between two runs of the same point: the wall time, and the
+#: commit when the checkout moved on between them (the numbers must not differ).
+VOLATILE_COLUMNS: tuple[str, ...] = ("wall_time_s", "commit")
 
 POINTS_DIR = "points"
 RESULTS_CSV = "results.csv"
@@ -559,8 +560,8 @@ def _write_sweep_json(spec: SweepSpec, points: Sequence[SweepPoint], out_dir: Pa
 def _watch_parent(parent_pid: int) -> None:
     """Exit this worker as soon as its parent is gone (the sweep was killed, e.g. SIGKILL).
 
-    The parent is the sweep process (spawn) or the forkserver, which exits when the sweep
-    process dies; either way this process is then re-parented and its parent pid changes.
+    The parent is the sweep process (spawn context); when it dies this process is
+    re-parented and its parent pid changes.
     """
     while True:
         if os.getppid() != parent_pid:
@@ -709,7 +710,10 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, workers: int = 1, progres
 
 def _run_pool(todo: Iterable[SweepPoint], out: Path, workers: int,
               finished: Callable[[SweepPoint, BaseException | None], None]) -> None:
-    ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+    # spawn, not forkserver: a spawned worker is a child of this process, so when this process
+    # is killed the worker is re-parented and its watchdog (``_watch_parent``) ends it. A
+    # forkserver outlives a SIGKILLed parent and its workers would keep writing.
+    ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
         futures: dict[Future[float], SweepPoint] = {
             pool.submit(run_point, p.config, str(out / POINTS_DIR / p.id)): p for p in todo

@@ -1,0 +1,172 @@
+"""Sweeps: grid expansion, validation, and resume after a real SIGKILL."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from privfed.evaluation.sweep import (
+    VOLATILE_COLUMNS,
+    SweepError,
+    expand_points,
+    load_sweep,
+    point_status,
+    run_sweep,
+)
+
+TINY_SET = textwrap.dedent("""
+    [sweep.set]
+    rounds = 2
+    "federation.num_clients" = 6
+    "groups.text.source_params" = { vocab = 16, num_owners = 6, lam = 0.5, concentration = 0.1, \
+tokens_per_owner = 200 }
+    "federation.aggregator" = "plain"
+    "eval.every" = 1
+    "dp.noise_multiplier" = 1.0
+""")
+
+
+def write_sweep(tmp_path: Path, body: str, name: str = "tiny") -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(f'[sweep]\nname = "{name}"\nbase = "quickstart"\n{TINY_SET}\n{body}')
+    return path
+
+
+KILL_GRID = textwrap.dedent("""
+    [sweep.grid]
+    "dp.target_epsilon" = [inf]
+    seed = [0, 1]
+
+    [[sweep.baselines]]
+    name = "dp"
+    "dp.target_epsilon" = 50.0
+    seed = 0
+    rounds = 5
+""")
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def strip_wall(rows):
+    return [{k: v for k, v in r.items() if k not in VOLATILE_COLUMNS} for r in rows]
+
+
+def test_expand_grid_baselines_and_dedup(tmp_path):
+    spec = load_sweep(write_sweep(tmp_path, textwrap.dedent("""
+        [sweep.grid]
+        "dp.target_epsilon" = [4, inf]
+        "federation.algorithm" = ["fedavg", "local"]
+        seed = [0, 1]
+
+        [[sweep.baselines]]
+        name = "same-as-grid"
+        "dp.target_epsilon" = inf
+        "federation.algorithm" = "fedavg"
+
+        [[sweep.baselines]]
+        name = "ft"
+        "federation.algorithm" = "fedavg-ft"
+        "dp.target_epsilon" = inf
+    """)))
+    points = expand_points(spec)
+    # 2*2*2 grid + 2 fine-tune seeds; the first baseline equals grid points and runs once
+    assert len(points) == 10
+    assert len({p.id for p in points}) == 10
+    assert [p.label for p in points].count("ft") == 2
+    ft = [p for p in points if p.label == "ft"]
+    assert {p.config.seed for p in ft} == {0, 1}
+    assert all(p.config.federation.algorithm == "fedavg-ft" for p in ft)
+    assert points[0].config.dp.target_epsilon == 4.0 and points[0].config.rounds == 2
+    # ids are stable across loads
+    assert [p.id for p in expand_points(load_sweep(spec.source))] == [p.id for p in points]
+
+
+def test_invalid_axis_value_names_the_axis(tmp_path):
+    path = write_sweep(tmp_path, '[sweep.grid]\n"dp.target_epsilon" = [4, -1]\n')
+    with pytest.raises(SweepError, match=r"(?s)axis .dp.target_epsilon. value -1.*must be in"):
+        load_sweep(path)
+    path = write_sweep(tmp_path, '[sweep.grid]\n"dp.target_epsilonn" = [4]\n')
+    with pytest.raises(SweepError, match="dp.target_epsilonn"):
+        load_sweep(path)
+    path = write_sweep(tmp_path, '[sweep.grid]\n"federation.algorithm" = ["fedavg", "nope"]\n')
+    with pytest.raises(SweepError, match="federation.algorithm.*nope"):
+        load_sweep(path)
+    path = write_sweep(tmp_path, '[sweep.grid]\nseed = []\n')
+    with pytest.raises(SweepError, match="non-empty"):
+        load_sweep(path)
+
+
+def _sweep_cmd(path: Path, out: Path, workers: int) -> list[str]:
+    return [sys.executable, "-m", "privfed.cli", "sweep", str(path), "--out", str(out),
+            "--workers", str(workers), "--quiet"]
+
+
+def test_sweep_killed_with_sigkill_resumes_to_the_same_results(tmp_path):
+    path = write_sweep(tmp_path, KILL_GRID)
+    out = tmp_path / "killed"
+    spec = load_sweep(path)
+    points = expand_points(spec)
+    assert len(points) == 3
+    dirs = [out / "points" / p.id for p in points]
+
+    log = tmp_path / "first.log"
+    with open(log, "w") as fh:  # a file, not a pipe: nothing can block on a leftover writer
+        proc = subprocess.Popen(_sweep_cmd(path, out, 2), stdout=fh, stderr=subprocess.STDOUT)
+    killed = False
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        states = [point_status(d) for d in dirs]
+        if "finished" in states and "partial" in states:
+            os.kill(proc.pid, signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.02)
+    proc.wait(timeout=60)
+    out_text = log.read_text()
+    assert killed, f"sweep ended before it could be killed mid-way:\n{out_text}"
+    assert proc.returncode == -signal.SIGKILL
+    states = [point_status(d) for d in dirs]
+    assert "finished" in states and states != ["finished"] * 3
+    time.sleep(0.5)  # orphaned workers notice their parent is gone and exit
+
+    again = subprocess.run(_sweep_cmd(path, out, 1), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "to resume" in again.stdout and ", 0 to resume" not in again.stdout, again.stdout
+    assert all(point_status(d) == "finished" for d in dirs)
+
+    ref = tmp_path / "reference"
+    result = run_sweep(spec, ref, workers=1, progress=False, echo=lambda _m: None)
+    assert not result.failed and len(result.ran) == 3
+
+    got = read_rows(out / "results.csv")
+    want = read_rows(ref / "results.csv")
+    assert len(got) == 3 * 5
+    keys = [(r["point_id"], r["task"]) for r in got]
+    assert len(set(keys)) == len(keys), "duplicate rows"
+    assert strip_wall(got) == strip_wall(want)
+    # the DP baseline really spent a finite epsilon and the non-private points report inf
+    eps = {r["label"]: r["epsilon_max"] for r in got}
+    assert eps["grid"] == "inf" and 0 < float(eps["dp"]) <= 50
+
+    # a third run has nothing to do and leaves the table unchanged
+    third = run_sweep(spec, out, workers=1, progress=False, echo=lambda _m: None)
+    assert third.ran == () and len(third.skipped) == 3
+    assert read_rows(out / "results.csv") == got
+
+
+def test_sweep_cli_reports_bad_file_with_exit_2(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[sweep]\nbase = "missing.toml"\n')
+    proc = subprocess.run([sys.executable, "-m", "privfed.cli", "sweep", str(bad)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "missing.toml" in proc.stderr and "not found" in proc.stderr
