@@ -159,7 +159,7 @@ def apply_masks(
         chunk: entries per chunk.
     """
     dt = dtype_for_bits(bits)
-    total = np.zeros(length, dtype=dt)
+    total = np.empty(length, dtype=dt)
     align = max(1, BLOCK_BYTES // dt.itemsize)
     step = max(align, chunk - chunk % align)
     workers = max(1, min(workers, -(-length // step)))
@@ -175,7 +175,11 @@ def apply_masks(
             c1 = min(c0 + step, hi)
             seg = total[c0:c1]
             part = buf[: c1 - c0]
-            for y in vectors:
+            if vectors:
+                np.copyto(seg, vectors[0][c0:c1], casting="no")
+            else:
+                seg.fill(0)
+            for y in vectors[1:]:
                 np.add(seg, y[c0:c1], out=seg)
             for stream, add in streams:
                 stream.fill(buf, c1 - c0)
