@@ -131,6 +131,11 @@ class _Inversion(Attack):
         del rng  # analytic: no randomness
         unit = _unit(observation, self.unit)
         vec = _to_float(self._vector(observation), observation)
+        if not np.isfinite(vec).all():
+            raise ValueError(
+                "the observed vector has non-finite entries (NaN/inf); the run's training "
+                "diverged or produced an invalid update, so there is nothing meaningful to invert"
+            )
         cand, weight = invert_first_layer(observation.unit_slice(vec, unit.name), unit)
         order = rank_candidates(cand, weight)
         ranked = np.clip(cand[order], 0.0, 1.0) if len(cand) else cand

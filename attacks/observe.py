@@ -135,8 +135,8 @@ def observe_run(
         tr = [_records(engine, g, "train", c) for c in clients]
         te = [_records(engine, g, "test", c) for c in clients]
         va = [_records(engine, g, "val", c) for c in clients if len(gs.clients[c].val)]
-        for c, r in zip(clients, tr, strict=True):
-            train.setdefault(c, {})[g] = r
+        for c, rec in zip(clients, tr, strict=True):
+            train.setdefault(c, {})[g] = rec
         members, non = _concat(tr), _concat(te)
         k = min(challenge_per_group, len(members), len(non))
         mi = rng.choice(len(members), size=k, replace=False)

@@ -1,0 +1,152 @@
+"""The plug-in API: threat models, what each adversary is handed, the registry."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `attacks`, not tests/attacks
+
+from typing import ClassVar  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from support import tiny  # noqa: E402
+
+from attacks.base import (  # noqa: E402
+    ATTACKS,
+    Adversary,
+    Attack,
+    AttackResult,
+    GroundTruth,
+    Observation,
+    ThreatModel,
+    View,
+    register_attack,
+)
+from attacks.membership import LiRAOffline  # noqa: E402
+from attacks.observe import AttackSetupError, observe_run  # noqa: E402
+from attacks.runner import AttackParameterError, make_attack, run_attack  # noqa: E402
+from privfed.engine import run_experiment  # noqa: E402
+from privfed.errors import RegistryError  # noqa: E402
+
+SERVER = ThreatModel(
+    adversary=Adversary.HONEST_BUT_CURIOUS_SERVER,
+    observes=frozenset({View.SERVER_INBOX, View.AGGREGATE, View.RELEASED_MODELS}),
+)
+OUTSIDER = ThreatModel(adversary=Adversary.OUTSIDER, observes=frozenset({View.RELEASED_MODELS}))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = {}
+    for agg in ("plain", "secagg"):
+        d = tmp_path_factory.mktemp(agg) / "run"
+        cfg = tiny(federation={"num_clients": 4, "aggregator": agg}, dp={"target_epsilon": 8.0})
+        run_experiment(cfg, d, progress=False, echo=lambda _m: None)
+        out[agg] = d
+    return out
+
+
+def test_threat_model_refuses_views_its_adversary_cannot_have() -> None:
+    with pytest.raises(ValueError, match="outsider cannot observe server-inbox"):
+        ThreatModel(adversary=Adversary.OUTSIDER, observes=frozenset({View.SERVER_INBOX}))
+    with pytest.raises(ValueError, match="malicious-clients cannot observe aggregate"):
+        ThreatModel(adversary=Adversary.MALICIOUS_CLIENTS, observes=frozenset({View.AGGREGATE}))
+
+
+def test_outsider_gets_released_models_only(runs: dict[str, Path]) -> None:
+    p = observe_run(runs["plain"], OUTSIDER, rng=np.random.default_rng(0))
+    obs = p.observation
+    assert obs.released is not None and set(obs.released) == {u.name for u in obs.units}
+    assert obs.inbox is None and obs.aggregate is None and obs.own is None
+    assert obs.public is None and obs.round_index is None
+    # the challenge hides membership: the truth holds it, the observation does not
+    assert obs.challenge is not None
+    for g, rec in obs.challenge.items():
+        labels = p.truth.membership[g]
+        assert len(labels) == len(rec) and 0 < labels.mean() < 1
+
+
+def test_server_without_secagg_sees_each_update(runs: dict[str, Path]) -> None:
+    p = observe_run(runs["plain"], SERVER, rng=np.random.default_rng(0))
+    obs, truth = p.observation, p.truth
+    assert obs.inbox is not None and obs.aggregate is not None and obs.round_index == 0
+    assert set(obs.inbox) == set(truth.updates)
+    for c, v in obs.inbox.items():
+        np.testing.assert_array_equal(v, truth.updates[c])
+    np.testing.assert_allclose(obs.aggregate, sum(truth.updates.values()), rtol=1e-6, atol=1e-6)
+
+
+def test_server_under_secagg_sees_masked_vectors_and_the_sum(runs: dict[str, Path]) -> None:
+    p = observe_run(runs["secagg"], SERVER, rng=np.random.default_rng(0))
+    obs, truth = p.observation, p.truth
+    assert obs.encoding.kind == "secagg" and obs.inbox is not None and obs.aggregate is not None
+    for c, v in obs.inbox.items():
+        assert np.issubdtype(v.dtype, np.unsignedinteger)  # a masked integer vector
+        # masks look uniform: about half of the coordinates have the top bit set
+        top = (v.astype(np.uint64) >> np.uint64(obs.encoding.bits - 1)).mean()
+        assert 0.4 < top < 0.6, c
+    true_sum = sum(truth.updates.values())
+    assert np.abs(obs.aggregate - true_sum).max() < 4 * 2.0**-obs.encoding.scale_bits * 4
+
+
+def test_replayed_first_round_is_the_runs_first_round(runs: dict[str, Path]) -> None:
+    a = observe_run(runs["plain"], SERVER, rng=np.random.default_rng(0)).truth.updates
+    b = observe_run(runs["plain"], SERVER, rng=np.random.default_rng(1)).truth.updates
+    for c in a:
+        np.testing.assert_array_equal(a[c], b[c])
+
+
+def test_missing_run_directory_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(AttackSetupError, match="config.toml does not exist"):
+        observe_run(tmp_path, OUTSIDER, rng=np.random.default_rng(0))
+
+
+def test_registry_lists_builtins_with_threat_models() -> None:
+    names = ATTACKS.names()
+    for n in ("mia-loss", "mia-lira", "inversion-inbox", "inversion-aggregate"):
+        assert n in names
+    assert ATTACKS.entry("mia-loss").description.startswith("outsider [released-models]")
+    with pytest.raises(RegistryError, match="did you mean 'mia-loss'.*Registered: "):
+        ATTACKS.get("mia-los")
+
+
+def test_parameters_are_typed_and_unknown_ones_named() -> None:
+    attack = make_attack("mia-lira", {"shadows": "3"})
+    assert isinstance(attack, LiRAOffline) and attack.shadows == 3
+    with pytest.raises(AttackParameterError, match="no parameter 'shadow'.*shadows"):
+        make_attack("mia-lira", {"shadow": "3"})
+    with pytest.raises(AttackParameterError, match="is not a int"):
+        make_attack("mia-lira", {"shadows": "many"})
+
+
+class Spy(Attack):
+    """Records what it was handed."""
+
+    name: ClassVar[str] = "test-spy"
+    threat_model: ClassVar[ThreatModel] = SERVER
+    seen: ClassVar[list[object]] = []
+
+    def run(self, observation: Observation, *, rng: np.random.Generator) -> AttackResult:
+        Spy.seen.append(observation)
+        return AttackResult(attack=self.name, metrics={"draw": float(rng.random())})
+
+    def evaluate(self, result: AttackResult, truth: GroundTruth) -> AttackResult:
+        Spy.seen.append(truth)
+        return result.with_metrics({"clients": float(len(truth.updates))})
+
+
+def test_ground_truth_reaches_only_the_metric_step(runs: dict[str, Path]) -> None:
+    register_attack(Spy)
+    try:
+        Spy.seen.clear()
+        first = run_attack("test-spy", runs["secagg"], seed=5)
+        obs, truth = Spy.seen
+        assert isinstance(obs, Observation) and isinstance(truth, GroundTruth)
+        assert not any(isinstance(getattr(obs, f), GroundTruth) for f in vars(obs))
+        assert first.result.metrics["clients"] == 4.0
+        again = run_attack("test-spy", runs["secagg"], seed=5)
+        assert again.result.metrics["draw"] == first.result.metrics["draw"]  # seeded
+        drawn = run_attack("test-spy", runs["secagg"])
+        assert isinstance(drawn.seed, int)  # a missing seed is drawn and reported
+    finally:
+        ATTACKS.unregister("test-spy")
