@@ -17,7 +17,6 @@ from collections.abc import Collection, Mapping
 import numpy as np
 
 from privfed.aggregation import AggregateResult
-from privfed.rng import numpy_rng
 from privfed.secagg.config import SecAggConfig, check_no_overflow
 from privfed.secagg.field import decode_fixed_point, encode_fixed_point
 from privfed.secagg.simulate import PHASES, secure_sum
@@ -55,6 +54,9 @@ class SecAggAggregator:
         """
         if not updates:
             raise ValueError("aggregate needs at least one update")
+        # Imported here so that ``import privfed.secagg`` does not pull in torch via privfed.rng.
+        from privfed.rng import numpy_rng
+
         cfg = self.config
         check_no_overflow(cfg, num_clients=len(updates))
         encoded = {}
