@@ -351,6 +351,33 @@ class ExperimentConfig(_Checked):
             for t in g.tasks:
                 full = f"{gname}.{t}"
                 tasks[full] = gname
+        from privfed.algorithms import ALGORITHMS
+        from privfed.data.partition import PARTITIONERS
+        from privfed.errors import RegistryError
+
+        try:
+            alg = ALGORITHMS.get(self.federation.algorithm)
+        except RegistryError as exc:
+            p.append(f"federation.algorithm: {exc}")
+        else:
+            if alg.needs_individual_updates and self.federation.aggregator == "secagg":
+                p.append(
+                    f"federation.algorithm = {self.federation.algorithm!r} needs each client's "
+                    "model, which secure aggregation hides from the server by design; set "
+                    'federation.aggregator = "plain" to run it (the server then sees every '
+                    "individual model) or choose an algorithm that needs only sums"
+                )
+            if alg.needs_individual_updates and self.client_dp.mode != "off":
+                p.append(
+                    f"client_dp.mode must be 'off' with federation.algorithm = "
+                    f"{self.federation.algorithm!r}: client-level DP protects a noisy sum, and "
+                    "this algorithm releases individual models"
+                )
+        for gname, g in self.groups.items():
+            try:
+                PARTITIONERS.get(g.partition.kind)
+            except RegistryError as exc:
+                p.append(f"groups.{gname}.partition.kind: {exc}")
         if self.client_dp.mode != "off" and self.federation.algorithm == "local":
             p.append(
                 "client_dp.mode must be 'off' with federation.algorithm = 'local' (nothing is "

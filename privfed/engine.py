@@ -306,7 +306,11 @@ class Engine:
         self.fed = Federation(cfg)
         self.setup_seconds = time.perf_counter() - t0
         self.algorithm: Algorithm = ALGORITHMS.get(cfg.federation.algorithm)(mu=cfg.federation.mu)
-        self.algorithm.setup(self.fed.units)
+        self.algorithm.setup(
+            self.fed.units,
+            holders={u.name: self.fed.clients_of(u) for u in self.fed.units},
+            lr=cfg.train.lr,
+        )
         self.server_opt = make_server_optimizer(cfg)
         cdp = cfg.client_dp
         q = cfg.federation.cohort_fraction
@@ -422,6 +426,7 @@ class Engine:
                 "aborted_rounds": state.aborted_rounds,
                 "timings": state.timings,
                 "server_optimizer": self.server_opt.state_dict(),
+                "algorithm": self.algorithm.state_dict(),
                 "client_ledger": state.client_ledger.to_dict() if state.client_ledger else None,
                 "client_clip": state.client_clip,
             },
@@ -446,6 +451,7 @@ class Engine:
                 f"config.toml or pick a new --out directory"
             )
         self.server_opt.load_state_dict(data.get("server_optimizer", {}))
+        self.algorithm.load_state_dict(data.get("algorithm", {}))
         personal = {}
         for k, v in data["personal"].items():
             c, u = k.split("|", 1)
@@ -526,12 +532,13 @@ class Engine:
                 global_vec = state.globals[unit.name]
                 personal = state.personal.get((c, unit.name))
                 start = alg.start_vector(unit=unit.name, global_vec=global_vec, personal=personal)
+                prox = alg.local_prox(unit=unit.name, client=c, start=start, global_vec=global_vec)
                 res = tr.train(
                     start,
                     steps=cfg.train.local_steps,
                     round_index=r,
-                    prox_center=start if alg.prox_mu > 0 else None,
-                    prox_mu=alg.prox_mu,
+                    prox_center=prox[0] if prox else None,
+                    prox_mu=prox[1] if prox else 0.0,
                 )
                 ledger.record(
                     noise_multiplier=res.noise_multiplier,
@@ -579,6 +586,15 @@ class Engine:
                 # server cannot tell it apart from one that trained.
                 updates[c] = vec
         info = {"trained": float(trained), "budget_skips": float(skipped_budget)}
+        if self.algorithm.needs_individual_updates:
+            for ui, unit in enumerate(fed.units):
+                lo, hi = fed.offsets[ui], fed.offsets[ui + 1]
+                sent = {c: v[lo:hi] for c, v in updates.items() if v[fed.counter_base + ui] == 1}
+                if sent:
+                    self.algorithm.server_individual(unit=unit.name, vectors=sent)
+            if observe:
+                self.last_updates = updates
+            return info
         if not self.algorithm.aggregates or not updates:
             return info
         try:

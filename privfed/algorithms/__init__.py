@@ -14,6 +14,8 @@ fedavg         whole unit                   nothing                task loss
 fedavg-ft      whole unit                   its fine-tuned copy    task loss
 fedprox        whole unit                   nothing                task loss + mu/2 ||w - g||²
 fedper         trunk                        heads                  task loss
+mocha          each client's model (plain)  its model              task loss + lambda
+                                                                   tr(W Omega^-1 W^T)
 ditto          whole unit (global model)    personal model         personal: task loss +
                                                                    lambda/2 ||v - g||²
 local          nothing                      whole unit             task loss
@@ -27,9 +29,11 @@ it: :attr:`Algorithm.trainings_per_participation`).
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -68,13 +72,45 @@ class Algorithm(ABC):
     def __init__(self, *, mu: float = 0.0) -> None:
         self.mu = float(mu)
 
-    def setup(self, units: Sequence[UnitSpec]) -> None:  # noqa: B027 (optional hook)
-        """Called once with the run's units before the first round."""
+    #: Whether the server needs each client's vector rather than their sum (MOCHA). Such an
+    #: algorithm cannot run under secure aggregation; the config loader refuses the pair.
+    needs_individual_updates: bool = False
+
+    def setup(  # noqa: B027 (optional hook)
+        self, units: Sequence[UnitSpec], *, holders: Mapping[str, Sequence[int]], lr: float
+    ) -> None:
+        """Called once before the first round.
+
+        Args:
+            units: the run's model units.
+            holders: unit name -> ids of the clients that hold its task group.
+            lr: the clients' learning rate.
+        """
 
     @property
     def prox_mu(self) -> float:
         """Weight of the proximal term of the shared training (0: none)."""
         return 0.0
+
+    def local_prox(
+        self, *, unit: str, client: int, start: np.ndarray, global_vec: np.ndarray
+    ) -> tuple[np.ndarray, float] | None:
+        """Centre and weight of the proximal term of the shared training, or None.
+
+        The default is FedProx's ``(start, prox_mu)`` when ``prox_mu > 0``.
+        """
+        return (start, self.prox_mu) if self.prox_mu > 0 else None
+
+    def server_individual(self, *, unit: str, vectors: Mapping[int, np.ndarray]) -> None:
+        """Receive each client's vector (only for ``needs_individual_updates``)."""
+        raise NotImplementedError(f"{self.name} aggregates sums, not individual vectors")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Server-side algorithm state for checkpoints (empty by default)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:  # noqa: B027 (optional hook)
+        """Restore :meth:`state_dict`."""
 
     @property
     def personal_mu(self) -> float | None:
@@ -187,7 +223,9 @@ class FedPer(Algorithm):
         super().__init__(mu=mu)
         self._head_mask: dict[str, np.ndarray] = {}
 
-    def setup(self, units: Sequence[UnitSpec]) -> None:
+    def setup(
+        self, units: Sequence[UnitSpec], *, holders: Mapping[str, Sequence[int]], lr: float
+    ) -> None:
         """Find which coordinates of each unit's vector are head parameters."""
         for u in units:
             parts = [
@@ -256,6 +294,123 @@ class Ditto(FedAvg):
         return global_vec if personal is None else personal
 
 
+class Mocha(Algorithm):
+    """Federated multi-task learning with a learned task-relationship matrix (MOCHA).
+
+    Smith, Chiang, Sanjabi, Talwalkar 2017, "Federated Multi-Task Learning", objective (1)-(2)
+    with the regularizer of Zhang & Yeung 2010: every client k has its own model ``w_k`` (a
+    column of ``W``) and the server learns ``Omega``::
+
+        min_{W, Omega}  sum_k loss_k(w_k) + lambda tr(W Omega^-1 W^T),
+        Omega = (W^T W)^(1/2) / tr((W^T W)^(1/2))      (closed form, MOCHA eq. (4))
+
+    Each round, a client runs DP-SGD on its own loss plus the regularizer's gradient in
+    ``w_k`` with the other columns fixed at the round start. That gradient is
+    ``2 lambda (Omega^-1_kk w_k + sum_{j!=k} Omega^-1_jk w_j)``: a proximal term with weight
+    ``a = 2 lambda Omega^-1_kk`` and centre ``-sum_{j!=k} Omega^-1_jk w_j / Omega^-1_kk``, added
+    after the DP noise (it does not touch data). The client sends ``w_k``; the server updates
+    ``Omega``. The local solver is (DP-)SGD, not MOCHA's CoCoA dual method, so this is MOCHA's
+    model and alternating optimization, not its communication-efficient primal-dual solver.
+
+    Meant for convex (linear) models (``hidden = []``). The server needs the individual
+    models, so the config loader refuses ``mocha`` with secure aggregation. The individual
+    models are DP-SGD outputs, so releasing them to the server is covered by the record-level
+    guarantee; Omega is post-processing.
+
+    Args:
+        mu: lambda, the strength of the task-relationship regularizer.
+    """
+
+    name = "mocha"
+    needs_individual_updates = True
+
+    def __init__(self, *, mu: float = 0.0) -> None:
+        super().__init__(mu=mu)
+        self.holders: dict[str, list[int]] = {}
+        self.columns: dict[str, dict[int, np.ndarray]] = {}
+        self.omega_inv: dict[str, np.ndarray] = {}
+        #: Safeguard: the proximal weight is capped at 1 / lr so a step never overshoots.
+        self.max_weight = math.inf
+
+    def setup(
+        self, units: Sequence[UnitSpec], *, holders: Mapping[str, Sequence[int]], lr: float
+    ) -> None:
+        """Start from Omega = I / m (MOCHA's initialization); cap the proximal weight at 1/lr."""
+        self.max_weight = 1.0 / lr
+        for u in units:
+            hs = sorted(holders[u.name])
+            self.holders[u.name] = hs
+            self.omega_inv[u.name] = np.eye(len(hs)) * len(hs)
+
+    def start_vector(
+        self, *, unit: str, global_vec: np.ndarray, personal: np.ndarray | None
+    ) -> np.ndarray:
+        """Continue the client's own model (the common initialization the first time)."""
+        return global_vec if personal is None else personal
+
+    def local_prox(
+        self, *, unit: str, client: int, start: np.ndarray, global_vec: np.ndarray
+    ) -> tuple[np.ndarray, float] | None:
+        """The regularizer's gradient as a proximal term (see the class docstring)."""
+        if self.mu <= 0:
+            return None
+        idx = self.holders[unit].index(client)
+        oinv = self.omega_inv[unit]
+        cols = self.columns.get(unit, {})
+        pull = np.zeros_like(start, dtype=np.float64)
+        for j, c in enumerate(self.holders[unit]):
+            if c != client:
+                pull += oinv[j, idx] * cols.get(c, global_vec)
+        a = 2.0 * self.mu * oinv[idx, idx]
+        centre = (-pull / oinv[idx, idx]).astype(np.float32)
+        return centre, float(min(a, self.max_weight))
+
+    def after_training(
+        self, *, unit: str, start: np.ndarray, trained: np.ndarray, personal: np.ndarray | None
+    ) -> ClientOutcome:
+        """Send the model itself (the server needs ``w_k``) and keep it."""
+        return ClientOutcome(update=trained, personal=trained)
+
+    def eval_vector(
+        self, *, unit: str, global_vec: np.ndarray, personal: np.ndarray | None
+    ) -> np.ndarray:
+        """Predict with the client's own model."""
+        return global_vec if personal is None else personal
+
+    def server_individual(self, *, unit: str, vectors: Mapping[int, np.ndarray]) -> None:
+        """Store the received columns and update Omega in closed form."""
+        cols = self.columns.setdefault(unit, {})
+        for c, v in vectors.items():
+            cols[c] = np.asarray(v, dtype=np.float64)
+        hs = self.holders[unit]
+        if len(cols) < len(hs):
+            return  # Omega stays at its initialization until every column is known
+        w = np.stack([cols[c] for c in hs], axis=1)  # d x m
+        gram = w.T @ w
+        evals, evecs = np.linalg.eigh(gram)
+        evals = np.clip(evals, 0.0, None)
+        root = np.sqrt(evals)
+        # ridge so Omega stays invertible when m exceeds the rank of W (Zhang & Yeung 2010)
+        root = root + 1e-6 * max(float(root.sum()), 1e-12)
+        trace = float(root.sum())
+        # Omega = V diag(root) V^T / trace  =>  Omega^-1 = V diag(trace / root) V^T
+        self.omega_inv[unit] = (evecs * (trace / root)) @ evecs.T
+
+    def omega(self, unit: str) -> np.ndarray:
+        """The current task-relationship matrix of ``unit`` (clients in sorted order)."""
+        return np.linalg.inv(self.omega_inv[unit])
+
+    def state_dict(self) -> dict[str, Any]:
+        """Columns and Omega^-1 per unit."""
+        return {"columns": self.columns, "omega_inv": self.omega_inv}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore columns and Omega^-1."""
+        if state:
+            self.columns = {u: dict(c) for u, c in state["columns"].items()}
+            self.omega_inv = dict(state["omega_inv"])
+
+
 class LocalOnly(Algorithm):
     """No federation: each client trains its own model from the common initialization."""
 
@@ -299,6 +454,11 @@ ALGORITHMS.register("fedper", FedPer, description="shared trunk, personal heads 
 ALGORITHMS.register(
     "ditto", Ditto, description="global model + personal model pulled toward it (lambda = mu)"
 )
+ALGORITHMS.register(
+    "mocha",
+    Mocha,
+    description="per-client models + learned task relationships (convex; needs individual models)",
+)
 ALGORITHMS.register("local", LocalOnly, description="local-only training, no federation (baseline)")
 
 __all__ = [
@@ -311,4 +471,5 @@ __all__ = [
     "FedPer",
     "FedProx",
     "LocalOnly",
+    "Mocha",
 ]
