@@ -569,11 +569,27 @@ def _watch_parent(parent_pid: int) -> None:
         time.sleep(0.2)
 
 
+def _die_with_parent() -> None:
+    """On Linux, ask the kernel to SIGKILL this process when its parent dies (PR_SET_PDEATHSIG)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # the watchdog thread still ends the worker
+
+
 def _worker_init() -> None:
     import torch
 
+    parent = os.getppid()
+    _die_with_parent()
     torch.set_num_threads(1)
-    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
 
 def run_point(cfg: ExperimentConfig, run_dir: str) -> float:
