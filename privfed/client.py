@@ -159,6 +159,8 @@ class UnitTrainer:
         round_index: int,
         prox_center: np.ndarray | None = None,
         prox_mu: float = 0.0,
+        frozen: np.ndarray | None = None,
+        phase: int = 0,
     ) -> TrainResult:
         """Load ``start`` and run ``steps`` SGD (DP-SGD when private) steps.
 
@@ -175,9 +177,14 @@ class UnitTrainer:
             round_index: federated round, used to derive this call's random streams.
             prox_center: centre of the proximal term (None: no proximal term).
             prox_mu: weight of the proximal term.
+            frozen: boolean mask of coordinates kept at their start value (FedRep's phases);
+                the DP step still clips and noises the whole gradient, so the privacy
+                accounting is unchanged.
+            phase: index of this call within the round (distinct random streams per phase).
         """
-        self._sample_gen.manual_seed(int_seed(self.seed, "sample", round_index, *self.stream))
-        self._noise_gen.manual_seed(int_seed(self.seed, "noise", round_index, *self.stream))
+        coords = (round_index, *self.stream, phase) if phase else (round_index, *self.stream)
+        self._sample_gen.manual_seed(int_seed(self.seed, "sample", *coords))
+        self._noise_gen.manual_seed(int_seed(self.seed, "noise", *coords))
         load_flat_parameters(self.module, start)
         self.model.train()
         with warnings.catch_warnings():
@@ -187,7 +194,13 @@ class UnitTrainer:
             center = None
             if prox_center is not None and prox_mu > 0:
                 center = torch.from_numpy(np.ascontiguousarray(prox_center, dtype=np.float32))
-            done, losses = self._steps(steps, center=center, mu=prox_mu)
+            keep = None
+            if frozen is not None and frozen.any():
+                keep = (
+                    torch.from_numpy(np.ascontiguousarray(frozen)),
+                    torch.from_numpy(np.ascontiguousarray(start, dtype=np.float32)),
+                )
+            done, losses = self._steps(steps, center=center, mu=prox_mu, keep=keep)
         return TrainResult(
             vector=flat_parameters(self.module),
             steps=done,
@@ -197,9 +210,24 @@ class UnitTrainer:
         )
 
     def _steps(
-        self, steps: int, *, center: torch.Tensor | None, mu: float
+        self,
+        steps: int,
+        *,
+        center: torch.Tensor | None,
+        mu: float,
+        keep: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> tuple[int, list[float]]:
         params = list(self.module.parameters())
+        frozen: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if keep is not None:
+            mask, values = keep
+            offset = 0
+            for p in params:
+                n = p.numel()
+                frozen.append(
+                    (mask[offset : offset + n].view_as(p), values[offset : offset + n].view_as(p))
+                )
+                offset += n
         centers: list[torch.Tensor] = []
         if center is not None:
             offset = 0
@@ -228,6 +256,10 @@ class UnitTrainer:
                     with torch.no_grad():
                         for p, d in zip(params, prox, strict=True):
                             p.add_(d, alpha=-self.lr)
+                if frozen:
+                    with torch.no_grad():
+                        for p, (m, v) in zip(params, frozen, strict=True):
+                            p.copy_(torch.where(m, v, p))
                 if len(xb):
                     losses.append(float(loss.detach()))
                 done += 1

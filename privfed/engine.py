@@ -533,19 +533,24 @@ class Engine:
                 personal = state.personal.get((c, unit.name))
                 start = alg.start_vector(unit=unit.name, global_vec=global_vec, personal=personal)
                 prox = alg.local_prox(unit=unit.name, client=c, start=start, global_vec=global_vec)
-                res = tr.train(
-                    start,
-                    steps=cfg.train.local_steps,
-                    round_index=r,
-                    prox_center=prox[0] if prox else None,
-                    prox_mu=prox[1] if prox else 0.0,
-                )
-                ledger.record(
-                    noise_multiplier=res.noise_multiplier,
-                    sample_rate=res.sample_rate,
-                    steps=res.steps,
-                    task=unit.name,
-                )
+                current = start
+                for phase, frozen in enumerate(alg.local_phases(unit.name)):
+                    res = tr.train(
+                        current,
+                        steps=cfg.train.local_steps,
+                        round_index=r,
+                        prox_center=prox[0] if prox else None,
+                        prox_mu=prox[1] if prox else 0.0,
+                        frozen=frozen,
+                        phase=phase,
+                    )
+                    ledger.record(
+                        noise_multiplier=res.noise_multiplier,
+                        sample_rate=res.sample_rate,
+                        steps=res.steps,
+                        task=unit.name,
+                    )
+                    current = res.vector
                 if alg.personal_mu is not None:
                     # Ditto: the personal model is trained on the same records: same ledger.
                     ptr = self.trainer(c, ui, personal=True)
@@ -564,7 +569,7 @@ class Engine:
                     )
                     personal = pres.vector
                 outcome = alg.after_training(
-                    unit=unit.name, start=start, trained=res.vector, personal=personal
+                    unit=unit.name, start=start, trained=current, personal=personal
                 )
                 if outcome.personal is not None:
                     state.personal[(c, unit.name)] = outcome.personal

@@ -14,6 +14,7 @@ fedavg         whole unit                   nothing                task loss
 fedavg-ft      whole unit                   its fine-tuned copy    task loss
 fedprox        whole unit                   nothing                task loss + mu/2 ||w - g||²
 fedper         trunk                        heads                  task loss
+fedrep         trunk                        heads                  heads, then trunk
 mocha          each client's model (plain)  its model              task loss + lambda
                                                                    tr(W Omega^-1 W^T)
 ditto          whole unit (global model)    personal model         personal: task loss +
@@ -100,6 +101,14 @@ class Algorithm(ABC):
         The default is FedProx's ``(start, prox_mu)`` when ``prox_mu > 0``.
         """
         return (start, self.prox_mu) if self.prox_mu > 0 else None
+
+    def local_phases(self, unit: str) -> list[np.ndarray | None]:
+        """Masks of the coordinates frozen in each local training phase.
+
+        Default: one phase, nothing frozen. Each phase is ``local_steps`` DP-SGD steps on the
+        same records (so ``trainings_per_participation`` must equal the number of phases).
+        """
+        return [None]
 
     def server_individual(self, *, unit: str, vectors: Mapping[int, np.ndarray]) -> None:
         """Receive each client's vector (only for ``needs_individual_updates``)."""
@@ -261,6 +270,25 @@ class FedPer(Algorithm):
     ) -> np.ndarray:
         """Global trunk with the client's own heads."""
         return self._merge(unit, global_vec, personal)
+
+
+class FedRep(FedPer):
+    """Shared representation, personal heads, trained in two phases (FedRep).
+
+    Collins, Hassani, Mokhtari, Shakkottai 2021, "Exploiting Shared Representations for
+    Personalized Federated Learning", Algorithm 1: each participation first trains the client's
+    heads with the representation frozen, then the representation with the heads frozen; only
+    the representation's change is summed. Both phases are DP-SGD steps on the same records and
+    both are recorded on the client's ledger (the noise is calibrated for both).
+    """
+
+    name = "fedrep"
+    trainings_per_participation = 2
+
+    def local_phases(self, unit: str) -> list[np.ndarray | None]:
+        """Heads first (trunk frozen), then the trunk (heads frozen)."""
+        heads = self.head_mask(unit)
+        return [~heads, heads]
 
 
 class Ditto(FedAvg):
@@ -452,6 +480,9 @@ ALGORITHMS.register(
 )
 ALGORITHMS.register("fedper", FedPer, description="shared trunk, personal heads kept on the client")
 ALGORITHMS.register(
+    "fedrep", FedRep, description="shared trunk, personal heads; heads then trunk each round"
+)
+ALGORITHMS.register(
     "ditto", Ditto, description="global model + personal model pulled toward it (lambda = mu)"
 )
 ALGORITHMS.register(
@@ -470,6 +501,7 @@ __all__ = [
     "FedAvgFineTune",
     "FedPer",
     "FedProx",
+    "FedRep",
     "LocalOnly",
     "Mocha",
 ]

@@ -20,7 +20,9 @@ def _engine(tmp_path: Path, algorithm: str, **fed):
 
 
 def test_registry_lists_all_algorithms():
-    assert {"fedavg", "fedavg-ft", "fedprox", "fedper", "ditto", "local"} <= set(ALGORITHMS.names())
+    assert {"fedavg", "fedavg-ft", "fedprox", "fedper", "fedrep", "ditto", "local", "mocha"} <= set(
+        ALGORITHMS.names()
+    )
 
 
 def test_fedavg_global_moves_by_mean_of_client_deltas(tmp_path: Path):
@@ -128,3 +130,51 @@ def test_algorithms_resume_identically(tmp_path: Path, algorithm: str):
     assert (tmp_path / "a" / "metrics.jsonl").read_text() == (
         tmp_path / "b" / "metrics.jsonl"
     ).read_text()
+
+
+def test_fedrep_trains_heads_then_trunk_and_accounts_both(tmp_path: Path):
+    eng = _engine(tmp_path, "fedrep")
+    state = eng.fresh_state()
+    init = {k: v.copy() for k, v in state.globals.items()}
+    eng.run_round(0, state, observe=True)
+    alg = eng.algorithm
+    for ui, unit in enumerate(eng.fed.units):
+        mask = alg.head_mask(unit.name)
+        lo, hi = eng.fed.offsets[ui], eng.fed.offsets[ui + 1]
+        for c, u in eng.last_updates.items():
+            assert not u[lo:hi][mask].any()
+            assert u[lo:hi][~mask].any()  # the trunk moved in phase 2
+            assert not np.array_equal(state.personal[(c, unit.name)][mask], init[unit.name][mask])
+    lg = state.ledger[(0, "digits")]
+    assert lg.steps_by_task == {"image": 4}  # 2 phases x 2 local steps, one round
+    assert lg.epsilon() <= eng.cfg.dp.target_epsilon
+
+
+def test_frozen_coordinates_do_not_move():
+    import torch
+
+    from privfed.client import UnitSpec, UnitTrainer
+    from privfed.models import flat_parameters
+
+    spec = UnitSpec("g", "g", ("a",), 8, (16,), {"a": 3})
+    tr = UnitTrainer(
+        spec,
+        x=torch.randn(40, 8),
+        y={"a": torch.randint(0, 3, (40,))},
+        batch_size=8,
+        lr=0.1,
+        noise_multiplier=1.0,
+        max_grad_norm=1.0,
+        seed=0,
+        stream=(0, 0),
+    )
+    start = flat_parameters(spec.build())
+    mask = np.zeros_like(start, dtype=bool)
+    mask[::3] = True
+    out = tr.train(start, steps=5, round_index=0, frozen=mask).vector
+    assert np.array_equal(out[mask], start[mask])
+    assert not np.array_equal(out[~mask], start[~mask])
+    # phases draw different noise
+    a = tr.train(start, steps=2, round_index=0, phase=0).vector
+    b = tr.train(start, steps=2, round_index=0, phase=1).vector
+    assert not np.array_equal(a, b)
