@@ -10,7 +10,9 @@ removed). In the same process it times two baselines:
 * bare keystream generation for the bytes one client masks with (``1 + degree`` AES-128-CTR
   masks; the faster of one call per mask into a full-length buffer and cache-sized calls).
 
-It prints client and server time per phase, the ratios to those baselines, bytes per client and
+Times are process CPU time by default (``--clock cpu``), so other load on the machine does
+not distort the ratios; ``--clock wall`` gives elapsed time. It prints client and server time
+per phase, the ratios to those baselines, bytes per client and
 the communication expansion against sending the raw float32 vector. ``privfed bench secagg``
 calls :func:`main`.
 """
@@ -24,14 +26,15 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from privfed.secagg.config import SecAggConfig, default_degree
+from privfed.secagg.config import SecAggConfig, default_degree, resolve_degree
 from privfed.secagg.field import dtype_for_bits, reduce_inplace
 from privfed.secagg.messages import ShareKind
-from privfed.secagg.prg import MaskStream, mask_into, padded_buffer
+from privfed.secagg.prg import MASK_KEY_BYTES, MaskStream, mask_into, padded_buffer
 from privfed.secagg.server import CHUNK_ENTRIES
 from privfed.secagg.simulate import PHASES, secure_sum
 
@@ -51,23 +54,26 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--protocol-repeats", type=int, default=3,
                    help="protocol runs (the one with the least server time is reported)")
     p.add_argument("--seed", type=int, default=0, help="seed of the input data and dropouts")
+    p.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                   help="cpu: process CPU time (robust to other load; default); wall: elapsed")
     p.add_argument("--bytes-only", action="store_true",
                    help="print the exact wire bytes per client without running the protocol")
     p.add_argument("--json", type=Path, default=None, help="write the figures to this file")
     return p.parse_args(argv)
 
 
-def _best(fn: object, repeats: int) -> float:
+def _best(fn: object, repeats: int, clock: Callable[[], float]) -> float:
     best = math.inf
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()  # type: ignore[operator]
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, clock() - t0)
     return best
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
     """Run the benchmark described by ``args`` and return its figures."""
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     config = SecAggConfig(
         threshold=args.threshold, bits=args.bits, graph=args.graph, degree=args.degree,
         workers=args.workers,
@@ -80,16 +86,58 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     n_drop = int(round(args.dropout * n))
     dropped = sorted(int(c) for c in rng.choice(n, size=n_drop, replace=False)) if n_drop else []
 
-    # The protocol runs --protocol-repeats times (fresh keys each time); the run with the least
-    # server time is reported, as the baselines report their best of --repeats.
+    # Baseline 1: the plain float32 sum of as many vectors as the server will sum.
+    floats = [rng.standard_normal(m).astype(np.float32) for _ in range(n - n_drop)]
+
+    def plain_sum() -> None:
+        total = np.zeros(m, dtype=np.float32)
+        for v in floats:
+            np.add(total, v, out=total)
+
+    # Baseline 2: bare keystream for the bytes one client masks (self mask + one per neighbour),
+    # with the protocol's AES-128 mask keys.
+    degree = resolve_degree(config, n)
+    keys = [bytes([i % 256, i // 256]) * (MASK_KEY_BYTES // 2) for i in range(1 + degree)]
+    buf = np.empty(m, dtype=dt)
+    chunk_buf = padded_buffer(min(m, CHUNK_ENTRIES), dt)
+
+    def keystream() -> None:  # one call per mask into a full-length buffer
+        for k in keys:
+            mask_into(k, buf)
+
+    def keystream_chunked() -> None:  # one context per mask, cache-sized calls
+        for k in keys:
+            stream = MaskStream(k, start=0, itemsize=dt.itemsize)
+            for lo in range(0, m, CHUNK_ENTRIES):
+                stream.fill(chunk_buf, min(CHUNK_ENTRIES, m - lo))
+
+    def baselines() -> tuple[float, float]:
+        # The faster of the two ways to make the same bytes is the keystream baseline.
+        return (_best(plain_sum, args.repeats, clock),
+                min(_best(keystream, args.repeats, clock),
+                    _best(keystream_chunked, args.repeats, clock)))
+
+    # The protocol runs --protocol-repeats times (fresh keys each time). The baselines are timed
+    # right before and after every run and each run is compared with the faster of its two
+    # neighbouring baselines, so a change of machine load between measurements does not skew
+    # the ratios; the median ratio over runs is reported (and the best run's absolute times).
     res = None
     wall = math.inf
-    masking_runs = []
+    server_ratios, removal_ratios, client_ratios = [], [], []
+    plain, bare = math.inf, math.inf
+    before = baselines()
     for _ in range(args.protocol_repeats):
         t0 = time.perf_counter()
-        run_res = secure_sum(inputs, config=config, dropouts={"masked_input": dropped})
+        run_res = secure_sum(inputs, config=config, dropouts={"masked_input": dropped},
+                             clock=clock)
         elapsed = time.perf_counter() - t0
-        masking_runs.append(statistics.median(run_res.masking_seconds.values()))
+        after = baselines()
+        p_run, k_run = min(before[0], after[0]), min(before[1], after[1])
+        before = after
+        plain, bare = min(plain, p_run), min(bare, k_run)
+        server_ratios.append(sum(run_res.server_seconds.values()) / p_run)
+        removal_ratios.append(run_res.server_seconds["unmask"] / p_run)
+        client_ratios.append(statistics.median(run_res.masking_seconds.values()) / k_run)
         if res is None or sum(run_res.server_seconds.values()) < sum(res.server_seconds.values()):
             res, wall = run_res, elapsed
     assert res is not None
@@ -99,38 +147,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     reduce_inplace(expected, args.bits)
     correct = bool(np.array_equal(expected, res.total))
 
-    # Baseline 1: the plain float32 sum of as many vectors as the server summed.
-    floats = [rng.standard_normal(m).astype(np.float32) for _ in res.included]
-
-    def plain_sum() -> None:
-        total = np.zeros(m, dtype=np.float32)
-        for v in floats:
-            np.add(total, v, out=total)
-
-    plain = _best(plain_sum, args.repeats)
-
-    # Baseline 2: bare keystream for the bytes one client masks (self mask + one per neighbour).
-    masks_per_client = 1 + res.degree
-    buf = np.empty(m, dtype=dt)
-    keys = [bytes([i % 256]) * 32 for i in range(masks_per_client)]
-
-    def keystream() -> None:  # one call per mask into a full-length buffer
-        for k in keys:
-            mask_into(k, buf)
-
-    chunk_buf = padded_buffer(min(m, CHUNK_ENTRIES), dt)
-
-    def keystream_chunked() -> None:  # one context per mask, cache-sized calls
-        for k in keys:
-            stream = MaskStream(k, start=0, itemsize=dt.itemsize)
-            for lo in range(0, m, CHUNK_ENTRIES):
-                stream.fill(chunk_buf, min(CHUNK_ENTRIES, m - lo))
-
-    # The faster of the two ways to make the same bytes is the baseline (the stricter ratio).
-    bare = min(_best(keystream, args.repeats), _best(keystream_chunked, args.repeats))
-
     server_total = sum(res.server_seconds.values())
-    masking = min(masking_runs)
+    masking = statistics.median(res.masking_seconds.values())
     per_client_phase = {p: res.client_seconds[p] / n for p in PHASES}
     sent = [sum(res.bytes_sent[c].values()) for c in range(n) if c not in dropped]
     recv = [sum(res.bytes_received[c].values()) for c in range(n) if c not in dropped]
@@ -142,17 +160,19 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "threshold": res.threshold, "bits": args.bits, "dropout": args.dropout,
         "dropped": len(dropped), "included": len(res.included), "correct": correct,
         "workers": args.workers, "wall_seconds": wall,
-        "protocol_repeats": args.protocol_repeats, "seed": args.seed,
+        "protocol_repeats": args.protocol_repeats, "seed": args.seed, "clock": args.clock,
         "server_seconds_per_phase": dict(res.server_seconds),
         "client_seconds_per_phase_mean": per_client_phase,
         "server_seconds": server_total,
         "server_mask_removal_seconds": res.server_seconds["unmask"],
-        "server_mask_removal_over_plain_sum": res.server_seconds["unmask"] / plain,
+        "server_mask_removal_over_plain_sum": statistics.median(removal_ratios),
         "plain_sum_seconds": plain,
-        "server_over_plain_sum": server_total / plain,
+        "server_over_plain_sum": statistics.median(server_ratios),
+        "server_over_plain_sum_per_run": server_ratios,
         "client_masking_seconds_median": masking,
         "bare_keystream_seconds": bare,
-        "client_masking_over_keystream": masking / bare,
+        "client_masking_over_keystream": statistics.median(client_ratios),
+        "client_masking_over_keystream_per_run": client_ratios,
         "client_masked_input_phase_over_keystream": per_client_phase["masked_input"] / bare,
         "bytes_sent_per_client": statistics.mean(sent),
         "bytes_received_per_client": statistics.mean(recv),
@@ -242,15 +262,16 @@ def main(argv: list[str] | None = None) -> int:
         c = fig["client_seconds_per_phase_mean"][p]  # type: ignore[index]
         s = fig["server_seconds_per_phase"][p]  # type: ignore[index]
         print(f"  {p:<15}{c:>13.5f}{s:>11.5f}")
-    print(f"server total {fig['server_seconds']:.4f} s = {fig['server_over_plain_sum']:.2f}x the "
-          f"plain float32 sum ({fig['plain_sum_seconds']:.4f} s)")
+    print(f"server total {fig['server_seconds']:.4f} s, plain float32 sum "
+          f"{fig['plain_sum_seconds']:.4f} s: ratio {fig['server_over_plain_sum']:.2f}x "
+          f"(median over runs of run / neighbouring baseline)")
     print(f"server unmask phase (reconstruction + mask removal) "
-          f"{fig['server_mask_removal_seconds']:.4f} s = "
-          f"{fig['server_mask_removal_over_plain_sum']:.2f}x the plain sum")
-    print(f"client masking {fig['client_masking_seconds_median']:.5f} s = "
-          f"{fig['client_masking_over_keystream']:.2f}x bare keystream "
-          f"({fig['bare_keystream_seconds']:.5f} s); whole masked-input step "
-          f"{fig['client_masked_input_phase_over_keystream']:.2f}x")
+          f"{fig['server_mask_removal_seconds']:.4f} s: ratio "
+          f"{fig['server_mask_removal_over_plain_sum']:.2f}x")
+    print(f"client masking {fig['client_masking_seconds_median']:.5f} s, bare keystream "
+          f"{fig['bare_keystream_seconds']:.5f} s: ratio "
+          f"{fig['client_masking_over_keystream']:.2f}x; "
+          f"whole masked-input step {fig['client_masked_input_phase_over_keystream']:.2f}x")
     print(f"bytes per client: sent {fig['bytes_sent_per_client']:.0f}, received "
           f"{fig['bytes_received_per_client']:.0f}; expansion vs float32: sent "
           f"{fig['expansion_sent_vs_float32']:.3f}x, sent+received "

@@ -81,6 +81,7 @@ class SecAggClient:
         random_bytes: source of key material, self-mask seeds, Shamir coefficients and nonces:
             ``os.urandom`` except in the documented test mode
             (:class:`~privfed.secagg.prg.DeterministicRandom`).
+        clock: timer for :attr:`masking_seconds`.
     """
 
     def __init__(
@@ -92,6 +93,7 @@ class SecAggClient:
         model_hash: bytes,
         length: int,
         random_bytes: Callable[[int], bytes] = os.urandom,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if not 0 <= client_id < SERVER_ID:
             raise ValueError(f"client ids must be in [0, 2**32 - 1), got {client_id}")
@@ -101,6 +103,7 @@ class SecAggClient:
         self.model_hash = model_hash
         self.length = length
         self._random = random_bytes
+        self._clock = clock
         self.stage = Stage.ADVERTISE_KEYS
         self._enc: KeyPair | None = None
         self._mask: KeyPair | None = None
@@ -274,11 +277,11 @@ class SecAggClient:
                 where=f"the neighbourhood of client {self.client_id}",
             )
         self.accepted, self.rejected = frozenset(accepted), frozenset(rejected)
-        start = time.perf_counter()
+        start = self._clock()
         jobs = [(self._self_key, True)]
         jobs += [(self._pair_keys[v], self.client_id < v) for v in sorted(accepted)]
         y = apply_masks([vec], jobs, length=self.length, bits=bits)
-        self.masking_seconds = time.perf_counter() - start
+        self.masking_seconds = self._clock() - start
         self._pair_keys.clear()
         self.stage = Stage.UNMASK
         return MaskedInput(
