@@ -161,8 +161,11 @@ def _eps_panel(ax: Any, data: Mapping[str, Mapping[float, MeanCI]], *, title: st
             ys = [pts[e].mean for e in fin]
             lo = [pts[e].mean - _hw(pts[e]) for e in fin]
             hi = [pts[e].mean + _hw(pts[e]) for e in fin]
-            ax.plot(xs, ys, "o-", color=color, label=name)
-            ax.fill_between(xs, lo, hi, color=color, alpha=0.2, linewidth=0)
+            ax.errorbar(xs, ys, yerr=[[y - a for y, a in zip(ys, lo, strict=True)],
+                                      [b - y for y, b in zip(ys, hi, strict=True)]],
+                        fmt="o-", color=color, capsize=3, label=name)
+            if len(xs) > 1:
+                ax.fill_between(xs, lo, hi, color=color, alpha=0.2, linewidth=0)
         if math.inf in pts:
             m = pts[math.inf]
             ax.errorbar([pos[math.inf]], [m.mean], yerr=[[_hw(m)], [_hw(m)]], fmt="D",
@@ -300,7 +303,8 @@ def make_report(sweep_dir: str | Path, *, epsilon: float | None = None,
     # accuracy vs epsilon, one figure per task, one panel per alpha
     for t in tasks:
         fig, axes = plt.subplots(1, len(alphas), figsize=(6.4 * len(alphas), 4.6),
-                                 squeeze=False)
+                                 squeeze=False,
+                                 layout="constrained")
         for ax, a in zip(axes[0], alphas, strict=True):
             data: dict[str, dict[float, MeanCI]] = defaultdict(dict)
             for (task, series, aa, e), m in acc.items():
@@ -312,7 +316,8 @@ def make_report(sweep_dir: str | Path, *, epsilon: float | None = None,
         plt.close(fig)
 
     # multi-task average and worst task vs epsilon
-    fig, axes = plt.subplots(2, len(alphas), figsize=(6.4 * len(alphas), 9), squeeze=False)
+    fig, axes = plt.subplots(2, len(alphas), figsize=(6.4 * len(alphas), 9), squeeze=False,
+                                 layout="constrained")
     for col, a in enumerate(alphas):
         for rowi, t in enumerate(["multi-task average", "worst task"]):
             data = defaultdict(dict)
@@ -329,7 +334,8 @@ def make_report(sweep_dir: str | Path, *, epsilon: float | None = None,
     if layout.alpha and len(alphas) > 1:
         ncol = min(3, len(tasks))
         nrow = math.ceil(len(tasks) / ncol)
-        fig, axes = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 4.2 * nrow), squeeze=False)
+        fig, axes = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 4.2 * nrow), squeeze=False,
+                                 layout="constrained")
         for i, t in enumerate(tasks):
             ax = axes[i // ncol][i % ncol]
             series_pts: dict[str, dict[float, MeanCI]] = defaultdict(dict)
@@ -375,7 +381,8 @@ def make_report(sweep_dir: str | Path, *, epsilon: float | None = None,
     if spread:
         ncol = min(3, len(spread))
         nrow = math.ceil(len(spread) / ncol)
-        fig, axes = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 4.2 * nrow), squeeze=False)
+        fig, axes = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 4.2 * nrow), squeeze=False,
+                                 layout="constrained")
         for i, t in enumerate(tasks):
             ax = axes[i // ncol][i % ncol]
             names = sorted(spread[t])
