@@ -34,8 +34,7 @@ import numpy as np
 from privfed.secagg.config import SecAggConfig, default_degree, resolve_degree
 from privfed.secagg.field import dtype_for_bits, reduce_inplace
 from privfed.secagg.messages import ShareKind
-from privfed.secagg.prg import MASK_KEY_BYTES, MaskStream, mask_into, padded_buffer
-from privfed.secagg.server import CHUNK_ENTRIES
+from privfed.secagg.prg import CHUNK_ENTRIES, MASK_KEY_BYTES, MaskStream, mask_into, padded_buffer
 from privfed.secagg.simulate import PHASES, secure_sum
 
 

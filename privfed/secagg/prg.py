@@ -26,6 +26,9 @@ from privfed.secagg.field import dtype_for_bits, reduce_inplace
 
 #: Bytes of a mask key (AES-128).
 MASK_KEY_BYTES = 16
+#: Entries per chunk when streaming masks (512 KiB of uint32: the running sum and the mask
+#: buffer together fill a 1 MiB L2 cache; the fastest of 2^14..2^18 on the benchmark machine).
+CHUNK_ENTRIES = 1 << 17
 _AES_KEY_SIZES = (16, 32)
 BLOCK_BYTES = 16
 
@@ -139,7 +142,7 @@ def apply_masks(
     length: int,
     bits: int,
     workers: int = 1,
-    chunk: int = 1 << 16,
+    chunk: int = CHUNK_ENTRIES,
 ) -> np.ndarray:
     """``sum(vectors) + sum(+-mask(key))`` modulo ``2**bits``, streamed in chunks.
 
