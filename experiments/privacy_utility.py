@@ -1,0 +1,121 @@
+"""Regenerate the privacy-utility table and figures in docs/results/.
+
+Runs (or resumes) the sweep declared in a config file, builds the report, and writes
+``docs/results/privacy-utility.md`` (tables, command, machine, versions, date) with its figures
+in ``docs/results/privacy-utility/``. Everything numeric comes from the privfed library; this
+script only wires it together.
+
+    python experiments/privacy_utility.py                                  # headline grid
+    python experiments/privacy_utility.py --config experiments/configs/smoke.toml --grid smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import re
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Args:
+    """Arguments of this script (each is also a --flag)."""
+
+    config: str = "experiments/configs/privacy_utility.toml"
+    """Sweep file (relative to the repository root)."""
+    grid: str = "headline"
+    """Label printed at the top of the results page: 'headline' or 'smoke'."""
+    out: str = ""
+    """Sweep directory; empty means sweeps/<sweep name>. Reuse it to resume."""
+    workers: int = 2
+    """Points run in parallel processes."""
+    epsilon: float = float("inf")
+    """Target epsilon of the per-client spread and accuracy-vs-alpha plots."""
+    results: str = "docs/results"
+    """Where privacy-utility.md and its figure directory go."""
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """Build an argparse parser from the fields of :class:`Args`."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for f in dataclasses.fields(Args):
+        parser.add_argument(f"--{f.name}", type=type(f.default), default=f.default)
+    return Args(**vars(parser.parse_args(argv)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.chdir(REPO)
+
+    # 1. the sweep: one run directory per point, results.csv (resumes what is already done)
+    from privfed.evaluation.sweep import load_sweep, run_sweep
+
+    spec = load_sweep(args.config)
+    out = Path(args.out or f"sweeps/{spec.name}")
+    t0 = time.perf_counter()
+    result = run_sweep(spec, out, workers=args.workers)
+    sweep_s = time.perf_counter() - t0
+    if result.failed:
+        print(f"{len(result.failed)} points failed; fix them and run again", file=sys.stderr)
+        return 1
+
+    # 2. the report: tables (mean ± 95% CI over seeds) and PNG figures
+    from privfed.evaluation.report import make_report
+
+    fig_dir = Path(args.results) / "privacy-utility"
+    if fig_dir.exists():
+        shutil.rmtree(fig_dir)
+    report = make_report(out, epsilon=args.epsilon, out_dir=fig_dir)
+    body = report.markdown.read_text(encoding="utf-8")
+    report.markdown.unlink()  # its content goes into privacy-utility.md below
+    body = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", r"![\1](privacy-utility/\2)", body)
+    body = body.split("\n", 1)[1]  # drop the report's own title
+
+    # 3. the results page: what was run, where, with what, then the report
+    from privfed.repro import git_commit, package_versions
+
+    versions = ", ".join(f"{k} {v}" for k, v in package_versions().items())
+    n_points = len(result.points)
+    grid_note = (
+        "**Smoke grid** — a few rounds and 2 seeds to exercise the whole pipeline; these are "
+        "NOT the headline numbers. Regenerate the headline grid with "
+        "`python experiments/privacy_utility.py`."
+        if args.grid == "smoke" else "**Headline grid.**"
+    )
+    head = [
+        "# Privacy-utility results",
+        "",
+        grid_note,
+        "",
+        f"- command: `python experiments/privacy_utility.py "
+        f"{' '.join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))}`"
+        f" (the exact sweep/report commands and seeds are in "
+        f"`experiments/benchmarks/{'smoke' if args.grid == 'smoke' else 'privacy_utility'}.sh`)",
+        f"- sweep file: `{args.config}` ({n_points} points; this invocation ran "
+        f"{len(result.ran)} and found {len(result.skipped)} already finished, "
+        f"{sweep_s / 60:.1f} min with {args.workers} workers)",
+        f"- machine: {platform.node()}, {platform.system()} {platform.machine()}, "
+        f"{os.cpu_count()} logical CPUs, Python {platform.python_version()}",
+        f"- versions: {versions}",
+        f"- commit: `{git_commit().get('commit')}`",
+        f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        "",
+    ]
+    page = Path(args.results) / "privacy-utility.md"
+    page.write_text("\n".join(head) + body, encoding="utf-8")
+    print(f"wrote {page} and {len(report.figures)} figures in {fig_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
