@@ -254,8 +254,10 @@ class ClientDPConfig(_Checked):
     released. The guarantee protects everything one client contributes.
     """
 
-    mode: Literal["off", "central"] = "off"
-    """``off``; ``central``: a trusted server adds the noise to the sum it receives."""
+    mode: Literal["off", "central", "distributed"] = "off"
+    """``off``; ``central``: a trusted server adds Gaussian noise to the sum it receives;
+    ``distributed``: each client adds discrete Gaussian noise before secure aggregation
+    (Kairouz et al. 2021), so the server never sees an un-noised sum."""
     clip: float = 0.5
     """L2 bound of one client's joint update per round (initial bound if adaptive)."""
     target_epsilon: float = 8.0
@@ -378,6 +380,17 @@ class ExperimentConfig(_Checked):
                 PARTITIONERS.get(g.partition.kind)
             except RegistryError as exc:
                 p.append(f"groups.{gname}.partition.kind: {exc}")
+        if self.client_dp.mode == "distributed":
+            if self.federation.aggregator != "secagg":
+                p.append(
+                    "client_dp.mode = 'distributed' needs federation.aggregator = 'secagg': the "
+                    "clients' noise protects only a sum the server cannot see apart"
+                )
+            if self.client_dp.adaptive:
+                p.append(
+                    "client_dp.adaptive must be false with mode = 'distributed' (adaptive "
+                    "clipping is implemented for the central mode only)"
+                )
         if self.client_dp.mode != "off" and self.federation.algorithm == "local":
             p.append(
                 "client_dp.mode must be 'off' with federation.algorithm = 'local' (nothing is "

@@ -253,6 +253,7 @@ class RunState:
     timings: dict[str, float] = field(default_factory=dict)
     client_ledger: SourceLedger | None = None
     client_clip: float = 0.0
+    ddg_survivors: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -275,6 +276,30 @@ def make_server_optimizer(cfg: ExperimentConfig) -> ServerOptimizer:
             lr=f.server_lr, beta1=f.server_beta1, beta2=f.server_beta2, tau=f.server_tau
         )
     return ServerOptimizer(lr=f.server_lr)
+
+
+def configure_distributed_dp(cfg: ExperimentConfig, *, dimension: int) -> Any:
+    """DDG parameters for the run: noise calibrated for the cohort expected to survive."""
+    from privfed.privacy.distributed import DDGError, ddg_configure
+
+    cdp, fed = cfg.client_dp, cfg.federation
+    cohort = max(1, math.ceil(fed.cohort_fraction * fed.num_clients))
+    survivors = max(1, math.floor(fed.cohort_fraction * fed.num_clients * (1.0 - fed.dropout)))
+    try:
+        return ddg_configure(
+            dimension=dimension,
+            clip=cdp.clip,
+            bits=cfg.secagg.bits,
+            cohort_size=fed.num_clients,
+            expected_survivors=min(survivors, cohort),
+            target_epsilon=cdp.target_epsilon,
+            delta=cdp.delta,
+            steps=cfg.rounds,
+        )
+    except DDGError as exc:
+        raise ConfigError(
+            f"client_dp (distributed): {exc}; raise secagg.bits or client_dp.target_epsilon"
+        ) from None
 
 
 def make_aggregator(cfg: ExperimentConfig) -> Aggregator:
@@ -329,11 +354,20 @@ class Engine:
                 count_noise_multiplier=cdp.count_noise_multiplier,
                 expected_cohort=q * cfg.federation.num_clients,
             )
+        # Under client-level DP (either mode) each client's joint update is clipped, no
+        # participation counters are sent and each unit is divided by its expected count.
+        self.client_level = cdp.mode != "off"
         # Joint vector: every unit's update, one participation counter per unit, and the
         # centred clip bit of adaptive clipping.
         self.bit_index = self.fed.vector_length
         self.vector_length = self.fed.vector_length + (1 if cdp.adaptive else 0)
         self.aggregator = make_aggregator(cfg)
+        self.ddg: Any = None
+        if cdp.mode == "distributed":
+            self.ddg = configure_distributed_dp(cfg, dimension=self.fed.counter_base)
+            self.aggregator = client_dp.DistributedDPAggregator(
+                self.ddg, cfg.secagg, root_seed=cfg.seed
+            )
         self.trainers: dict[tuple[int, str], UnitTrainer] = {}
         self._eval_models = {u.name: u.build() for u in self.fed.units}
         self._sigma: dict[tuple[int, str], float] = {}
@@ -429,6 +463,7 @@ class Engine:
                 "algorithm": self.algorithm.state_dict(),
                 "client_ledger": state.client_ledger.to_dict() if state.client_ledger else None,
                 "client_clip": state.client_clip,
+                "ddg_survivors": state.ddg_survivors,
             },
             buf,
         )
@@ -467,6 +502,7 @@ class Engine:
                 SourceLedger.from_dict(data["client_ledger"]) if data.get("client_ledger") else None
             ),
             client_clip=float(data.get("client_clip", self.cfg.client_dp.clip)),
+            ddg_survivors=list(data.get("ddg_survivors", [])),
         )
 
     # ------------------------------------------------------------------ round
@@ -575,12 +611,12 @@ class Engine:
                     state.personal[(c, unit.name)] = outcome.personal
                 if vec is not None and outcome.update is not None:
                     vec[fed.offsets[ui] : fed.offsets[ui + 1]] = outcome.update
-                    if self.client_dp is None:
+                    if not self.client_level:
                         # Under client-level DP counts are not released (fixed denominator).
                         vec[fed.counter_base + ui] = 1.0
                 trained += 1
             if vec is not None:
-                if self.client_dp is not None:
+                if self.client_level:
                     clipped, within = client_dp.clip_update(
                         vec[: fed.counter_base], clip=state.client_clip
                     )
@@ -641,7 +677,7 @@ class Engine:
                     rng=rng,
                 )
         for ui, unit in enumerate(fed.units):
-            if self.client_dp is not None:
+            if self.client_level:
                 count = self.expected_cohort[unit.name]  # fixed denominator (McMahan et al.)
             else:
                 count = round(float(total[fed.counter_base + ui]))
@@ -651,6 +687,8 @@ class Engine:
             state.globals[unit.name] = self.server_opt.step(
                 unit=unit.name, global_vec=state.globals[unit.name], mean_update=mean
             )
+        if self.ddg is not None:
+            state.ddg_survivors.append(len(result.included))
         info["included"] = float(len(result.included))
         info["dropped"] = float(len(result.dropped))
         if observe:
@@ -718,11 +756,7 @@ class Engine:
                     "clients": s.n,
                     "epsilon_max": max(eps) if eps else 0.0,
                     "epsilon_mean": float(np.mean(eps)) if eps else 0.0,
-                    "client_epsilon": (
-                        state.client_ledger.epsilon()
-                        if state.client_ledger is not None and state.client_ledger.steps
-                        else None
-                    ),
+                    "client_epsilon": self.client_epsilon(state),
                     "source": gs.ledger_key,
                 }
                 bayes = gs.source.meta.get("bayes_accuracy", {}).get(t)
@@ -856,8 +890,59 @@ class Engine:
             "client_level": self._client_level_report(state, accountant),
         }
 
+    def expected_survivors(self) -> int:
+        """Clients per round the distributed noise was calibrated for."""
+        f = self.cfg.federation
+        return max(1, math.floor(f.cohort_fraction * f.num_clients * (1.0 - f.dropout)))
+
+    def client_epsilon(self, state: RunState) -> float | None:
+        """Client-level epsilon spent so far (None without client-level DP)."""
+        if self.ddg is not None:
+            if not state.ddg_survivors:
+                return 0.0
+            from privfed.privacy.distributed import realized_epsilon
+
+            return realized_epsilon(
+                params=self.ddg,
+                survivors_per_round=state.ddg_survivors,
+                delta=self.cfg.client_dp.delta,
+            )
+        if state.client_ledger is not None:
+            return state.client_ledger.epsilon() if state.client_ledger.steps else 0.0
+        return None
+
     def _client_level_report(self, state: RunState, accountant: str) -> dict[str, Any]:
         cdp = self.cfg.client_dp
+        if self.ddg is not None:
+            from privfed.privacy.distributed import wrap_probability
+
+            n = max(state.ddg_survivors) if state.ddg_survivors else 0
+            return {
+                "mode": "distributed",
+                "unit": "client (everything one client contributes over the whole run)",
+                "mechanism": "distributed discrete Gaussian (Kairouz, Liu, Steinke 2021): "
+                "clip, randomized Hadamard, conditional randomized rounding, discrete Gaussian "
+                "noise added by each client, secure aggregation modulo 2^bits; no amplification "
+                "by client sampling is claimed",
+                "delta": cdp.delta,
+                "target_epsilon": cdp.target_epsilon,
+                "accountant": "rdp (sum of discrete Gaussians, Kairouz et al. 2021)",
+                "params": {
+                    "dimension": self.ddg.dimension,
+                    "clip": self.ddg.clip,
+                    "bits": self.ddg.bits,
+                    "gamma": self.ddg.gamma,
+                    "sigma_per_client": self.ddg.sigma,
+                    "beta": self.ddg.beta,
+                },
+                "expected_survivors": self.expected_survivors(),
+                "survivors_per_round": state.ddg_survivors,
+                "epsilon": self.client_epsilon(state),
+                "wrap_probability_bound": wrap_probability(params=self.ddg, n_clients=n)
+                if n
+                else 0.0,
+                "norm_inflation_bound": self.ddg.norm_inflation,
+            }
         if self.client_dp is None or state.client_ledger is None:
             return {"mode": "off"}
         lg = state.client_ledger

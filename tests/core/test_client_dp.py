@@ -147,3 +147,46 @@ def test_adaptive_clip_is_checkpointed_and_resumes(tmp_path: Path, monkeypatch):
     b = json.loads((tmp_path / "cut" / "privacy.json").read_text())["client_level"]
     assert a == b
     assert a["clip"] != 0.01  # the bound moved
+
+
+def _ddg_config(**fed):
+    data = tiny_dict(rounds=2)
+    data["federation"].update({"aggregator": "secagg", **fed})
+    data["client_dp"] = {"mode": "distributed", "target_epsilon": 10.0, "delta": 1e-2, "clip": 0.5}
+    data["secagg"] = {"bits": 40}
+    return from_dict(data)
+
+
+def test_distributed_mode_needs_secure_aggregation():
+    data = tiny_dict()
+    data["client_dp"] = {"mode": "distributed"}
+    with pytest.raises(ConfigError, match="needs federation.aggregator = 'secagg'"):
+        from_dict(data)
+
+
+def test_distributed_noise_is_in_the_securely_summed_total(tmp_path: Path):
+    eng = Engine(_ddg_config(), tmp_path / "r", progress=False, echo=lambda m: None)
+    state = eng.fresh_state()
+    eng.run_round(0, state, observe=True)
+    agg = eng.last_aggregate
+    assert agg is not None and len(agg.included) == 4
+    base = eng.fed.counter_base
+    true = sum(v[:base].astype(np.float64) for v in eng.last_updates.values())
+    err = agg.total[:base] - true
+    per_client_std = eng.ddg.sigma * eng.ddg.gamma
+    # the error is the sum of 4 clients' noise (plus negligible rounding): std 2 * per-client
+    assert err.std() == pytest.approx(2 * per_client_std, rel=0.15)
+    # what the server saw of each client is a masked integer vector, not the update
+    assert all(v.dtype.kind == "u" for v in agg.observed.values())
+    assert state.ddg_survivors == [4]
+
+
+def test_distributed_epsilon_follows_survivors(tmp_path: Path):
+    eng = Engine(_ddg_config(), tmp_path / "r", progress=False, echo=lambda m: None)
+    state = eng.fresh_state()
+    state.ddg_survivors = [4, 4]
+    full = eng.client_epsilon(state)
+    state.ddg_survivors = [4, 2]
+    fewer = eng.client_epsilon(state)
+    assert full is not None and fewer is not None
+    assert full <= 10.0 + 1e-6 < fewer
