@@ -115,7 +115,6 @@ class SecAggServer:
         self._masked: dict[int, MaskedInput] = {}
         self._maskset: dict[int, frozenset[int]] = {}
         self._requests: dict[int, tuple[frozenset[int], frozenset[int]]] = {}
-        self._responses: dict[int, UnmaskResponse] = {}
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -354,7 +353,7 @@ class SecAggServer:
         """File one client's ``UnmaskResponse`` (exactly the shares that were requested)."""
         self._expect(Stage.UNMASK, Stage.UNMASK)
 
-        def parse() -> UnmaskResponse:
+        def parse() -> list[tuple[int, ShareKind, int]]:
             msg = UnmaskResponse.decode(data)
             self._check_header(msg.round_index, msg.sender, sender)
             self._check_session(msg.session, sender)
@@ -364,12 +363,10 @@ class SecAggServer:
             want |= {(o, ShareKind.MASK_KEY) for o in drop}
             if got != want:
                 raise ProtocolViolation("response does not match the request", sender=sender)
-            for _, _, share in msg.shares:
-                try:
-                    shamir.decode_share(share)
-                except ValueError:
-                    raise ProtocolViolation("share is not a field element", sender=sender) from None
-            return msg
+            try:
+                return [(o, k, shamir.decode_share(share)) for o, k, share in msg.shares]
+            except ValueError:
+                raise ProtocolViolation("share is not a field element", sender=sender) from None
 
         self._accept(sender, self.u3, Stage.UNMASK, parse)
 
@@ -398,12 +395,12 @@ class SecAggServer:
         b_shares: dict[int, dict[int, int]] = {w: {} for w in self.u3}
         s_shares: dict[int, dict[int, int]] = {}
         for responder in sorted(inbox):
-            msg = inbox[responder]
-            assert isinstance(msg, UnmaskResponse)
+            shares = inbox[responder]
+            assert isinstance(shares, list)
             x = shamir.evaluation_point(responder)
-            for owner, kind, share in msg.shares:
+            for owner, kind, value in shares:
                 target = b_shares if kind is ShareKind.SELF_MASK else s_shares
-                target.setdefault(owner, {})[x] = shamir.decode_share(share)
+                target.setdefault(owner, {})[x] = value
         jobs: list[tuple[bytes, bool]] = []  # (mask key, add?) applied to the sum of inputs
         for w in sorted(self.u3):
             seed = self._reconstruct(w, b_shares[w])
