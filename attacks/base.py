@@ -26,6 +26,7 @@ import numpy as np
 
 from privfed.client import UnitSpec
 from privfed.registry import Registry
+from privfed.secagg.config import SecAggConfig
 
 
 class Adversary(enum.Enum):
@@ -160,6 +161,7 @@ class Observation:
         own: client -> its own training records by group (``View.OWN_CLIENT``).
         own_updates: client -> its own joint update vector (``View.OWN_CLIENT``).
         num_clients: population size.
+        secagg: the public secure-aggregation parameters (None with ``aggregator = "plain"``).
         recipe: the public training recipe (rounds, local_steps, batch_size, lr, clients) that
             shadow-model attacks imitate.
     """
@@ -171,6 +173,7 @@ class Observation:
     encoding: Encoding
     num_clients: int
     recipe: Mapping[str, float] = field(default_factory=dict)
+    secagg: SecAggConfig | None = None
     released: Mapping[str, np.ndarray] | None = None
     public: Mapping[str, Records] | None = None
     challenge: Mapping[str, Records] | None = None
@@ -265,11 +268,15 @@ def register_builtins() -> None:
     """Register the built-in attacks (called once by ``attacks/__init__.py``)."""
     from attacks.inversion import AggregateInversion, AnalyticInversion
     from attacks.membership import LiRAOffline, LossThreshold
+    from attacks.protocol import BothSharesServer, FakeDropoutServer, SybilServer
 
     for cls in (
         LossThreshold,
         LiRAOffline,
         AnalyticInversion,
         AggregateInversion,
+        FakeDropoutServer,
+        BothSharesServer,
+        SybilServer,
     ):
         register_attack(cls)

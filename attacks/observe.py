@@ -196,6 +196,7 @@ def observe_run(
         counter_base=int(fed.counter_base),
         encoding=enc,
         num_clients=cfg.federation.num_clients,
+        secagg=cfg.secagg if cfg.federation.aggregator == "secagg" else None,
         recipe={
             "rounds": float(cfg.rounds),
             "local_steps": float(cfg.train.local_steps),
