@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from privfed.aggregation import PHASES as ENGINE_PHASES
 from privfed.errors import PrivfedError
 from privfed.secagg.client import SecAggClient
 from privfed.secagg.config import SecAggConfig
@@ -23,8 +24,8 @@ from privfed.secagg.field import check_vector
 from privfed.secagg.messages import SERVER_ID, MaskedInput
 from privfed.secagg.server import SecAggServer
 
-#: Protocol phases, in order (the names shared with :data:`privfed.aggregation.PHASES`).
-PHASES: tuple[str, ...] = ("advertise_keys", "share_keys", "masked_input", "unmask")
+#: Protocol phases, in order: :data:`privfed.aggregation.PHASES`, shared with the engine.
+PHASES: tuple[str, ...] = ENGINE_PHASES
 
 #: transport(phase, sender, receiver, data) -> the messages actually delivered (possibly none).
 Transport = Callable[[str, int, int, bytes], Sequence[bytes]]
