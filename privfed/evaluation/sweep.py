@@ -179,9 +179,7 @@ def format_value(value: Any) -> str:
     if isinstance(value, float):
         if math.isinf(value):
             return "inf" if value > 0 else "-inf"
-        if value.is_integer() and abs(value) < 1e15:
-            return repr(value)
-        return repr(value)
+        return repr(value)  # shortest round-trip form: rows compare exactly across runs
     if isinstance(value, (list, tuple, dict)):
         return json.dumps(value, sort_keys=True, default=str)
     return str(value)

@@ -90,6 +90,16 @@ def test_expand_grid_baselines_and_dedup(tmp_path):
     assert [p.id for p in expand_points(load_sweep(spec.source))] == [p.id for p in points]
 
 
+def test_unquoted_dotted_keys_are_the_same_axes(tmp_path):
+    quoted = load_sweep(write_sweep(tmp_path, '[sweep.grid]\n"dp.target_epsilon" = [4, inf]\n',
+                                    name="quoted"))
+    bare = load_sweep(write_sweep(tmp_path, "[sweep.grid]\ndp.target_epsilon = [4, inf]\n",
+                                  name="bare"))
+    assert list(bare.axes) == ["dp.target_epsilon"] == list(quoted.axes)
+    assert [p.id for p in expand_points(bare)] == [p.id for p in expand_points(quoted)]
+    assert expand_points(bare)[1].config.dp.target_epsilon == float("inf")
+
+
 def test_invalid_axis_value_names_the_axis(tmp_path):
     path = write_sweep(tmp_path, '[sweep.grid]\n"dp.target_epsilon" = [4, -1]\n')
     with pytest.raises(SweepError, match=r"(?s)axis .dp.target_epsilon. value -1.*must be in"):
