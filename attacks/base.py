@@ -266,7 +266,7 @@ def register_attack(cls: type[Attack], *, force: bool = False) -> type[Attack]:
 
 def register_builtins() -> None:
     """Register the built-in attacks (called once by ``attacks/__init__.py``)."""
-    from attacks.inversion import AggregateInversion, AnalyticInversion
+    from attacks.inversion import AggregateInversion, AnalyticInversion, GradientMatching
     from attacks.membership import LiRAOffline, LossThreshold
     from attacks.protocol import BothSharesServer, FakeDropoutServer, SybilServer
 
@@ -275,6 +275,7 @@ def register_builtins() -> None:
         LiRAOffline,
         AnalyticInversion,
         AggregateInversion,
+        GradientMatching,
         FakeDropoutServer,
         BothSharesServer,
         SybilServer,

@@ -95,3 +95,17 @@ def test_aggregate_attack_reports_against_the_prior(runs: dict[str, Path], agg: 
     for key in ("psnr_top_db", "psnr_best_db", "psnr_prior_db", "gain_over_prior_db"):
         assert np.isfinite(m[key])
     assert m["psnr_best_db"] >= m["psnr_top_db"]
+
+
+def test_gradient_matching_recovers_the_record_without_protection(runs: dict[str, Path]) -> None:
+    res = run_attack("inversion-dlg", runs["plain"], seed=0, params={"iterations": "200"}).result
+    assert res.metrics["psnr_top_db"] > 40.0
+    assert res.metrics["cosine_distance"] < 1e-3
+
+
+@pytest.mark.parametrize("name", ["secagg", "dp"])
+def test_gradient_matching_falls_below_the_prior_under_secagg_or_dp(
+    runs: dict[str, Path], name: str
+) -> None:
+    res = run_attack("inversion-dlg", runs[name], seed=0, params={"iterations": "100"}).result
+    assert res.metrics["psnr_top_db"] < res.metrics["psnr_prior_db"]
