@@ -19,7 +19,7 @@ uint add.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,7 +111,6 @@ class SecAggServer:
         self.u1: frozenset[int] = frozenset()
         self.u2: frozenset[int] = frozenset()
         self.u3: frozenset[int] = frozenset()
-        self._envelopes: dict[int, tuple[tuple[int, bytes], ...]] = {}
         self._masked: dict[int, MaskedInput] = {}
         self._maskset: dict[int, frozenset[int]] = {}
         self._requests: dict[int, tuple[frozenset[int], frozenset[int]]] = {}
@@ -126,7 +125,9 @@ class SecAggServer:
         self.violations.setdefault(sender, reason)
         self._inbox.pop(sender, None)
 
-    def _accept(self, sender: int, allowed: frozenset[int], stage: Stage, parse: object) -> None:
+    def _accept(
+        self, sender: int, allowed: frozenset[int], stage: Stage, parse: Callable[[], object]
+    ) -> None:
         """Run ``parse`` for ``sender`` and file the result, dropping the sender on violations."""
         if sender in self.violations:
             return
@@ -138,7 +139,7 @@ class SecAggServer:
             self._drop(sender, f"{stage.value}: second message from the same sender (replay)")
             return
         try:
-            msg = parse()  # type: ignore[operator]
+            msg = parse()
         except ProtocolViolation as exc:
             self._drop(sender, f"{stage.value}: {exc}")
             return
