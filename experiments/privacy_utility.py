@@ -76,9 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     if fig_dir.exists():
         shutil.rmtree(fig_dir)
     report = make_report(out, epsilon=args.epsilon, out_dir=fig_dir)
+    shutil.copyfile(out / "results.csv", fig_dir / "results.csv")  # every row: config hash, seed
     body = report.markdown.read_text(encoding="utf-8")
     report.markdown.unlink()  # its content goes into privacy-utility.md below
     body = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", r"![\1](privacy-utility/\2)", body)
+    body = body.replace("`results.csv`", "[`results.csv`](privacy-utility/results.csv)")
     body = body.split("\n", 1)[1]  # drop the report's own title
 
     # 3. the results page: what was run, where, with what, then the report
