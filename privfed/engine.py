@@ -774,13 +774,22 @@ class Engine:
         self.out.mkdir(parents=True, exist_ok=True)
         metrics_path = self.out / "metrics.jsonl"
         if resume:
+            if not (self.out / "config.toml").exists():
+                raise CheckpointError(
+                    f"{self.out} holds no run (no config.toml); run without --resume to start one"
+                )
             on_disk = load_config(self.out / "config.toml")
             if config_hash(on_disk) != config_hash(cfg):
                 raise CheckpointError(
                     f"{self.out / 'config.toml'} differs from the config given; resume with "
                     "the run directory's own config"
                 )
-            state = self.load_checkpoint()
+            if (self.out / CHECKPOINT).exists():
+                state = self.load_checkpoint()
+            else:
+                # Stopped before the first checkpoint: nothing to keep, start from round 0.
+                self.echo(f"{self.out}: no checkpoint yet; starting from the first round")
+                state = self.fresh_state()
             rows = [m for m in read_jsonl(metrics_path) if m["round"] <= state.next_round]
             rewrite_jsonl(metrics_path, rows)
         else:

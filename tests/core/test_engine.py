@@ -185,3 +185,14 @@ def test_local_only_algorithm_keeps_models_apart(tmp_path: Path):
     for name, vec in state.globals.items():
         assert np.array_equal(vec, init[name])  # nothing aggregated
     assert len(state.personal) == 4 * len(engine.fed.units)
+
+
+def test_resume_before_first_checkpoint_starts_over(tmp_path: Path, tiny_config):
+    _run(tiny_config, tmp_path / "full")
+    out = tmp_path / "cut"
+    out.mkdir()
+    (out / "config.toml").write_text((tmp_path / "full" / "config.toml").read_text())
+    first = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()[0]
+    (out / "metrics.jsonl").write_text(first + "\n")  # killed between metrics and checkpoint
+    run_experiment(tiny_config, out, resume=True, progress=False, echo=lambda m: None)
+    assert (out / "metrics.jsonl").read_text() == (tmp_path / "full" / "metrics.jsonl").read_text()
