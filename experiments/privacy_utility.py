@@ -42,7 +42,13 @@ class Args:
     epsilon: float = float("inf")
     """Target epsilon of the per-client spread and accuracy-vs-alpha plots."""
     results: str = "docs/results"
-    """Where privacy-utility.md and its figure directory go."""
+    """Where the results page and its figure directory go."""
+    page: str = "privacy-utility"
+    """Name of the results page (PAGE.md) and of its figure directory."""
+    title: str = "Privacy-utility results"
+    """Title of the results page."""
+    commands: str = ""
+    """Shell file listing the exact commands (empty: smoke.sh or privacy_utility.sh by grid)."""
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -72,15 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     # 2. the report: tables (mean ± 95% CI over seeds) and PNG figures
     from privfed.evaluation.report import make_report
 
-    fig_dir = Path(args.results) / "privacy-utility"
+    fig_dir = Path(args.results) / args.page
     if fig_dir.exists():
         shutil.rmtree(fig_dir)
     report = make_report(out, epsilon=args.epsilon, out_dir=fig_dir)
     shutil.copyfile(out / "results.csv", fig_dir / "results.csv")  # every row: config hash, seed
     body = report.markdown.read_text(encoding="utf-8")
     report.markdown.unlink()  # its content goes into privacy-utility.md below
-    body = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", r"![\1](privacy-utility/\2)", body)
-    body = body.replace("`results.csv`", "[`results.csv`](privacy-utility/results.csv)")
+    body = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", rf"![\1]({args.page}/\2)", body)
+    body = body.replace("`results.csv`", f"[`results.csv`]({args.page}/results.csv)")
     body = body.split("\n", 1)[1]  # drop the report's own title
 
     # 3. the results page: what was run, where, with what, then the report
@@ -92,17 +98,21 @@ def main(argv: list[str] | None = None) -> int:
         "**Smoke grid** — a few rounds and 2 seeds to exercise the whole pipeline; these are "
         "NOT the headline numbers. Regenerate the headline grid with "
         "`python experiments/privacy_utility.py`."
-        if args.grid == "smoke" else "**Headline grid.**"
+        if args.grid == "smoke"
+        else "**Headline grid.**" if args.grid == "headline" else f"**Grid: {args.grid}.**"
+    )
+    commands = args.commands or (
+        f"experiments/benchmarks/{'smoke' if args.grid == 'smoke' else 'privacy_utility'}.sh"
     )
     head = [
-        "# Privacy-utility results",
+        f"# {args.title}",
         "",
         grid_note,
         "",
         f"- command: `python experiments/privacy_utility.py "
         f"{' '.join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))}`"
         f" (the exact sweep/report commands and seeds are in "
-        f"`experiments/benchmarks/{'smoke' if args.grid == 'smoke' else 'privacy_utility'}.sh`)",
+        f"`{commands}`)",
         f"- sweep file: `{args.config}` ({n_points} points; this invocation ran "
         f"{len(result.ran)} and found {len(result.skipped)} already finished, "
         f"{sweep_s / 60:.1f} min with {args.workers} workers)",
@@ -113,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
         "",
     ]
-    page = Path(args.results) / "privacy-utility.md"
+    page = Path(args.results) / f"{args.page}.md"
     page.write_text("\n".join(head) + body, encoding="utf-8")
     print(f"wrote {page} and {len(report.figures)} figures in {fig_dir}")
     return 0
