@@ -28,7 +28,7 @@ import torch
 from scipy.stats import binom
 
 from attacks.base import Records
-from attacks.membership import per_record_loss
+from attacks.membership import init_model, per_record_loss
 from privfed.client import UnitSpec, UnitTrainer
 from privfed.models import flat_parameters
 from privfed.privacy.accounting import DPEvent, epsilon_for
@@ -158,7 +158,7 @@ def audit_dp_sgd(
         seed=seed,
         stream=(0, 0),
     )
-    start = flat_parameters(unit.build())
+    start = flat_parameters(init_model(unit, torch.Generator().manual_seed(seed)))
     res = trainer.train(start, steps=steps, round_index=0)
     model = unit.build()
     from privfed.models import load_flat_parameters

@@ -135,6 +135,19 @@ class LossThreshold(_MembershipAttack):
         return AttackResult(attack=self.name, outputs=outputs)
 
 
+def init_model(unit: UnitSpec, generator: torch.Generator) -> MultiHeadMLP:
+    """A fresh model of ``unit`` initialized like the engine does, from ``generator`` only."""
+    model = unit.build()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                bound = 1.0 / float(np.sqrt(p.shape[1]))
+                p.uniform_(-bound, bound, generator=generator)
+            else:
+                p.zero_()
+    return model
+
+
 def train_shadow(
     unit: UnitSpec,
     data: Records,
@@ -154,14 +167,7 @@ def train_shadow(
         lr: learning rate.
         generator: initialization and batch sampling.
     """
-    model = unit.build()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                bound = 1.0 / float(np.sqrt(p.shape[1]))
-                p.uniform_(-bound, bound, generator=generator)
-            else:
-                p.zero_()
+    model = init_model(unit, generator)
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     x = torch.from_numpy(np.ascontiguousarray(data.x, dtype=np.float32))
     ys = {t: torch.from_numpy(np.asarray(data.labels[t], dtype=np.int64)) for t in unit.tasks}

@@ -81,3 +81,20 @@ def test_audited_bound_stays_below_the_accountant_with_dp(digits) -> None:
     res = _audit(digits, 1.0)
     assert math.isfinite(res.epsilon_accountant)
     assert res.epsilon_lower <= res.epsilon_accountant and not res.flagged
+
+
+def test_audit_is_reproducible_from_its_generator(digits) -> None:
+    data, pool = digits
+    kw = dict(
+        canaries=40,
+        guesses=10,
+        steps=20,
+        batch_size=32,
+        lr=0.5,
+        noise_multiplier=1.0,
+        max_grad_norm=1.0,
+        delta=1e-5,
+    )
+    a = audit_dp_sgd(UNIT, data, pool, rng=np.random.default_rng(7), **kw)  # type: ignore[arg-type]
+    b = audit_dp_sgd(UNIT, data, pool, rng=np.random.default_rng(7), **kw)  # type: ignore[arg-type]
+    assert a == b
