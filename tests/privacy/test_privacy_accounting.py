@@ -56,7 +56,7 @@ def test_matches_opacus_rdp_accountant_exactly() -> None:
     acc = RDPAccountant()
     acc.history = [(1.1, 0.01, 300), (0.9, 0.05, 40), (1.1, 0.01, 7)]
     events = [DPEvent(noise_multiplier=s, sample_rate=q, steps=t) for s, q, t in acc.history]
-    assert epsilon_for(events, delta=DELTA) == pytest.approx(acc.get_epsilon(DELTA), rel=1e-12)
+    assert epsilon_for(events, delta=DELTA) == pytest.approx(acc.get_epsilon(DELTA), rel=1e-9)
 
 
 def test_rdp_vector_edge_cases() -> None:

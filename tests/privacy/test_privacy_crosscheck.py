@@ -128,6 +128,6 @@ def test_ledger_matches_opacus_privacy_engine() -> None:
     assert [(e.noise_multiplier, e.sample_rate, e.steps) for e in ledger.events] == [
         tuple(h) for h in history
     ]
-    assert ledger.epsilon() == pytest.approx(engine.get_epsilon(DELTA), rel=1e-12)
+    assert ledger.epsilon() == pytest.approx(engine.get_epsilon(DELTA), rel=1e-9)
     events = [DPEvent(noise_multiplier=s, sample_rate=q, steps=t) for s, q, t in history]
     assert epsilon_for(events, delta=DELTA) == ledger.epsilon()
