@@ -10,7 +10,8 @@ the threat model allows. For server and client views it replays one observed rou
   ones of the run's first round (secure-aggregation masks are fresh cryptographic randomness, as
   in the run). This works with DP: no budget has been spent yet.
 * ``observed_round="next"`` runs one more round from the final checkpoint (the released models).
-  Under DP the clients' budgets are usually spent by then, and the engine skips them.
+  Under DP a client whose budget would be exceeded is skipped by the engine; if nobody trains,
+  :class:`AttackSetupError` says so.
 
 The ground truth (true updates, membership of challenge records, each client's training records)
 goes into a separate :class:`~attacks.base.GroundTruth` for the metric step only.

@@ -150,3 +150,27 @@ def test_ground_truth_reaches_only_the_metric_step(runs: dict[str, Path]) -> Non
         assert isinstance(drawn.seed, int)  # a missing seed is drawn and reported
     finally:
         ATTACKS.unregister("test-spy")
+
+
+def test_malicious_clients_see_only_their_own_data_and_updates(runs: dict[str, Path]) -> None:
+    tm = ThreatModel(
+        adversary=Adversary.MALICIOUS_CLIENTS,
+        observes=frozenset({View.OWN_CLIENT, View.RELEASED_MODELS}),
+    )
+    p = observe_run(runs["secagg"], tm, rng=np.random.default_rng(0), adversary_clients=(1, 3))
+    obs = p.observation
+    assert obs.own is not None and set(obs.own) == {1, 3}
+    assert obs.own_updates is not None and set(obs.own_updates) == {1, 3}
+    np.testing.assert_array_equal(obs.own_updates[1], p.truth.updates[1])
+    assert obs.inbox is None and obs.aggregate is None
+
+
+def test_next_round_view_continues_from_the_checkpoint(tmp_path: Path) -> None:
+    d = tmp_path / "run"
+    cfg = tiny(federation={"aggregator": "plain"}, dp={"target_epsilon": float("inf")})
+    run_experiment(cfg, d, progress=False, echo=lambda _m: None)
+    p = observe_run(d, SERVER, rng=np.random.default_rng(0), observed_round="next")
+    assert p.observation.round_index == cfg.rounds
+    assert p.observation.broadcast is not None and p.observation.released is not None
+    for name, vec in p.observation.broadcast.items():
+        np.testing.assert_array_equal(vec, p.observation.released[name])
