@@ -176,7 +176,7 @@ def observe_run(
         if agg is None or not engine.last_updates:
             raise AttackSetupError(
                 f"{run_dir}: replaying round {r + 1} trained no client (privacy budgets spent or "
-                "the round aborted); use observed_round='first'"
+                "the round aborted); replay the first round instead (--round first)"
             )
         kwargs.update(round_index=r, broadcast=broadcast, included=tuple(agg.included))
         if View.AGGREGATE in views:
