@@ -81,6 +81,30 @@ class GroupState:
     partition_hash: str
 
 
+def _token_vocab(src: SourceData) -> int:
+    """Vocabulary size of a token-id source (1 for float features)."""
+    if src.meta.get("input_kind") != "token_ids":
+        return 1
+    vocab = src.meta.get("vocab")
+    known = len(vocab) + 1 if isinstance(vocab, (str, list, tuple)) else 0  # + unknown id
+    return max(known, int(src.x.max()) + 1)
+
+
+def _features(src: SourceData, idx: np.ndarray) -> np.ndarray:
+    """Model inputs of records ``idx``.
+
+    Float features pass as they are; token ids are one-hot encoded, since the MLPs here take
+    fixed-size float inputs (LEAF Shakespeare gives [N, 80] character ids).
+    """
+    x = src.x[idx]
+    vocab = _token_vocab(src)
+    if vocab == 1:
+        return x
+    out = np.zeros((len(idx), *x.shape[1:], vocab), dtype=np.float32)
+    np.put_along_axis(out, x[..., None].astype(np.int64), 1.0, axis=-1)
+    return out
+
+
 def _unit_specs(name: str, cfg: ExperimentConfig, src: SourceData) -> list[UnitSpec]:
     g = cfg.groups[name]
     for t in g.tasks:
@@ -89,7 +113,7 @@ def _unit_specs(name: str, cfg: ExperimentConfig, src: SourceData) -> list[UnitS
                 f"groups.{name}.tasks: {t!r} is not a label column of source {g.source!r}; "
                 f"it has {', '.join(src.labels)}"
             )
-    in_features = int(np.prod(src.input_shape))
+    in_features = int(np.prod(src.input_shape)) * _token_vocab(src)
     hidden = tuple(g.hidden)
     if g.architecture == "shared-trunk":
         heads = {t: int(src.num_classes[t]) for t in g.tasks}
@@ -220,7 +244,7 @@ class Federation:
         """Features and label columns of one client's split as tensors."""
         gs = self.groups[group]
         idx = getattr(gs.clients[client], split)
-        x = torch.from_numpy(np.ascontiguousarray(gs.source.x[idx], dtype=np.float32))
+        x = torch.from_numpy(np.ascontiguousarray(_features(gs.source, idx), dtype=np.float32))
         x = x.reshape(len(idx), -1)
         ys = {
             t: torch.from_numpy(np.asarray(gs.source.labels[t][idx], dtype=np.int64))
@@ -545,6 +569,7 @@ class Engine:
         updates: dict[int, np.ndarray] = {}
         trained = 0
         skipped_budget = 0
+        diverged = 0
         for c in cohort:
             vec = (
                 np.zeros(self.vector_length, dtype=np.float32)
@@ -604,6 +629,14 @@ class Engine:
                         task=f"{unit.name}:personal",
                     )
                     personal = pres.vector
+                if not (
+                    np.isfinite(current).all() and (personal is None or np.isfinite(personal).all())
+                ):
+                    # Diverged local training (e.g. a huge learning rate against DP noise): the
+                    # steps were taken and stay on the ledger; the client sends nothing for this
+                    # unit and keeps its previous personal state.
+                    diverged += 1
+                    continue
                 outcome = alg.after_training(
                     unit=unit.name, start=start, trained=current, personal=personal
                 )
@@ -626,7 +659,16 @@ class Engine:
                 # A client with nothing to send (every budget spent) still sends zeros, so the
                 # server cannot tell it apart from one that trained.
                 updates[c] = vec
-        info = {"trained": float(trained), "budget_skips": float(skipped_budget)}
+        info = {
+            "trained": float(trained),
+            "budget_skips": float(skipped_budget),
+            "diverged": float(diverged),
+        }
+        if diverged:
+            self.echo(
+                f"round {r + 1}: {diverged} local trainings diverged (non-finite weights) and "
+                "were not sent; lower train.lr or raise train.batch_size"
+            )
         if self.algorithm.needs_individual_updates:
             for ui, unit in enumerate(fed.units):
                 lo, hi = fed.offsets[ui], fed.offsets[ui + 1]

@@ -196,3 +196,69 @@ def test_resume_before_first_checkpoint_starts_over(tmp_path: Path, tiny_config)
     (out / "metrics.jsonl").write_text(first + "\n")  # killed between metrics and checkpoint
     run_experiment(tiny_config, out, resume=True, progress=False, echo=lambda m: None)
     assert (out / "metrics.jsonl").read_text() == (tmp_path / "full" / "metrics.jsonl").read_text()
+
+
+def test_diverged_training_is_not_sent(tmp_path: Path):
+    cfg = tiny(train={"lr": 1e30, "local_steps": 3, "batch_size": 16})
+    msgs: list[str] = []
+    eng = Engine(cfg, tmp_path / "r", progress=False, echo=msgs.append)
+    state = eng.fresh_state()
+    info = eng.run_round(0, state)
+    assert info["diverged"] > 0
+    assert any("diverged" in m and "train.lr" in m for m in msgs)
+    for vec in state.globals.values():
+        assert np.isfinite(vec).all()
+    assert all(lg.steps > 0 for lg in state.ledger)  # the privacy was spent all the same
+
+
+def test_token_id_sources_are_one_hot(tmp_path: Path):
+    from privfed.data.sources import SourceData
+    from privfed.engine import _features, _token_vocab
+
+    src = SourceData(
+        name="toy",
+        x=np.array([[0, 2], [1, 1]], dtype=np.int64),
+        labels={"next": np.array([1, 0], dtype=np.int64)},
+        num_classes={"next": 3},
+        meta={"input_kind": "token_ids", "vocab": "abc"},
+    )
+    assert _token_vocab(src) == 4  # three characters and the unknown id
+    out = _features(src, np.array([0, 1]))
+    assert out.shape == (2, 2, 4)
+    assert out[0, 1].tolist() == [0, 0, 1, 0] and out[1, 0].tolist() == [0, 1, 0, 0]
+
+
+def test_leaf_shakespeare_directory_trains_end_to_end(tmp_path: Path):
+    import json as _json
+
+    from privfed.config import from_dict
+
+    text = "To be, or not to be: that is the question. Whether 'tis nobler in the mind~ to " * 3
+    users = {}
+    for u, name in enumerate(["HAMLET", "OPHELIA", "POLONIUS"]):
+        xs = [text[i + u : i + u + 80] for i in range(30)]
+        ys = [text[i + u + 80] for i in range(30)]
+        users[name] = {"x": xs, "y": ys}
+    doc = {"users": list(users), "num_samples": [30, 30, 30], "user_data": users}
+    (tmp_path / "leaf").mkdir()
+    (tmp_path / "leaf" / "all_data_0.json").write_text(_json.dumps(doc))
+    cfg = from_dict(
+        {
+            "name": "leaf",
+            "rounds": 1,
+            "groups": {
+                "text": {
+                    "source": "leaf",
+                    "source_params": {"path": str(tmp_path / "leaf")},
+                    "tasks": ["next"],
+                    "hidden": [8],
+                    "partition": {"kind": "natural"},
+                }
+            },
+            "federation": {"num_clients": 3, "aggregator": "plain"},
+            "train": {"local_steps": 1, "batch_size": 8},
+            "dp": {"target_epsilon": 8.0, "delta": 1e-3},
+        }
+    )
+    summary = _run(cfg, tmp_path / "run")
+    assert 0.0 <= summary.tasks["text.next"]["mean_acc"] <= 1.0
