@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 import sys
@@ -26,10 +27,13 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> dict[str, Any]:
     """The commit of the privfed source tree, and whether it had uncommitted changes.
 
-    Returns ``{"commit": "unknown"}`` when privfed is not running from a git checkout.
+    Read once per process (the first call), so a long run or a sweep worker reports the code it
+    started with even if the checkout moves on meanwhile. Returns ``{"commit": "unknown"}``
+    when privfed is not running from a git checkout.
     """
     here = Path(__file__).resolve().parent
     try:
@@ -63,7 +67,7 @@ def build_manifest(cfg: ExperimentConfig) -> dict[str, Any]:
         "config_hash": config_hash(cfg),
         "config": to_dict(cfg),
         "versions": package_versions(),
-        "git": git_commit(),
+        "git": dict(git_commit()),
         "platform": {
             "system": platform.system(),
             "machine": platform.machine(),

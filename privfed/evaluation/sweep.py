@@ -584,9 +584,12 @@ def _die_with_parent() -> None:
 def _worker_init() -> None:
     import torch
 
+    from privfed.repro import git_commit
+
     parent = os.getppid()
     _die_with_parent()
     torch.set_num_threads(1)
+    git_commit()  # record the commit this worker's code was imported from
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
 
