@@ -68,6 +68,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"({summary.accountant.upper()} accountant); majority: each client's majority-class "
         "baseline"
     )
+    for name, a in summary.attacks.items():
+        metrics = ", ".join(f"{k}={v:.3g}" for k, v in sorted(a["metrics"].items()))
+        print(f"attack {name} ({a['threat_model']}): {metrics}")
     print(f"run directory: {out}")
     return 0
 

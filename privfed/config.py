@@ -31,6 +31,7 @@ C = TypeVar("C")
 
 #: Fixed-point / protocol settings live in ``privfed.secagg``; re-exported for convenience.
 __all__ = [
+    "AttackConfig",
     "ClientDPConfig",
     "DPConfig",
     "EvalConfig",
@@ -291,6 +292,26 @@ class ClientDPConfig(_Checked):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AttackConfig(_Checked):
+    """One attack run against the finished run (``[[attacks]]``; ``privfed list`` shows them)."""
+
+    name: str
+    """Registered attack name (e.g. mia-loss, mia-lira, inversion-inbox)."""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    """The attack's keyword parameters (as for ``privfed attack NAME --param key=value``)."""
+    seed: int = -1
+    """Seed of the attack's randomness; -1 derives it from the run seed and the attack's place
+    in the list."""
+    observed_round: Literal["first", "next"] = "first"
+    """Which round server- and client-side views replay (see ``privfed attack --help``)."""
+
+    def _problems(self) -> list[str]:
+        p: list[str] = []
+        _range(p, "seed", self.seed, lo=-1)
+        return p
+
+
+@dataclass(frozen=True, kw_only=True)
 class EvalConfig(_Checked):
     """When and how clients are evaluated."""
 
@@ -338,6 +359,9 @@ class ExperimentConfig(_Checked):
     """Evaluation."""
     threads: int = 1
     """Torch intra-op threads per process (1 is fastest for the small bundled models)."""
+    attacks: tuple[AttackConfig, ...] = ()
+    """Attacks run against the finished run; their metrics go to ``attacks.json`` and, in a
+    sweep, to ``results.csv`` (``[[attacks]]`` tables)."""
 
     def _problems(self) -> list[str]:
         p: list[str] = []
@@ -380,6 +404,14 @@ class ExperimentConfig(_Checked):
                 PARTITIONERS.get(g.partition.kind)
             except RegistryError as exc:
                 p.append(f"groups.{gname}.partition.kind: {exc}")
+        if self.attacks:
+            from attacks.base import ATTACKS
+
+            for i, a in enumerate(self.attacks):
+                try:
+                    ATTACKS.get(a.name)
+                except RegistryError as exc:
+                    p.append(f"attacks[{i}].name: {exc}")
         if self.client_dp.mode == "distributed":
             if self.federation.aggregator != "secagg":
                 p.append(
@@ -586,9 +618,19 @@ def dump_config(cfg: ExperimentConfig) -> str:
     return tomli_w.dumps(to_dict(cfg))
 
 
+#: Top-level fields added after the hash was first defined, left out of the hash while they
+#: hold their default, so adding them did not change the hash (and the run-directory names) of
+#: every existing config.
+_HASHED_ONLY_WHEN_SET: dict[str, Any] = {"attacks": []}
+
+
 def config_hash(cfg: ExperimentConfig) -> str:
     """A short stable hash of the resolved config (sha256 of canonical JSON, 16 hex digits)."""
-    canon = json.dumps(to_dict(cfg), sort_keys=True, default=str, allow_nan=True)
+    data = to_dict(cfg)
+    for key, default in _HASHED_ONLY_WHEN_SET.items():
+        if data.get(key) == default:
+            data.pop(key, None)
+    canon = json.dumps(data, sort_keys=True, default=str, allow_nan=True)
     return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
 

@@ -55,7 +55,7 @@ from privfed.privacy import client_dp
 from privfed.privacy.accounting import calibrate_noise
 from privfed.privacy.ledger import PrivacyLedger, SourceLedger
 from privfed.repro import build_manifest
-from privfed.rng import numpy_rng, torch_generator
+from privfed.rng import int_seed, numpy_rng, torch_generator
 
 CHECKPOINT = "checkpoint/state.pt"
 
@@ -290,6 +290,7 @@ class RunSummary:
     epsilon: Mapping[str, Mapping[str, float]]
     delta: float
     accountant: str
+    attacks: Mapping[str, Any] = field(default_factory=dict)
 
 
 def make_server_optimizer(cfg: ExperimentConfig) -> ServerOptimizer:
@@ -893,6 +894,7 @@ class Engine:
         state.timings["run_s"] = state.timings.get("run_s", 0.0) + time.perf_counter() - t_run
         report = self.privacy_report(state, final=True)
         atomic_write_json(self.out / "privacy.json", report)
+        attack_results = self.run_attacks() if cfg.attacks else {}
         self._write_manifest(state, finished=True)
         assert last_eval is not None
         return RunSummary(
@@ -902,7 +904,43 @@ class Engine:
             epsilon=report["summary"],
             delta=cfg.dp.delta,
             accountant=report["accountant"],
+            attacks=attack_results,
         )
+
+    def run_attacks(self) -> dict[str, Any]:
+        """Run the configured ``[[attacks]]`` against this finished run; write attacks.json.
+
+        The run directory is complete (config, checkpoint, privacy.json) but the manifest is
+        not yet marked finished, so a run stopped during its attacks resumes and re-runs them.
+        """
+        from attacks.runner import run_attack
+
+        out: dict[str, Any] = {}
+        for i, a in enumerate(self.cfg.attacks):
+            seed = a.seed if a.seed >= 0 else int_seed(self.cfg.seed, f"attack:{a.name}", i)
+            t0 = time.perf_counter()
+            res = run_attack(
+                a.name,
+                self.out,
+                seed=seed,
+                params={k: str(v) for k, v in a.params.items()},
+                observed_round=a.observed_round,
+            )
+            key = a.name if a.name not in out else f"{a.name}#{i}"
+            out[key] = {
+                "seed": res.seed,
+                "params": dict(a.params),
+                "threat_model": res.threat_model,
+                "metrics": dict(res.result.metrics),
+                "notes": list(res.result.notes),
+                "seconds": time.perf_counter() - t0,
+            }
+            self.echo(
+                f"attack {key}: "
+                + ", ".join(f"{k}={v:.4g}" for k, v in sorted(res.result.metrics.items()))
+            )
+        atomic_write_json(self.out / "attacks.json", out)
+        return out
 
     def privacy_report(self, state: RunState, *, final: bool = False) -> dict[str, Any]:
         """The content of ``privacy.json``: every (client, source) ledger and a summary."""

@@ -508,23 +508,41 @@ def _point_rows(spec_fields: Sequence[str], point: SweepPoint, run_dir: Path,
     return out
 
 
+def _attack_cells(run_dir: Path) -> dict[str, str]:
+    """``attack:<name>:<metric>`` cells from a point's attacks.json (empty if none ran)."""
+    data = _read_json(run_dir / "attacks.json") or {}
+    return {
+        f"attack:{name}:{metric}": format_value(_float(value))
+        for name, entry in data.items()
+        for metric, value in entry.get("metrics", {}).items()
+    }
+
+
 def build_results(spec: SweepSpec, points: Sequence[SweepPoint], out_dir: Path) -> int:
     """Rebuild ``results.csv`` atomically from the finished point directories.
 
     Returns:
         The number of finished points in the table.
     """
-    fields = ["point_id", "label", *swept_fields(spec), *RESULT_COLUMNS]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
+    all_rows: list[dict[str, str]] = []
+    attack_columns: set[str] = set()
     done = 0
     for p in points:
         run_dir = out_dir / POINTS_DIR / p.id
         if point_status(run_dir) != "finished":
             continue
-        writer.writerows(_point_rows(swept_fields(spec), p, run_dir, out_dir))
+        rows = _point_rows(swept_fields(spec), p, run_dir, out_dir)
+        attack_cells = _attack_cells(run_dir)
+        attack_columns.update(attack_cells)
+        for row in rows:
+            row.update(attack_cells)
+        all_rows.extend(rows)
         done += 1
+    fields = ["point_id", "label", *swept_fields(spec), *RESULT_COLUMNS, *sorted(attack_columns)]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n", restval="")
+    writer.writeheader()
+    writer.writerows(all_rows)
     atomic_write_text(out_dir / RESULTS_CSV, buf.getvalue())
     return done
 
