@@ -111,10 +111,14 @@ def _section(cls: type, path: str, out: list[str], nested: list[tuple[type, str]
         if dataclasses.is_dataclass(tp) and isinstance(tp, type):
             sub = tp
             nested.append((tp, f"{path}.{f.name}" if path else f.name))
-        elif typing.get_origin(tp) is tuple and args and dataclasses.is_dataclass(args[0]):
+        elif (
+            typing.get_origin(tp) is tuple
+            and args
+            and isinstance(args[0], type)
+            and dataclasses.is_dataclass(args[0])
+        ):
             sub = args[0]
-            assert isinstance(sub, type)
-            nested.append((sub, f"[{path}.{f.name}]" if path else f"[{f.name}]"))
+            nested.append((args[0], f"[{path}.{f.name}]" if path else f"[{f.name}]"))
         elif args and dataclasses.is_dataclass(args[-1]) and isinstance(args[-1], type):
             sub = args[-1]
             nested.append((args[-1], f"{path}.{f.name}.NAME" if path else f"{f.name}.NAME"))
