@@ -14,14 +14,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
 import re
-import shlex
 import shutil
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,10 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     body = body.split("\n", 1)[1]  # drop the report's own title
 
     # 3. the results page: what was run, where, with what, then the report
-    from privfed.repro import git_commit, package_versions
+    from privfed.evaluation.provenance import SweepRun, provenance_lines
 
-    versions = ", ".join(f"{k} {v}" for k, v in package_versions().items())
-    n_points = len(result.points)
     grid_note = (
         "**Smoke grid** — a few rounds and 2 seeds to exercise the whole pipeline; these are "
         "NOT the headline numbers. Regenerate the headline grid with "
@@ -109,18 +104,14 @@ def main(argv: list[str] | None = None) -> int:
         "",
         grid_note,
         "",
-        f"- command: `python experiments/privacy_utility.py "
-        f"{' '.join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))}`"
-        f" (the exact sweep/report commands and seeds are in "
-        f"`{commands}`)",
-        f"- sweep file: `{args.config}` ({n_points} points; this invocation ran "
-        f"{len(result.ran)} and found {len(result.skipped)} already finished, "
-        f"{sweep_s / 60:.1f} min with {args.workers} workers)",
-        f"- machine: {platform.node()}, {platform.system()} {platform.machine()}, "
-        f"{os.cpu_count()} logical CPUs, Python {platform.python_version()}",
-        f"- versions: {versions}",
-        f"- commit: `{git_commit().get('commit')}`",
-        f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        *provenance_lines(
+            script="experiments/privacy_utility.py",
+            argv=list(argv if argv is not None else sys.argv[1:]),
+            sweeps=[SweepRun(args.config, len(result.points), len(result.ran),
+                             len(result.skipped), sweep_s / 60)],
+            workers=args.workers,
+            commands_file=commands,
+        ),
         "",
     ]
     page = Path(args.results) / f"{args.page}.md"
