@@ -28,6 +28,7 @@ secrets go to the metric step alone (``outputs["secret"]``), like any ground tru
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Mapping
 from typing import ClassVar
 
@@ -200,6 +201,14 @@ class _ProtocolAttack(Attack):
         self.target = int(target)
         self.length = int(length)
 
+    def run(self, observation: Observation, *, rng: np.random.Generator) -> AttackResult:
+        """Play the attack in a session of the run's cohort size and protocol parameters."""
+        return self.play(_config(observation), observation.num_clients, rng=rng)
+
+    @abstractmethod
+    def play(self, config: SecAggConfig, n: int, *, rng: np.random.Generator) -> AttackResult:
+        """The attack in a session of ``n`` clients under ``config``."""
+
     def evaluate(self, result: AttackResult, truth: GroundTruth) -> AttackResult:
         """Did the server obtain the target's exact input?"""
         del truth  # the protocol secrets are the cohort's inputs, kept in outputs["secret"]
@@ -221,12 +230,6 @@ class FakeDropoutServer(_ProtocolAttack):
         summary="server fakes the target's dropout to some clients to unmask it alone "
         "(Bonawitz et al. 2017, Sec. 4); must be stopped by the t > n/2 threshold",
     )
-
-    def run(self, observation: Observation, *, rng: np.random.Generator) -> AttackResult:
-        """Play the attack in a session of the run's cohort size and protocol parameters."""
-        config = _config(observation)
-        n = observation.num_clients
-        return self.play(config, n, rng=rng)
 
     def play(self, config: SecAggConfig, n: int, *, rng: np.random.Generator) -> AttackResult:
         """The attack against ``n`` honest clients under ``config``."""
@@ -300,10 +303,6 @@ class BothSharesServer(_ProtocolAttack):
         "must be refused by every client",
     )
 
-    def run(self, observation: Observation, *, rng: np.random.Generator) -> AttackResult:
-        """Play the attack in a session of the run's cohort size and protocol parameters."""
-        return self.play(_config(observation), observation.num_clients, rng=rng)
-
     def play(self, config: SecAggConfig, n: int, *, rng: np.random.Generator) -> AttackResult:
         """The attack against ``n`` honest clients under ``config``."""
         cohort = HonestCohort(config, _inputs(n, self.length, config.bits, rng))
@@ -356,10 +355,6 @@ class SybilServer(_ProtocolAttack):
         summary="server injects sybil clients around one honest client; a limit of the "
         "unauthenticated protocol (Bonawitz et al. 2017, Sec. 6)",
     )
-
-    def run(self, observation: Observation, *, rng: np.random.Generator) -> AttackResult:
-        """Play the attack with the run's cohort size and protocol parameters."""
-        return self.play(_config(observation), observation.num_clients, rng=rng)
 
     def play(self, config: SecAggConfig, n: int, *, rng: np.random.Generator) -> AttackResult:
         """One honest target and ``n - 1`` sybils with inputs the server chose (zeros)."""

@@ -16,9 +16,7 @@ Attack metrics come from each point's ``attacks.json`` (columns ``attack:NAME:ME
 
 from __future__ import annotations
 
-import argparse
 import csv
-import dataclasses
 import math
 import os
 import sys
@@ -47,11 +45,10 @@ class Args:
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
-    """Build an argparse parser from the fields of :class:`Args`."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for f in dataclasses.fields(Args):
-        parser.add_argument(f"--{f.name}", type=type(f.default), default=f.default)
-    return Args(**vars(parser.parse_args(argv)))
+    """The script's arguments, one ``--flag`` per field of :class:`Args`."""
+    from privfed.evaluation.provenance import parse_dataclass_args
+
+    return parse_dataclass_args(Args, argv, description=__doc__.splitlines()[0])
 
 
 def _eps(v: str) -> float:

@@ -11,8 +11,6 @@ script only wires it together.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import os
 import re
 import shutil
@@ -49,11 +47,10 @@ class Args:
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
-    """Build an argparse parser from the fields of :class:`Args`."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for f in dataclasses.fields(Args):
-        parser.add_argument(f"--{f.name}", type=type(f.default), default=f.default)
-    return Args(**vars(parser.parse_args(argv)))
+    """The script's arguments, one ``--flag`` per field of :class:`Args`."""
+    from privfed.evaluation.provenance import parse_dataclass_args
+
+    return parse_dataclass_args(Args, argv, description=__doc__.splitlines()[0])
 
 
 def main(argv: list[str] | None = None) -> int:

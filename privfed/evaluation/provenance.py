@@ -8,6 +8,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import TypeVar
 
 
 @dataclass(frozen=True)
@@ -47,3 +48,21 @@ def provenance_lines(
         f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
     ]
     return lines
+
+
+A = TypeVar("A")
+
+
+def parse_dataclass_args(cls: type[A], argv: Sequence[str] | None, *, description: str) -> A:
+    """Parse ``--field value`` flags into the frozen argument dataclass ``cls`` of a script.
+
+    Each field becomes a flag of its default's type; the experiment scripts declare their
+    arguments as such a dataclass, first thing in the file.
+    """
+    import argparse
+    import dataclasses
+
+    parser = argparse.ArgumentParser(description=description)
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        parser.add_argument(f"--{f.name}", type=type(f.default), default=f.default)
+    return cls(**vars(parser.parse_args(list(argv) if argv is not None else None)))
