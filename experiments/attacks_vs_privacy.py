@@ -85,7 +85,11 @@ def table(
     for key in order:
         cells = [_fmt_eps(_eps(v)) if "epsilon" in n else v for n, v in zip(keys, key, strict=True)]
         for col, _ in columns:
-            cells.append(str(mean_ci(seen[key][col])) if seen[key][col] else "—")
+            values = seen[key][col]
+            if values and all(math.isinf(v) for v in values):
+                cells.append("∞")
+            else:
+                cells.append(str(mean_ci(values)) if values else "—")
         out.append("| " + " | ".join(cells) + " |")
     return out
 
