@@ -71,6 +71,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     for name, a in summary.attacks.items():
         metrics = ", ".join(f"{k}={v:.3g}" for k, v in sorted(a["metrics"].items()))
         print(f"attack {name} ({a['threat_model']}): {metrics}")
+    if summary.audit:
+        a = summary.audit
+        flag = "  FLAGGED: above the accountant's epsilon (a bug)" if a["flagged"] else ""
+        print(
+            f"audit: epsilon >= {a['epsilon_lower_bound']:.3f} at {a['confidence']:.0%} "
+            f"confidence (client {a['client']}, {a['source']}; accountant "
+            f"{_fmt_eps(a['epsilon_accountant'])}){flag}"
+        )
     print(f"run directory: {out}")
     return 0
 

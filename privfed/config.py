@@ -32,6 +32,7 @@ C = TypeVar("C")
 #: Fixed-point / protocol settings live in ``privfed.secagg``; re-exported for convenience.
 __all__ = [
     "AttackConfig",
+    "AuditConfig",
     "ClientDPConfig",
     "DPConfig",
     "EvalConfig",
@@ -312,6 +313,44 @@ class AttackConfig(_Checked):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AuditConfig(_Checked):
+    """Empirical privacy audit with canaries in one client's data, in one run.
+
+    Steinke, Nasr, Jagielski 2023 ("Privacy Auditing with One (1) Training Run") with
+    mislabeled canaries (Jagielski et al. 2020): ``canaries`` copies of held-out records with a
+    wrong label are made, each put into the audited client's training data with probability
+    1/2; after the run the auditor guesses membership of the canaries from their loss under the
+    client's model and turns the correct guesses into an epsilon lower bound.
+    """
+
+    canaries: int = 0
+    """Canaries to make (0: no audit). They change the audited client's data: audit runs are
+    separate from the runs whose accuracy you report."""
+    guesses: int = 0
+    """Guesses on each side (k "in", k "out"); 0 means canaries // 4."""
+    client: int = 0
+    """The audited client (it must hold the audited group)."""
+    group: str = ""
+    """The audited task group; empty means the first group."""
+    confidence: float = 0.95
+    """Confidence level of the lower bound."""
+
+    def _problems(self) -> list[str]:
+        p: list[str] = []
+        _range(p, "canaries", self.canaries, lo=0)
+        _range(p, "guesses", self.guesses, lo=0)
+        _range(p, "client", self.client, lo=0)
+        _range(p, "confidence", self.confidence, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+        if self.canaries and 2 * (self.guesses or self.canaries // 4) > self.canaries:
+            p.append(
+                f"guesses must be at most canaries / 2 ({self.canaries // 2}), got {self.guesses}"
+            )
+        if self.canaries and not (self.guesses or self.canaries // 4):
+            p.append("canaries must be at least 4 (or set guesses) for the audit to guess")
+        return p
+
+
+@dataclass(frozen=True, kw_only=True)
 class EvalConfig(_Checked):
     """When and how clients are evaluated."""
 
@@ -359,6 +398,8 @@ class ExperimentConfig(_Checked):
     """Evaluation."""
     threads: int = 1
     """Torch intra-op threads per process (1 is fastest for the small bundled models)."""
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    """Empirical privacy audit (off unless ``audit.canaries > 0``)."""
     attacks: tuple[AttackConfig, ...] = ()
     """Attacks run against the finished run; their metrics go to ``attacks.json`` and, in a
     sweep, to ``results.csv`` (``[[attacks]]`` tables)."""
@@ -412,6 +453,16 @@ class ExperimentConfig(_Checked):
                     ATTACKS.get(a.name)
                 except RegistryError as exc:
                     p.append(f"attacks[{i}].name: {exc}")
+        if self.audit.canaries:
+            if self.audit.group and self.audit.group not in self.groups:
+                p.append(
+                    f"audit.group must be one of {', '.join(self.groups)}, got {self.audit.group!r}"
+                )
+            if self.audit.client >= self.federation.num_clients:
+                p.append(
+                    f"audit.client must be < federation.num_clients "
+                    f"({self.federation.num_clients}), got {self.audit.client}"
+                )
         if self.client_dp.mode == "distributed":
             if self.federation.aggregator != "secagg":
                 p.append(
@@ -621,7 +672,10 @@ def dump_config(cfg: ExperimentConfig) -> str:
 #: Top-level fields added after the hash was first defined, left out of the hash while they
 #: hold their default, so adding them did not change the hash (and the run-directory names) of
 #: every existing config.
-_HASHED_ONLY_WHEN_SET: dict[str, Any] = {"attacks": []}
+_HASHED_ONLY_WHEN_SET: dict[str, Any] = {
+    "attacks": [],
+    "audit": {"canaries": 0, "guesses": 0, "client": 0, "group": "", "confidence": 0.95},
+}
 
 
 def config_hash(cfg: ExperimentConfig) -> str:

@@ -69,6 +69,16 @@ class ClientGroupData:
     test: np.ndarray
 
 
+@dataclass(frozen=True)
+class AuditPlan:
+    """Where the audit's canaries are: record indices and which ones the client trains on."""
+
+    group: str
+    client: int
+    canaries: np.ndarray
+    included: np.ndarray
+
+
 @dataclass
 class GroupState:
     """A task group resolved against its data source."""
@@ -177,6 +187,7 @@ class Federation:
             groups_per_client=cfg.federation.groups_per_client or None,
         )
         self.groups: dict[str, GroupState] = {}
+        self.audit: AuditPlan | None = None
         sources_used: dict[str, int] = {}
         for g in cfg.groups.values():
             sources_used[g.source] = sources_used.get(g.source, 0) + 1
@@ -200,6 +211,9 @@ class Federation:
                 if len(s.train) == 0 or len(s.test) == 0:
                     continue
                 clients[c] = ClientGroupData(s.train, s.val, s.test)
+            audit_group = cfg.audit.group or next(iter(cfg.groups))
+            if cfg.audit.canaries and gname == audit_group:
+                src, clients = self._insert_canaries(gname, src, clients)
             if not clients:
                 raise ConfigError(
                     f"groups.{gname}: no client holds any records; lower federation.num_clients "
@@ -214,6 +228,8 @@ class Federation:
                 partition_hash=partition_hash(parts),
             )
         self.units: list[UnitSpec] = [u for gs in self.groups.values() for u in gs.units]
+        if cfg.audit.canaries and self.audit is None:
+            raise ConfigError("audit: no canaries were inserted; check audit.group")
         self.unit_group = {u.name: self.groups[u.group] for u in self.units}
         self.sizes = [int(sum(p.numel() for p in u.build().parameters())) for u in self.units]
         # Joint layout: every unit's vector, then one participation counter per unit.
@@ -221,6 +237,53 @@ class Federation:
         self.counter_base = int(self.offsets[-1])
         self.vector_length = self.counter_base + len(self.units)
         self._tensors: dict[tuple[str, str], tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
+
+    def _insert_canaries(
+        self, gname: str, src: SourceData, clients: dict[int, ClientGroupData]
+    ) -> tuple[SourceData, dict[int, ClientGroupData]]:
+        """Append mislabeled canary copies of records no client trains on.
+
+        Each canary goes into the audited client's training data with probability 1/2
+        (Steinke et al. 2023, Sec. 4).
+        """
+        audit = self.cfg.audit
+        c = audit.client
+        if c not in clients:
+            raise ConfigError(
+                f"audit.client {c} holds no records of group {gname!r}; pick a client that does"
+            )
+        trained = np.concatenate([cg.train for cg in clients.values()])
+        pool = np.setdiff1d(np.arange(len(src)), trained)
+        if len(pool) < audit.canaries:
+            raise ConfigError(
+                f"audit.canaries = {audit.canaries} exceeds the {len(pool)} records of group "
+                f"{gname!r} that no client trains on; lower audit.canaries"
+            )
+        rng = numpy_rng(self.cfg.seed, "audit")
+        pick = rng.choice(pool, size=audit.canaries, replace=False)
+        labels = {}
+        for col, y in src.labels.items():
+            k = int(src.num_classes[col])
+            wrong = (y[pick] + rng.integers(1, max(k, 2), size=len(pick))) % max(k, 2)
+            labels[col] = np.concatenate([y, wrong.astype(np.int64)])
+        owner = None if src.owner is None else np.concatenate([src.owner, src.owner[pick]])
+        new = SourceData(
+            name=src.name,
+            x=np.concatenate([src.x, src.x[pick]]),
+            labels=labels,
+            num_classes=dict(src.num_classes),
+            owner=owner,
+            meta=dict(src.meta),
+        )
+        canary_idx = np.arange(len(src), len(src) + len(pick))
+        included = rng.random(len(pick)) < 0.5
+        cg = clients[c]
+        clients = dict(clients)
+        clients[c] = ClientGroupData(
+            np.concatenate([cg.train, canary_idx[included]]), cg.val, cg.test
+        )
+        self.audit = AuditPlan(group=gname, client=c, canaries=canary_idx, included=included)
+        return new, clients
 
     def initial_vectors(self) -> dict[str, np.ndarray]:
         """The common initialization of every unit, drawn from the run seed."""
@@ -291,6 +354,7 @@ class RunSummary:
     delta: float
     accountant: str
     attacks: Mapping[str, Any] = field(default_factory=dict)
+    audit: Mapping[str, Any] = field(default_factory=dict)
 
 
 def make_server_optimizer(cfg: ExperimentConfig) -> ServerOptimizer:
@@ -895,6 +959,7 @@ class Engine:
         report = self.privacy_report(state, final=True)
         atomic_write_json(self.out / "privacy.json", report)
         attack_results = self.run_attacks() if cfg.attacks else {}
+        audit = self.run_audit(state) if self.fed.audit is not None else {}
         self._write_manifest(state, finished=True)
         assert last_eval is not None
         return RunSummary(
@@ -905,7 +970,76 @@ class Engine:
             delta=cfg.dp.delta,
             accountant=report["accountant"],
             attacks=attack_results,
+            audit=audit,
         )
+
+    def run_audit(self, state: RunState) -> dict[str, Any]:
+        """Score the canaries under the audited client's model; write audit.json.
+
+        The auditor guesses "in" for the ``k`` canaries of lowest loss (summed over the
+        group's tasks, with their wrong labels) and "out" for the ``k`` of highest loss; the
+        correct guesses give a pure-DP epsilon lower bound (Steinke et al. 2023, Thm. 3.1),
+        compared with the accountant's epsilon of the client's ledger for that data source.
+        """
+        from attacks.audit import one_run_epsilon_lower_bound
+
+        plan = self.fed.audit
+        assert plan is not None
+        gs = self.fed.groups[plan.group]
+        x = torch.from_numpy(
+            np.ascontiguousarray(_features(gs.source, plan.canaries), dtype=np.float32)
+        ).reshape(len(plan.canaries), -1)
+        loss = np.zeros(len(plan.canaries))
+        ce = nn.CrossEntropyLoss(reduction="none")
+        for unit in gs.units:
+            model = self._eval_models[unit.name]
+            load_flat_parameters(
+                model,
+                self.algorithm.eval_vector(
+                    unit=unit.name,
+                    global_vec=state.globals[unit.name],
+                    personal=state.personal.get((plan.client, unit.name)),
+                ),
+            )
+            model.eval()
+            with torch.no_grad():
+                out = model(x)
+            for t in unit.tasks:
+                y = torch.from_numpy(gs.source.labels[t][plan.canaries])
+                loss += ce(out[t], y).double().numpy()
+        k = self.cfg.audit.guesses or len(plan.canaries) // 4
+        order = np.argsort(loss)  # lowest loss first: most likely trained on
+        guess_in, guess_out = order[:k], order[-k:]
+        correct = int(plan.included[guess_in].sum() + (~plan.included[guess_out]).sum())
+        lower = one_run_epsilon_lower_bound(
+            guesses=2 * k, correct=correct, confidence=self.cfg.audit.confidence
+        )
+        ledger = state.ledger.get(plan.client, gs.ledger_key)
+        eps = ledger.epsilon() if ledger.steps else 0.0
+        result = {
+            "method": "one-run audit (Steinke, Nasr, Jagielski 2023), mislabeled canaries",
+            "client": plan.client,
+            "group": plan.group,
+            "source": gs.ledger_key,
+            "canaries": len(plan.canaries),
+            "canaries_included": int(plan.included.sum()),
+            "guesses": 2 * k,
+            "correct": correct,
+            "confidence": self.cfg.audit.confidence,
+            "epsilon_lower_bound": lower,
+            "epsilon_accountant": eps,
+            "delta": self.cfg.dp.delta,
+            "flagged": bool(lower > eps),
+            "note": "pure-DP bound; with delta > 0 the true lower bound is slightly smaller",
+        }
+        atomic_write_json(self.out / "audit.json", result)
+        verdict = " -- ABOVE the accountant's epsilon: a privacy bug" if result["flagged"] else ""
+        self.echo(
+            f"audit (client {plan.client}, {gs.ledger_key}): epsilon >= {lower:.3f} at "
+            f"{self.cfg.audit.confidence:.0%} confidence ({correct}/{2 * k} guesses right); "
+            f"accountant epsilon {eps:.3f}{verdict}"
+        )
+        return result
 
     def run_attacks(self) -> dict[str, Any]:
         """Run the configured ``[[attacks]]`` against this finished run; write attacks.json.
