@@ -65,8 +65,70 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_poison(args: argparse.Namespace) -> int:
+    """``privfed poison --run DIR``: replay the run with a backdooring client (active attack)."""
+    import dataclasses
+    import secrets
+
+    from attacks.poisoning import replay_with_backdoor
+    from privfed.io import atomic_write_json
+    from privfed.rng import numpy_rng
+
+    seed = args.seed if args.seed is not None else secrets.randbits(62)
+    try:
+        report = replay_with_backdoor(
+            args.run,
+            attacker=args.client,
+            rounds=args.rounds,
+            unit=args.unit,
+            target=args.target,
+            gamma=args.gamma,
+            steps=args.steps,
+            rng=numpy_rng(seed, "poison"),
+        )
+    except ValueError as exc:
+        raise PrivfedError(f"poison {args.run}: {exc}") from None
+    print(
+        f"backdoor by client {args.client} on {report.unit}/{report.task} (target label "
+        f"{report.target}, boost {report.gamma:g}, {report.rounds} rounds replayed; seed {seed})"
+    )
+    print(
+        f"  main-task accuracy: honest {report.main_acc_clean:.3f}, "
+        f"poisoned {report.main_acc_poisoned:.3f}"
+    )
+    print(
+        f"  backdoor accuracy : honest {report.backdoor_acc_clean:.3f}, "
+        f"poisoned {report.backdoor_acc_poisoned:.3f}"
+    )
+    if args.json:
+        atomic_write_json(args.json, {"seed": seed, **dataclasses.asdict(report)})
+        print(f"wrote {args.json}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``attack`` sub-command to the ``privfed`` parser."""
+    """Add the ``attack`` and ``poison`` sub-commands to the ``privfed`` parser."""
+    q = sub.add_parser(
+        "poison",
+        help="replay a finished run with one backdooring client (model replacement, "
+        "Bagdasaryan et al. 2020) and report main-task and backdoor accuracy",
+    )
+    q.add_argument("--run", required=True, help="a finished `privfed run` directory")
+    q.add_argument("--client", type=int, default=0, help="the malicious client")
+    q.add_argument("--rounds", type=int, default=3, help="rounds replayed from the start")
+    q.add_argument("--unit", default=None, help="model unit to backdoor (default: the first)")
+    q.add_argument("--target", type=int, default=0, help="label of triggered inputs")
+    q.add_argument(
+        "--gamma",
+        type=float,
+        default=None,
+        help="boost of the malicious update (default: model replacement)",
+    )
+    q.add_argument("--steps", type=int, default=50, help="attacker's local steps")
+    q.add_argument("--seed", type=int, default=None, help="seed (default: drawn and printed)")
+    q.add_argument("--json", help="also write the report to this JSON file")
+    q.set_defaults(func=cmd_poison)
+
     p = sub.add_parser(
         "attack",
         help="run a registered attack against a finished run directory (privfed list)",

@@ -57,3 +57,20 @@ def test_list_shows_plugins(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr
     for name in ("digits", "markov", "dirichlet", "natural", "fedavg", "local"):
         assert name in proc.stdout
+
+
+def test_poison_command_reports_backdoor_accuracy(tmp_path: Path):
+    data = tiny_dict(rounds=1)
+    data["dp"] = {"target_epsilon": "inf"}
+    (tmp_path / "t.toml").write_text(tomli_w.dumps(data))
+    assert _privfed("run", "t.toml", "--out", "r", "--quiet", cwd=tmp_path).returncode == 0
+    proc = _privfed(
+        "poison", "--run", "r", "--seed", "0", "--rounds", "2", "--json", "p.json", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "backdoor accuracy" in proc.stdout
+    report = json.loads((tmp_path / "p.json").read_text())
+    assert report["seed"] == 0
+    assert report["backdoor_acc_poisoned"] > report["backdoor_acc_clean"]
+    bad = _privfed("poison", "--run", "r", "--client", "99", cwd=tmp_path)
+    assert bad.returncode == 2 and "client 99" in bad.stderr
