@@ -240,11 +240,12 @@ def secure_sum(
     wall["unmask"] = clock() - t_phase
 
     included = output.included
+    included_set = set(included)
     return SecureSumResult(
         total=output.total,
         bits=config.bits,
         included=included,
-        dropped=tuple(c for c in ids if c not in set(included)),
+        dropped=tuple(c for c in ids if c not in included_set),
         survivors=survivors,
         violations=dict(server.violations),
         client_errors=errors,
