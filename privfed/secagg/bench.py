@@ -10,6 +10,9 @@ removed). In the same process it times two baselines:
 * bare keystream generation for the bytes one client masks with (``1 + degree`` AES-128-CTR
   masks; the faster of one call per mask into a full-length buffer and cache-sized calls).
 
+Each baseline is the median of ``--repeats`` calls; the client figure is the median over the
+clients of a run.
+
 Times are process CPU time by default (``--clock cpu``), so other load on the machine does
 not distort the ratios; ``--clock wall`` gives elapsed time. It prints client and server time
 per phase, the ratios to those baselines, bytes per client and
@@ -49,7 +52,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--bits", type=int, default=32, help="modulus exponent")
     p.add_argument("--threshold", type=int, default=None, help="Shamir threshold (default: paper)")
     p.add_argument("--workers", type=int, default=1, help="server threads for mask removal")
-    p.add_argument("--repeats", type=int, default=5, help="repeats of each baseline (min taken)")
+    p.add_argument("--repeats", type=int, default=7,
+                   help="repeats of each baseline (median taken)")
     p.add_argument("--protocol-repeats", type=int, default=3,
                    help="protocol runs (the one with the least server time is reported)")
     p.add_argument("--seed", type=int, default=0, help="seed of the input data and dropouts")
@@ -61,13 +65,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _best(fn: object, repeats: int, clock: Callable[[], float]) -> float:
-    best = math.inf
-    for _ in range(repeats):
+def _typical(fn: Callable[[], object], repeats: int, clock: Callable[[], float]) -> float:
+    """Median time of ``repeats`` calls (the protocol side is a median too: like for like)."""
+    times = []
+    for _ in range(max(1, repeats)):
         t0 = clock()
-        fn()  # type: ignore[operator]
-        best = min(best, clock() - t0)
-    return best
+        fn()
+        times.append(clock() - t0)
+    return statistics.median(times)
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
@@ -112,14 +117,16 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 
     def baselines() -> tuple[float, float]:
         # The faster of the two ways to make the same bytes is the keystream baseline.
-        return (_best(plain_sum, args.repeats, clock),
-                min(_best(keystream, args.repeats, clock),
-                    _best(keystream_chunked, args.repeats, clock)))
+        return (_typical(plain_sum, args.repeats, clock),
+                min(_typical(keystream, args.repeats, clock),
+                    _typical(keystream_chunked, args.repeats, clock)))
 
-    # The protocol runs --protocol-repeats times (fresh keys each time). The baselines are timed
-    # right before and after every run and each run is compared with the faster of its two
-    # neighbouring baselines, so a change of machine load between measurements does not skew
-    # the ratios; the median ratio over runs is reported (and the best run's absolute times).
+    # The protocol runs --protocol-repeats times (fresh keys each time). The baselines (each the
+    # median of --repeats calls) are timed right before and after every run and each run is
+    # compared with the faster of its two neighbouring baselines, so a change of machine load
+    # between measurements does not skew the ratios; the median ratio over runs is reported
+    # (and the best run's absolute times). The client figure of a run is the median over its
+    # clients, so both sides of every ratio are medians.
     res = None
     wall = math.inf
     server_ratios, removal_ratios, client_ratios = [], [], []

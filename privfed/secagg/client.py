@@ -277,16 +277,17 @@ class SecAggClient:
                 where=f"the neighbourhood of client {self.client_id}",
             )
         self.accepted, self.rejected = frozenset(accepted), frozenset(rejected)
+        # The masked vector is written straight into the outgoing message.
+        buf, y = MaskedInput.allocate(self.round_index, self.client_id, self.session, bits,
+                                      tuple(sorted(rejected)), self.length)
         start = self._clock()
         jobs = [(self._self_key, True)]
         jobs += [(self._pair_keys[v], self.client_id < v) for v in sorted(accepted)]
-        y = apply_masks([vec], jobs, length=self.length, bits=bits)
+        apply_masks([vec], jobs, length=self.length, bits=bits, out=y)
         self.masking_seconds = self._clock() - start
         self._pair_keys.clear()
         self.stage = Stage.UNMASK
-        return MaskedInput(
-            self.round_index, self.client_id, self.session, bits, tuple(sorted(rejected)), y
-        ).encode()
+        return bytes(buf)
 
     # -- round 3 -----------------------------------------------------------------------------
 

@@ -4,7 +4,9 @@ Every message is ``header || body``. The header is ``b"PFSA"``, the protocol ver
 the message type (1 byte), the round (8 bytes), the sender id (4 bytes; :data:`SERVER_ID` for
 the server) and the body length (4 bytes), all big-endian. Bodies are fixed-layout sequences of
 big-endian integers, 32-byte keys/session ids, fixed-size envelopes and, for the masked input,
-the vector packed little-endian in the smallest unsigned type holding ``bits`` bits. Decoding
+the vector packed little-endian in the smallest unsigned type holding ``bits`` bits, starting at
+a multiple of :data:`VECTOR_ALIGN` bytes from the start of the message (zero padding before
+it). Version 2 added that padding. Decoding
 checks magic, version, type, exact length, counts, duplicates and ranges, and raises
 :class:`~privfed.secagg.errors.MessageError`; nothing is ever unpickled.
 """
@@ -23,7 +25,7 @@ from privfed.secagg.field import dtype_for_bits
 from privfed.secagg.shamir import SHARE_BYTES
 
 MAGIC = b"PFSA"
-WIRE_VERSION = 1
+WIRE_VERSION = 2
 SERVER_ID = 0xFFFFFFFF
 _HEADER = struct.Struct(">4sBBQII")
 HEADER_BYTES = _HEADER.size
@@ -260,6 +262,11 @@ class ForwardedShares:
         return cls(h.round_index, session, envs)
 
 
+#: The masked vector starts at a multiple of this many bytes from the start of the message, so
+#: a receiver's zero-copy view of it is aligned (numpy's unaligned loops are ~15% slower).
+VECTOR_ALIGN = 16
+
+
 @dataclass(frozen=True)
 class MaskedInput:
     """Client -> server: the masked vector and the peers whose envelopes it rejected."""
@@ -271,16 +278,36 @@ class MaskedInput:
     rejected: tuple[int, ...]
     vector: np.ndarray
 
+    @staticmethod
+    def allocate(
+        round_index: int, sender: int, session: bytes, bits: int, rejected: tuple[int, ...],
+        length: int,
+    ) -> tuple[bytearray, np.ndarray]:
+        """A message buffer complete but for its vector, and a writable view of the vector.
+
+        Lets a client write the masked vector straight into the message (no extra copies).
+        """
+        dt = dtype_for_bits(bits)
+        prefix = b"".join([session, struct.pack(">B", bits), _ids(rejected),
+                           struct.pack(">I", length)])
+        pad = -(HEADER_BYTES + len(prefix)) % VECTOR_ALIGN
+        body_len = len(prefix) + pad + length * dt.itemsize
+        buf = bytearray(HEADER_BYTES + body_len)
+        _HEADER.pack_into(buf, 0, MAGIC, WIRE_VERSION, int(MsgType.MASKED_INPUT), round_index,
+                          sender, body_len)
+        buf[HEADER_BYTES : HEADER_BYTES + len(prefix)] = prefix
+        view = np.frombuffer(buf, dtype=dt, count=length, offset=HEADER_BYTES + len(prefix) + pad)
+        return buf, view
+
     def encode(self) -> bytes:
-        """Serialize (vector packed little-endian at the dtype of ``bits``)."""
-        dt = dtype_for_bits(self.bits)
-        data = np.ascontiguousarray(self.vector, dtype=dt)
-        body = b"".join([
-            self.session, struct.pack(">B", self.bits), _ids(self.rejected),
-            struct.pack(">I", data.shape[0]), data.data.cast("B"),
-        ])
-        return frame(MsgType.MASKED_INPUT, round_index=self.round_index, sender=self.sender,
-                     body=body)
+        """Serialize (vector packed little-endian at the dtype of ``bits``, aligned)."""
+        data = np.asarray(self.vector)
+        if data.ndim != 1:
+            raise MessageError("MASKED_INPUT: the vector must be 1-D")
+        buf, view = self.allocate(self.round_index, self.sender, self.session, self.bits,
+                                  self.rejected, data.shape[0])
+        np.copyto(view, data, casting="unsafe")
+        return bytes(buf)
 
     @classmethod
     def decode(cls, data: bytes) -> MaskedInput:
@@ -293,6 +320,9 @@ class MaskedInput:
             raise MessageError(f"MASKED_INPUT: bits {bits} out of range")
         rejected = r.ids()
         length = r.u32()
+        pad = r.take(-(HEADER_BYTES + r.pos) % VECTOR_ALIGN)
+        if any(pad):
+            raise MessageError("MASKED_INPUT: nonzero alignment padding")
         dt = dtype_for_bits(bits)
         vec = np.frombuffer(r.take(length * dt.itemsize), dtype=dt)
         r.done()

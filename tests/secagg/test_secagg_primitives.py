@@ -317,7 +317,14 @@ def test_messages_roundtrip_and_reject_truncation() -> None:
     data = msg.encode()
     back = MaskedInput.decode(data)
     assert back.rejected == (1, 2) and np.array_equal(back.vector, vec)
-    assert len(data) == 22 + 32 + 1 + 4 + 8 + 4 + 40  # packed at 4 bytes per entry
+    # header, session, bits, 2 rejected ids, length, zero padding to a 16-byte boundary, vector
+    prefix = 22 + 32 + 1 + 4 + 8 + 4
+    assert prefix % 16 == 7
+    assert len(data) == prefix + 9 + 40  # packed at 4 bytes per entry
+    assert data[prefix : prefix + 9] == bytes(9)
+    assert back.vector.ctypes.data % 16 == 0  # a view into bytes, aligned
+    with pytest.raises(MessageError, match="padding"):
+        MaskedInput.decode(data[:prefix] + b"\1" + data[prefix + 1 :])
     for cut in (1, 5, len(data) - 23):
         with pytest.raises(MessageError):
             MaskedInput.decode(data[:-cut])
@@ -331,7 +338,26 @@ def test_messages_roundtrip_and_reject_truncation() -> None:
 
 def test_masked_input_packs_at_bits() -> None:
     vec = np.arange(10, dtype=np.uint16)
-    assert len(MaskedInput(0, 0, SESSION, 16, (), vec).encode()) == 22 + 32 + 1 + 4 + 4 + 20
+    assert len(MaskedInput(0, 0, SESSION, 16, (), vec).encode()) == 22 + 32 + 1 + 4 + 4 + 1 + 20
+
+
+@settings(max_examples=60, deadline=None)
+@given(rejected=st.lists(st.integers(0, 2**32 - 2), unique=True, max_size=9),
+       bits=st.integers(1, 64), length=st.integers(0, 40), round_index=st.integers(0, 2**64 - 1))
+def test_masked_input_vector_is_aligned_and_roundtrips(
+    rejected: list[int], bits: int, length: int, round_index: int
+) -> None:
+    dt = dtype_for_bits(bits)
+    rng = np.random.default_rng(length)
+    vec = rng.integers(0, 2**bits, size=length, dtype=np.uint64).astype(dt)
+    data = MaskedInput(round_index, 4, SESSION, bits, tuple(rejected), vec).encode()
+    assert (len(data) - vec.nbytes) % 16 == 0
+    back = MaskedInput.decode(data)
+    assert back.vector.dtype == dt and np.array_equal(back.vector, vec)
+    assert back.rejected == tuple(rejected) and back.round_index == round_index
+    buf, view = MaskedInput.allocate(round_index, 4, SESSION, bits, tuple(rejected), length)
+    view[:] = vec
+    assert bytes(buf) == data
 
 
 def test_unmask_response_rejects_two_shares_for_one_client() -> None:
