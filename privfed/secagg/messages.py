@@ -189,28 +189,79 @@ class KeyRoster:
         return cls(h.round_index, tuple(entries))
 
 
-def _envelopes(r: _Reader, what: str) -> tuple[tuple[int, bytes], ...]:
-    count = r.u32()
-    size = 4 + ENVELOPE_BYTES
-    if count * size != len(r.data) - r.pos:
-        raise MessageError(f"{what}: length does not match envelope count")
-    raw = bytes(r.take(count * size))
-    out = tuple(
-        (int.from_bytes(raw[i : i + 4], "big"), raw[i + 4 : i + size])
-        for i in range(0, len(raw), size)
-    )
-    if len({p for p, _ in out}) != count:
-        raise MessageError(f"{what}: duplicate parties")
+_ENVELOPE_ITEM = struct.Struct(f">I{ENVELOPE_BYTES}s")
+_SHARE_ITEM = struct.Struct(f">IB{SHARE_BYTES}s")
+
+
+#: One ``(party u32 big-endian, envelope)`` record of ``SHARE_KEYS`` / ``FORWARDED_SHARES``.
+ENVELOPE_RECORD = np.dtype([("party", ">u4"), ("envelope", f"V{ENVELOPE_BYTES}")])
+
+
+def envelope_records(items: tuple[tuple[int, bytes], ...]) -> np.ndarray:
+    """``(party, envelope)`` pairs as an array of :data:`ENVELOPE_RECORD`."""
+    out = np.zeros(len(items), dtype=ENVELOPE_RECORD)
+    for i, (party, env) in enumerate(items):
+        if len(env) != ENVELOPE_BYTES:
+            raise MessageError("envelope has the wrong length")
+        out[i] = (party, env)
     return out
 
 
-def _pack_envelopes(items: tuple[tuple[int, bytes], ...]) -> bytes:
-    parts = [struct.pack(">I", len(items))]
-    for party, env in items:
-        if len(env) != ENVELOPE_BYTES:
-            raise MessageError("envelope has the wrong length")
-        parts.append(struct.pack(">I", party) + env)
-    return b"".join(parts)
+def _read_records(r: _Reader, what: str) -> np.ndarray:
+    count = r.u32()
+    size = ENVELOPE_RECORD.itemsize
+    if count * size != len(r.data) - r.pos:
+        raise MessageError(f"{what}: length does not match envelope count")
+    records = np.frombuffer(bytes(r.take(count * size)), dtype=ENVELOPE_RECORD)
+    if np.unique(records["party"]).shape[0] != count:
+        raise MessageError(f"{what}: duplicate parties")
+    return records
+
+
+def _records_body(session: bytes, records: np.ndarray) -> bytes:
+    if len(session) != SESSION_BYTES:
+        raise MessageError("session id has the wrong length")
+    if records.dtype.names != ENVELOPE_RECORD.names or records.ndim != 1 or (
+            records.dtype["envelope"] != ENVELOPE_RECORD["envelope"]):
+        raise MessageError("envelope records have the wrong layout")
+    records = records.astype(ENVELOPE_RECORD, copy=False)  # e.g. native -> big-endian ids
+    return b"".join([session, struct.pack(">I", records.shape[0]), records.tobytes()])
+
+
+def _as_pairs(records: np.ndarray) -> tuple[tuple[int, bytes], ...]:
+    return tuple(zip(records["party"].tolist(), records["envelope"].tolist(), strict=True))
+
+
+@dataclass(frozen=True)
+class EnvelopeRecords:
+    """A ``SHARE_KEYS`` or ``FORWARDED_SHARES`` message decoded column-wise.
+
+    No Python object per envelope: the server relays ``n * k`` envelopes per round.
+
+    Attributes:
+        records: array of :data:`ENVELOPE_RECORD`.
+    """
+
+    round_index: int
+    sender: int
+    session: bytes
+    records: np.ndarray
+
+    @classmethod
+    def decode(cls, data: bytes, kind: MsgType) -> EnvelopeRecords:
+        """Parse and check a message of ``kind`` (no party twice, exact length)."""
+        h, body = unframe(data, kind)
+        r = _Reader(body, kind.name)
+        session = bytes(r.take(SESSION_BYTES))
+        records = _read_records(r, kind.name)
+        r.done()
+        return cls(h.round_index, h.sender, session, records)
+
+
+def encode_forwarded(round_index: int, session: bytes, records: np.ndarray) -> bytes:
+    """A ``FORWARDED_SHARES`` message from ``(sender, envelope)`` records."""
+    return frame(MsgType.FORWARDED_SHARES, round_index=round_index, sender=SERVER_ID,
+                 body=_records_body(session, records))
 
 
 @dataclass(frozen=True)
@@ -225,17 +276,13 @@ class ShareKeys:
     def encode(self) -> bytes:
         """Serialize."""
         return frame(MsgType.SHARE_KEYS, round_index=self.round_index, sender=self.sender,
-                     body=self.session + _pack_envelopes(self.envelopes))
+                     body=_records_body(self.session, envelope_records(self.envelopes)))
 
     @classmethod
     def decode(cls, data: bytes) -> ShareKeys:
         """Parse and check."""
-        h, body = unframe(data, MsgType.SHARE_KEYS)
-        r = _Reader(body, "SHARE_KEYS")
-        session = bytes(r.take(SESSION_BYTES))
-        envs = _envelopes(r, "SHARE_KEYS")
-        r.done()
-        return cls(h.round_index, h.sender, session, envs)
+        m = EnvelopeRecords.decode(data, MsgType.SHARE_KEYS)
+        return cls(m.round_index, m.sender, m.session, _as_pairs(m.records))
 
 
 @dataclass(frozen=True)
@@ -248,18 +295,14 @@ class ForwardedShares:
 
     def encode(self) -> bytes:
         """Serialize."""
-        return frame(MsgType.FORWARDED_SHARES, round_index=self.round_index, sender=SERVER_ID,
-                     body=self.session + _pack_envelopes(self.envelopes))
+        return encode_forwarded(self.round_index, self.session,
+                                envelope_records(self.envelopes))
 
     @classmethod
     def decode(cls, data: bytes) -> ForwardedShares:
         """Parse and check."""
-        h, body = unframe(data, MsgType.FORWARDED_SHARES)
-        r = _Reader(body, "FORWARDED_SHARES")
-        session = bytes(r.take(SESSION_BYTES))
-        envs = _envelopes(r, "FORWARDED_SHARES")
-        r.done()
-        return cls(h.round_index, session, envs)
+        m = EnvelopeRecords.decode(data, MsgType.FORWARDED_SHARES)
+        return cls(m.round_index, m.session, _as_pairs(m.records))
 
 
 #: The masked vector starts at a multiple of this many bytes from the start of the message, so
@@ -365,22 +408,68 @@ class UnmaskResponse:
 
     def encode(self) -> bytes:
         """Serialize."""
-        parts = [self.session, struct.pack(">I", len(self.shares))]
-        for owner, kind, share in self.shares:
+        if len(self.session) != SESSION_BYTES:
+            raise MessageError("session id has the wrong length")
+        buf = bytearray(SESSION_BYTES + 4 + len(self.shares) * _SHARE_ITEM.size)
+        buf[:SESSION_BYTES] = self.session
+        struct.pack_into(">I", buf, SESSION_BYTES, len(self.shares))
+        pack, size = _SHARE_ITEM.pack_into, _SHARE_ITEM.size
+        for i, (owner, kind, share) in enumerate(self.shares):
             if len(share) != SHARE_BYTES:
                 raise MessageError("share has the wrong length")
-            parts.append(struct.pack(">IB", owner, int(kind)) + share)
+            pack(buf, SESSION_BYTES + 4 + i * size, owner, int(kind), share)
         return frame(MsgType.UNMASK_RESPONSE, round_index=self.round_index, sender=self.sender,
-                     body=b"".join(parts))
+                     body=bytes(buf))
 
     @classmethod
     def decode(cls, data: bytes) -> UnmaskResponse:
+        """Parse and check (no owner twice, known kinds)."""
+        cols = UnmaskColumns.decode(data)
+        shares = tuple(
+            (o, _KINDS[k], cols.raw[i : i + SHARE_BYTES])
+            for o, k, i in zip(cols.owners, cols.kinds, cols.share_offsets, strict=True)
+        )
+        return cls(cols.round_index, cols.sender, cols.session, shares)
+
+
+@dataclass(frozen=True)
+class UnmaskColumns:
+    """An ``UnmaskResponse`` decoded column-wise, without a Python object per share.
+
+    The server parses a hundred responses of a hundred shares each per round; building tuples
+    for every share there costs more than the parsing and wakes the garbage collector.
+
+    Attributes:
+        owners: owner id of each share.
+        kinds: kind of each share (0 self-mask, 1 mask key), one byte each.
+        raw: the share records; share ``j`` is ``raw[share_offsets[j] :][:SHARE_BYTES]``.
+    """
+
+    round_index: int
+    sender: int
+    session: bytes
+    owners: list[int]
+    kinds: bytes
+    raw: bytes
+
+    @property
+    def share_offsets(self) -> range:
+        """Offset of each share value in :attr:`raw`."""
+        return range(5, len(self.raw), _SHARE_ITEM.size)
+
+    def values(self) -> list[int]:
+        """Each share as an integer (big-endian), not yet checked against the field."""
+        raw = self.raw
+        return [int.from_bytes(raw[i : i + SHARE_BYTES], "big") for i in self.share_offsets]
+
+    @classmethod
+    def decode(cls, data: bytes) -> UnmaskColumns:
         """Parse and check (no owner twice, known kinds)."""
         h, body = unframe(data, MsgType.UNMASK_RESPONSE)
         r = _Reader(body, "UNMASK_RESPONSE")
         session = bytes(r.take(SESSION_BYTES))
         count = r.u32()
-        size = 5 + SHARE_BYTES
+        size = _SHARE_ITEM.size
         if count * size != len(body) - SESSION_BYTES - 4:
             raise MessageError("UNMASK_RESPONSE: length does not match share count")
         raw = bytes(r.take(count * size))
@@ -388,13 +477,10 @@ class UnmaskResponse:
         kinds = raw[4::size]
         if any(k > 1 for k in kinds):
             raise MessageError("UNMASK_RESPONSE: unknown share kind")
-        out = [
-            (int.from_bytes(raw[i : i + 4], "big"), _KINDS[raw[i + 4]], raw[i + 5 : i + size])
-            for i in range(0, len(raw), size)
-        ]
-        if len({o for o, _, _ in out}) != count:
+        owners = np.ndarray((count,), dtype=">u4", buffer=raw, strides=(size,)).tolist()
+        if len(set(owners)) != count:
             raise MessageError("UNMASK_RESPONSE: two shares for one client")
-        return cls(h.round_index, h.sender, session, tuple(out))
+        return cls(h.round_index, h.sender, session, owners, kinds, raw)
 
 
 class Stage(enum.Enum):

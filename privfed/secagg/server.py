@@ -43,15 +43,17 @@ from privfed.secagg.keys import (
     x25519,
 )
 from privfed.secagg.messages import (
+    ENVELOPE_RECORD,
     AdvertiseKeys,
-    ForwardedShares,
+    EnvelopeRecords,
     KeyRoster,
     MaskedInput,
-    ShareKeys,
+    MsgType,
     ShareKind,
     Stage,
+    UnmaskColumns,
     UnmaskRequest,
-    UnmaskResponse,
+    encode_forwarded,
 )
 from privfed.secagg.prg import CHUNK_ENTRIES, MASK_KEY_BYTES, apply_masks
 
@@ -231,11 +233,11 @@ class SecAggServer:
         """File one client's ``ShareKeys`` (one envelope per neighbour, no more, no less)."""
         self._expect(Stage.SHARE_KEYS, Stage.SHARE_KEYS)
 
-        def parse() -> ShareKeys:
-            msg = ShareKeys.decode(data)
+        def parse() -> EnvelopeRecords:
+            msg = EnvelopeRecords.decode(data, MsgType.SHARE_KEYS)
             self._check_header(msg.round_index, msg.sender, sender)
             self._check_session(msg.session, sender)
-            if {r for r, _ in msg.envelopes} != self.graph[sender]:
+            if set(msg.records["party"].tolist()) != self.graph[sender]:
                 raise ProtocolViolation(
                     "envelopes are not addressed to its neighbours", sender=sender
                 )
@@ -267,17 +269,28 @@ class SecAggServer:
         inbox = self._take_inbox()
         self.u2 = frozenset(inbox)
         self._check_holders(Stage.SHARE_KEYS, self.u2, self.u2)
-        to: dict[int, list[tuple[int, bytes]]] = {c: [] for c in self.u2}
-        for sender in sorted(self.u2):
+        # Relay every envelope addressed to a member of U2, relabelled with its sender, grouped
+        # by receiver and ordered by sender (vectorized: n * k envelopes per round).
+        senders = sorted(self.u2)
+        parts = []
+        for sender in senders:
             msg = inbox[sender]
-            assert isinstance(msg, ShareKeys)
-            for receiver, sealed in msg.envelopes:
-                if receiver in self.u2:
-                    to[receiver].append((sender, sealed))
+            assert isinstance(msg, EnvelopeRecords)
+            parts.append(msg.records)
+        records = np.concatenate(parts) if parts else np.zeros(0, dtype=ENVELOPE_RECORD)
+        receivers = records["party"].astype(np.int64)
+        origin = np.repeat(np.asarray(senders, dtype=np.int64), [len(p) for p in parts])
+        keep = np.isin(receivers, np.fromiter(self.u2, dtype=np.int64))
+        records, receivers, origin = records[keep], receivers[keep], origin[keep]
+        order = np.argsort(receivers, kind="stable")  # senders stay sorted within a receiver
+        relabelled = records[order]
+        relabelled["party"] = origin[order]
+        bounds = np.searchsorted(receivers[order], senders + [max(senders, default=0) + 1])
         self.stage = Stage.MASKED_INPUT
         return {
-            c: ForwardedShares(self.round_index, self.session, tuple(to[c])).encode()
-            for c in sorted(self.u2)
+            c: encode_forwarded(self.round_index, self.session,
+                                relabelled[bounds[i] : bounds[i + 1]])
+            for i, c in enumerate(senders)
         }
 
     # -- round 2: masked input ---------------------------------------------------------------
@@ -354,20 +367,24 @@ class SecAggServer:
         """File one client's ``UnmaskResponse`` (exactly the shares that were requested)."""
         self._expect(Stage.UNMASK, Stage.UNMASK)
 
-        def parse() -> list[tuple[int, ShareKind, int]]:
-            msg = UnmaskResponse.decode(data)
+        def parse() -> tuple[list[int], bytes, list[int]]:
+            msg = UnmaskColumns.decode(data)
             self._check_header(msg.round_index, msg.sender, sender)
             self._check_session(msg.session, sender)
             surv, drop = self._requests[sender]
-            got = {(o, k) for o, k, _ in msg.shares}
-            want = {(o, ShareKind.SELF_MASK) for o in surv}
-            want |= {(o, ShareKind.MASK_KEY) for o in drop}
-            if got != want:
+            # Owners are unique within a response (checked by decode), so matching the owners
+            # of each kind and the count matches the request exactly.
+            kinds = msg.kinds
+            pairs = list(zip(msg.owners, kinds, strict=True))
+            self_kind, key_kind = int(ShareKind.SELF_MASK), int(ShareKind.MASK_KEY)
+            if (len(kinds) != len(surv) + len(drop)
+                    or {o for o, k in pairs if k == self_kind} != surv
+                    or {o for o, k in pairs if k == key_kind} != drop):
                 raise ProtocolViolation("response does not match the request", sender=sender)
-            try:
-                return [(o, k, shamir.decode_share(share)) for o, k, share in msg.shares]
-            except ValueError:
-                raise ProtocolViolation("share is not a field element", sender=sender) from None
+            values = msg.values()
+            if max(values, default=0) >= shamir.PRIME:
+                raise ProtocolViolation("share is not a field element", sender=sender)
+            return msg.owners, kinds, values
 
         self._accept(sender, self.u3, Stage.UNMASK, parse)
 
@@ -395,12 +412,14 @@ class SecAggServer:
         inbox = self._take_inbox()
         b_shares: dict[int, dict[int, int]] = {w: {} for w in self.u3}
         s_shares: dict[int, dict[int, int]] = {}
+        self_kind = int(ShareKind.SELF_MASK)
         for responder in sorted(inbox):
-            shares = inbox[responder]
-            assert isinstance(shares, list)
+            entry = inbox[responder]
+            assert isinstance(entry, tuple)
+            owners, kinds, values = entry
             x = shamir.evaluation_point(responder)
-            for owner, kind, value in shares:
-                target = b_shares if kind is ShareKind.SELF_MASK else s_shares
+            for owner, kind, value in zip(owners, kinds, values, strict=True):
+                target = b_shares if kind == self_kind else s_shares
                 target.setdefault(owner, {})[x] = value
         jobs: list[tuple[bytes, bool]] = []  # (mask key, add?) applied to the sum of inputs
         for w in sorted(self.u3):
