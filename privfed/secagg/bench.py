@@ -11,7 +11,9 @@ removed). In the same process it times two baselines:
   masks; the faster of one call per mask into a full-length buffer and cache-sized calls).
 
 Each baseline is the median of ``--repeats`` calls; the client figure is the median over the
-clients of a run.
+clients of a run. Python's cyclic garbage collector is paused during timed regions, as
+``timeit`` does (``--keep-gc`` leaves it on): the simulation hosts every client in one process,
+and a collection triggered by their objects would land at random in the server's time.
 
 Times are process CPU time by default (``--clock cpu``), so other load on the machine does
 not distort the ratios; ``--clock wall`` gives elapsed time. It prints client and server time
@@ -23,13 +25,15 @@ calls :func:`main`.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import math
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -59,10 +63,33 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of the input data and dropouts")
     p.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                    help="cpu: process CPU time (robust to other load; default); wall: elapsed")
+    p.add_argument("--keep-gc", action="store_true",
+                   help="leave Python's cyclic garbage collector on during timed runs (by "
+                        "default it is paused there, as timeit does)")
     p.add_argument("--bytes-only", action="store_true",
                    help="print the exact wire bytes per client without running the protocol")
     p.add_argument("--json", type=Path, default=None, help="write the figures to this file")
     return p.parse_args(argv)
+
+
+@contextlib.contextmanager
+def _timed_region(pause_gc: bool) -> Iterator[None]:
+    """Collect garbage, then keep the cyclic collector off while timing (as ``timeit`` does).
+
+    The simulation hosts every client in the server's process, so a collection started by the
+    clients' allocations would otherwise land at random in the server's (or a baseline's) time.
+    """
+    if not pause_gc:
+        yield
+        return
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _typical(fn: Callable[[], object], repeats: int, clock: Callable[[], float]) -> float:
@@ -117,9 +144,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 
     def baselines() -> tuple[float, float]:
         # The faster of the two ways to make the same bytes is the keystream baseline.
-        return (_typical(plain_sum, args.repeats, clock),
-                min(_typical(keystream, args.repeats, clock),
-                    _typical(keystream_chunked, args.repeats, clock)))
+        with _timed_region(not args.keep_gc):
+            return (_typical(plain_sum, args.repeats, clock),
+                    min(_typical(keystream, args.repeats, clock),
+                        _typical(keystream_chunked, args.repeats, clock)))
 
     # The protocol runs --protocol-repeats times (fresh keys each time). The baselines (each the
     # median of --repeats calls) are timed right before and after every run and each run is
@@ -133,10 +161,11 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     plain, bare = math.inf, math.inf
     before = baselines()
     for _ in range(args.protocol_repeats):
-        t0 = time.perf_counter()
-        run_res = secure_sum(inputs, config=config, dropouts={"masked_input": dropped},
-                             clock=clock)
-        elapsed = time.perf_counter() - t0
+        with _timed_region(not args.keep_gc):
+            t0 = time.perf_counter()
+            run_res = secure_sum(inputs, config=config, dropouts={"masked_input": dropped},
+                                 clock=clock)
+            elapsed = time.perf_counter() - t0
         after = baselines()
         p_run, k_run = min(before[0], after[0]), min(before[1], after[1])
         before = after
@@ -167,6 +196,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "dropped": len(dropped), "included": len(res.included), "correct": correct,
         "workers": args.workers, "wall_seconds": wall,
         "protocol_repeats": args.protocol_repeats, "seed": args.seed, "clock": args.clock,
+        "gc_paused_while_timing": not args.keep_gc,
         "server_seconds_per_phase": dict(res.server_seconds),
         "client_seconds_per_phase_mean": per_client_phase,
         "server_seconds": server_total,

@@ -213,7 +213,7 @@ def _read_records(r: _Reader, what: str) -> np.ndarray:
     if count * size != len(r.data) - r.pos:
         raise MessageError(f"{what}: length does not match envelope count")
     records = np.frombuffer(bytes(r.take(count * size)), dtype=ENVELOPE_RECORD)
-    if np.unique(records["party"]).shape[0] != count:
+    if len(set(records["party"].tolist())) != count:
         raise MessageError(f"{what}: duplicate parties")
     return records
 

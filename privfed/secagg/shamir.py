@@ -13,6 +13,7 @@ cached per responder set.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
@@ -84,29 +85,38 @@ def share_secret(
     return split(int.from_bytes(secret, "big"), coefficients=coeffs, xs=xs)
 
 
+def _prod_mod(values: list[int]) -> int:
+    """Product modulo :data:`PRIME`, multiplying small integers in blocks before reducing."""
+    acc = 1
+    for k in range(0, len(values), 8):
+        acc = acc * math.prod(values[k : k + 8]) % PRIME
+    return acc
+
+
 @lru_cache(maxsize=4096)
 def lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
-    """Lagrange coefficients ``l_i(0)`` for the points ``xs`` (cached per responder set).
+    """Lagrange coefficients ``l_i(0) = prod_(j != i) x_j / (x_j - x_i)`` (cached per set).
 
-    The ``t`` denominators are inverted together with one modular inversion (Montgomery's
-    batch-inversion trick).
+    The evaluation points are small integers, so numerators (prefix/suffix products) and
+    denominators are multiplied as small integers in blocks and reduced modulo the prime once
+    per block; the ``t`` denominators are inverted together with one modular inversion
+    (Montgomery's batch-inversion trick).
     """
-    nums, dens = [], []
-    for i, xi in enumerate(xs):
-        num, den = 1, 1
-        for j, xj in enumerate(xs):
-            if i != j:
-                num = num * (-xj) % PRIME
-                den = den * (xi - xj) % PRIME
-        nums.append(num)
-        dens.append(den)
-    prefix = [1]
+    t = len(xs)
+    prefix = [1] * (t + 1)
+    suffix = [1] * (t + 1)
+    for i in range(t):
+        prefix[i + 1] = prefix[i] * xs[i] % PRIME
+        suffix[t - 1 - i] = suffix[t - i] * xs[t - 1 - i] % PRIME
+    nums = [prefix[i] * suffix[i + 1] % PRIME for i in range(t)]
+    dens = [_prod_mod([xj - xi for xj in xs if xj != xi]) for xi in xs]
+    running = [1]
     for d in dens:
-        prefix.append(prefix[-1] * d % PRIME)
-    inv = pow(prefix[-1], -1, PRIME)
-    inverses = [0] * len(dens)
-    for i in range(len(dens) - 1, -1, -1):
-        inverses[i] = inv * prefix[i] % PRIME
+        running.append(running[-1] * d % PRIME)
+    inv = pow(running[-1], -1, PRIME)
+    inverses = [0] * t
+    for i in range(t - 1, -1, -1):
+        inverses[i] = inv * running[i] % PRIME
         inv = inv * dens[i] % PRIME
     return tuple(n * d % PRIME for n, d in zip(nums, inverses, strict=True))
 

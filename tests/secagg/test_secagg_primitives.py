@@ -13,13 +13,25 @@ from hypothesis import strategies as st
 from privfed.errors import ConfigError
 from privfed.secagg import shamir
 from privfed.secagg.config import SecAggConfig, check_no_overflow, resolve_threshold
-from privfed.secagg.envelope import SharePair, open_envelope, seal
+from privfed.secagg.envelope import ENVELOPE_BYTES, SharePair, open_envelope, seal
 from privfed.secagg.errors import EnvelopeError, MessageError
 from privfed.secagg.field import decode_fixed_point, dtype_for_bits, encode_fixed_point
 from privfed.secagg.graph import build_graph, harary_graph
 from privfed.secagg.keys import LABEL_PAIRWISE_MASK, derive_key, generate_keypair, x25519
-from privfed.secagg.messages import MaskedInput, ShareKind, UnmaskRequest, UnmaskResponse
-from privfed.secagg.prg import DeterministicRandom, expand_mask, mask_into
+from privfed.secagg.messages import (
+    ENVELOPE_RECORD,
+    EnvelopeRecords,
+    ForwardedShares,
+    MaskedInput,
+    MsgType,
+    ShareKeys,
+    ShareKind,
+    UnmaskColumns,
+    UnmaskRequest,
+    UnmaskResponse,
+    encode_forwarded,
+)
+from privfed.secagg.prg import DeterministicRandom, apply_masks, expand_mask, mask_into
 from privfed.secagg.server import combine
 
 SESSION = bytes(range(32))
@@ -156,13 +168,18 @@ def test_pairwise_masks_cancel() -> None:
     assert not total.any()
 
 
-def test_combine_matches_slow_reference() -> None:
+@pytest.mark.parametrize("n_vectors", [0, 1, 2, 3])
+@pytest.mark.parametrize("n_jobs", [0, 1, 5])
+def test_combine_matches_slow_reference(n_vectors: int, n_jobs: int) -> None:
     rng = np.random.default_rng(0)
     for bits in (12, 32, 40):
         vecs = [rng.integers(0, 2**bits, size=1000, dtype=np.uint64).astype(dtype_for_bits(bits))
-                for _ in range(3)]
-        jobs = [(bytes([i]) * 32, i % 2 == 0) for i in range(5)]
+                for _ in range(n_vectors)]
+        jobs = [(bytes([i]) * 32, i % 2 == 0) for i in range(n_jobs)]
         fast = combine(vecs, jobs, length=1000, bits=bits, workers=2, chunk=96)
+        out = np.full(1000, 7, dtype=dtype_for_bits(bits))
+        assert apply_masks(vecs, jobs, length=1000, bits=bits, chunk=128, out=out) is out
+        assert np.array_equal(out, fast)
         ref_vec = np.zeros(1000, dtype=object)
         for v in vecs:
             ref_vec = ref_vec + v.astype(object)
@@ -366,3 +383,76 @@ def test_unmask_response_rejects_two_shares_for_one_client() -> None:
                                          (5, ShareKind.MASK_KEY, share)))
     with pytest.raises(MessageError, match="two shares"):
         UnmaskResponse.decode(msg.encode())
+
+
+def test_apply_masks_refuses_inputs_of_the_wrong_dtype_or_length() -> None:
+    good = np.zeros(10, dtype=np.uint32)
+    with pytest.raises(ValueError, match="inputs must be 10 words of uint32"):
+        apply_masks([good, np.zeros(10, dtype=np.uint64)], [], length=10, bits=32)
+    with pytest.raises(ValueError, match="inputs must be 10 words"):
+        apply_masks([np.zeros(9, dtype=np.uint32)], [], length=10, bits=32)
+    with pytest.raises(ValueError, match="out must be 10 words"):
+        apply_masks([good], [], length=10, bits=32, out=np.zeros(10, dtype=np.int32))
+
+
+@settings(max_examples=40, deadline=None)
+@given(xs=st.lists(st.integers(1, 2**32 - 1), min_size=1, max_size=40, unique=True))
+def test_lagrange_coefficients_match_exact_rationals(xs: list[int]) -> None:
+    from fractions import Fraction
+
+    shamir.lagrange_at_zero.cache_clear()
+    got = shamir.lagrange_at_zero(tuple(xs))
+    for xi, li in zip(xs, got, strict=True):
+        exact = Fraction(1)
+        for xj in xs:
+            if xj != xi:
+                exact *= Fraction(xj, xj - xi)
+        want = exact.numerator * pow(exact.denominator, -1, shamir.PRIME) % shamir.PRIME
+        assert li == want
+
+
+@settings(max_examples=40, deadline=None)
+@given(parties=st.lists(st.integers(0, 2**32 - 1), unique=True, max_size=12), seed=st.integers())
+def test_envelope_messages_roundtrip_column_wise(parties: list[int], seed: int) -> None:
+    rng = random.Random(seed)
+    envs = tuple((p, rng.randbytes(ENVELOPE_BYTES - 1) + b"\0") for p in parties)  # trailing 0
+    data = ShareKeys(3, 9, SESSION, envs).encode()
+    assert ShareKeys.decode(data).envelopes == envs
+    cols = EnvelopeRecords.decode(data, MsgType.SHARE_KEYS)
+    assert cols.records["party"].tolist() == parties and cols.sender == 9
+    # The server relays records it built in native byte order; the wire stays big-endian.
+    native = np.zeros(len(parties), dtype=[("party", "<u4"), ("envelope", f"V{ENVELOPE_BYTES}")])
+    native["party"] = parties
+    native["envelope"] = cols.records["envelope"]
+    forwarded = encode_forwarded(3, SESSION, native)
+    assert forwarded == ForwardedShares(3, SESSION, envs).encode()
+    assert ForwardedShares.decode(forwarded).envelopes == envs
+    if len(parties) >= 2:
+        dup = ShareKeys(3, 9, SESSION, (envs[0], (parties[0], envs[1][1]))).encode()
+        with pytest.raises(MessageError, match="duplicate parties"):
+            EnvelopeRecords.decode(dup, MsgType.SHARE_KEYS)
+    with pytest.raises(MessageError, match="expected message FORWARDED_SHARES"):
+        EnvelopeRecords.decode(data, MsgType.FORWARDED_SHARES)
+    with pytest.raises(MessageError, match="wrong layout"):
+        encode_forwarded(3, SESSION, np.zeros(2, dtype=[("party", "<u4"), ("envelope", "V9")]))
+    assert ENVELOPE_RECORD.itemsize == 4 + ENVELOPE_BYTES
+
+
+@settings(max_examples=40, deadline=None)
+@given(owners=st.lists(st.integers(0, 2**32 - 1), unique=True, max_size=12), seed=st.integers())
+def test_unmask_response_columns_match_the_tuple_decoding(owners: list[int], seed: int) -> None:
+    rng = random.Random(seed)
+    shares = tuple(
+        (o, ShareKind(rng.randrange(2)), shamir.encode_share(rng.randrange(shamir.PRIME) >> 8 << 8))
+        for o in owners
+    )  # values ending in a zero byte must survive column-wise decoding
+    data = UnmaskResponse(5, 2, SESSION, shares).encode()
+    assert UnmaskResponse.decode(data).shares == shares
+    cols = UnmaskColumns.decode(data)
+    assert cols.owners == owners and list(cols.kinds) == [int(k) for _, k, _ in shares]
+    assert cols.values() == [int.from_bytes(s, "big") for _, _, s in shares]
+    bad = bytearray(data)
+    if owners:
+        bad[22 + 32 + 4 + 4] = 2  # the first share's kind byte
+        with pytest.raises(MessageError, match="unknown share kind"):
+            UnmaskColumns.decode(bytes(bad))
