@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Exact commands behind the secure-aggregation figures in docs/secure-aggregation.md.
-# Machine: the project's 2-vCPU benchmark box (AMD EPYC, 1 MiB L2 per core), Python 3.11,
+# Machine: the project's 2-vCPU benchmark box (Intel Xeon, 2 MiB L2 per core), Python 3.11,
 # cryptography 48, numpy 2.4. Every ratio is against baselines timed in the same process.
 # Inputs and dropouts are seeded (--seed 0); keys, shares and masks come from os.urandom.
 set -euo pipefail

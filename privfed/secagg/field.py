@@ -55,7 +55,8 @@ def check_vector(values: np.ndarray, *, bits: int, length: int | None = None) ->
         raise ValueError(f"input vector has length {arr.shape[0]}, expected {length}")
     if arr.dtype.kind not in "ui":
         raise ValueError(f"input vectors must have an integer dtype, got {arr.dtype}")
-    if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= (1 << bits)):
+    fits = arr.dtype.kind == "u" and arr.dtype.itemsize * 8 <= bits  # in range by its type
+    if arr.size and not fits and (int(arr.min()) < 0 or int(arr.max()) >= (1 << bits)):
         raise ValueError(f"input values must lie in [0, 2**{bits})")
     return arr.astype(dtype_for_bits(bits), copy=False)
 

@@ -351,6 +351,8 @@ def test_messages_roundtrip_and_reject_truncation() -> None:
         UnmaskRequest.decode(data)
     with pytest.raises(MessageError, match="magic"):
         MaskedInput.decode(b"XXXX" + data[4:])
+    with pytest.raises(MessageError, match="unsupported wire version 1"):
+        MaskedInput.decode(data[:4] + b"\1" + data[5:])  # version 1 had no alignment padding
 
 
 def test_masked_input_packs_at_bits() -> None:
