@@ -155,12 +155,12 @@ def unmask_one(
     server: SecAggServer, target: int, self_seed: bytes, mask_key: bytes, config: SecAggConfig
 ) -> np.ndarray:
     """Remove the target's self mask and all its pairwise masks from its masked input."""
-    masked: MaskedInput = server._masked[target]
+    masked: MaskedInput = server.received_masked_input(target)
     sk = load_private(mask_key)
     session = server.session
     self_key = derive_key(self_seed, label=LABEL_SELF_MASK, session=session, length=MASK_KEY_BYTES)
     jobs = [(self_key, False)]
-    for v in sorted(server._maskset[target]):
+    for v in sorted(server.mask_peers(target)):
         key = derive_key(
             x25519(sk, server.roster[v][1]),
             label=LABEL_PAIRWISE_MASK,

@@ -161,6 +161,22 @@ class SecAggServer:
         inbox, self._inbox, self._duplicates = self._inbox, {}, set()
         return inbox
 
+    def received_masked_input(self, client: int) -> MaskedInput:
+        """The ``MaskedInput`` the server accepted from ``client`` (a member of U3).
+
+        What an honest-but-curious server holds after the masked-input round; read by the
+        protocol attacks (``attacks.protocol``).
+        """
+        if client not in self._masked:
+            raise KeyError(f"client {client} has no accepted masked input (not in U3)")
+        return self._masked[client]
+
+    def mask_peers(self, client: int) -> frozenset[int]:
+        """The peers whose pairwise masks ``client`` applied (its accepted neighbours in U2)."""
+        if client not in self._maskset:
+            raise KeyError(f"client {client} has no accepted masked input (not in U3)")
+        return self._maskset[client]
+
     @property
     def pending(self) -> frozenset[int]:
         """Clients whose message for the current stage has been accepted so far."""

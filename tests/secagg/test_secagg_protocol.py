@@ -367,3 +367,17 @@ def test_masked_input_with_wrong_length_drops_sender() -> None:
     res = secure_sum(inputs, config=SecAggConfig(), transport=transport)
     assert 2 not in res.included and "wrong bits or length" in res.violations[2]
     assert as_ints(res.total) == plain_sum(inputs, res.included, 32)
+
+
+def test_server_exposes_what_it_holds_after_the_masked_input_round() -> None:
+    s = Session()
+    s.to_unmask()
+    for c in range(6):
+        got = s.server.received_masked_input(c)
+        assert got.sender == c and got.vector.shape == (s.server.length,)
+        assert not np.array_equal(got.vector, s.inputs[c])  # masked
+        assert s.server.mask_peers(c) == frozenset(range(6)) - {c}
+    with pytest.raises(KeyError, match="not in U3"):
+        s.server.received_masked_input(99)
+    with pytest.raises(KeyError, match="not in U3"):
+        s.server.mask_peers(99)
