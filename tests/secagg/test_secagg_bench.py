@@ -32,3 +32,17 @@ def test_bench_runs_and_checks_the_sum(tmp_path: Path) -> None:
     fig = json.loads(out.read_text())
     assert fig["correct"] and fig["dropped"] == 1 and fig["included"] == 11
     assert fig["expansion_sent_vs_float32"] > 1.0
+    assert fig["gc_paused_while_timing"] is True
+
+
+def test_bench_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path) -> None:
+    import gc
+
+    assert gc.isenabled()
+    out = tmp_path / "b.json"
+    assert main(["--clients", "5", "--length", "256", "--repeats", "1", "--protocol-repeats", "1",
+                 "--keep-gc", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["gc_paused_while_timing"] is False
+    assert main(["--clients", "5", "--length", "256", "--repeats", "1",
+                 "--protocol-repeats", "1"]) == 0
+    assert gc.isenabled()
