@@ -46,9 +46,9 @@ class SecAggConfig:
             to ``[-clip, clip]``. Must be at least 1 so that the engine's 0/1 participation
             counters are encoded exactly.
         scale_bits: fractional bits of the fixed-point encoding (scale ``2**scale_bits``).
-        workers: threads the server uses to expand and remove masks. On the 2-vCPU benchmark
-            machine a second thread does not help (two AES-CTR streams run at half speed each),
-            hence the default of 1.
+        workers: threads the server uses to expand and remove masks. A second thread does
+            not help: the AES-CTR call of ``cryptography`` holds the GIL, so the threads take
+            turns; hence the default of 1.
     """
 
     threshold: int | None = None

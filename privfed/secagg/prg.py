@@ -153,8 +153,8 @@ def apply_masks(
     every input chunk is added and every mask chunk is generated (one ``update_into`` call of
     the mask's :class:`MaskStream`) into a preallocated buffer and added or subtracted with
     wraparound. With ``workers > 1`` the vector is split into contiguous ranges, one thread
-    each; on the 2-vCPU benchmark machine this does not help (two AES-CTR streams in two
-    threads or even two processes run at half speed each), so the default is one.
+    each; this does not help, because ``cryptography``'s AES-CTR call holds the GIL and the
+    threads take turns, so the default is one.
 
     Args:
         vectors: arrays in the packing dtype of ``bits`` (added).
