@@ -46,9 +46,11 @@ class SecAggConfig:
             to ``[-clip, clip]``. Must be at least 1 so that the engine's 0/1 participation
             counters are encoded exactly.
         scale_bits: fractional bits of the fixed-point encoding (scale ``2**scale_bits``).
-        workers: threads the server uses to expand and remove masks. A second thread does
-            not help: the AES-CTR call of ``cryptography`` holds the GIL, so the threads take
-            turns; hence the default of 1.
+        workers: processes the server uses to expand and remove masks: with more than 1 the
+            vector is split into ranges and all but one are computed by forked worker
+            processes (Linux; elsewhere in this process). Cuts wall time on a multi-core
+            server, not CPU time; threads would not help because the AES-CTR call of
+            ``cryptography`` holds the GIL. Default 1 (no fork).
     """
 
     threshold: int | None = None

@@ -17,7 +17,10 @@ The raw keystream is viewed as the packing dtype of ``bits``
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import mmap
+import os
+import sys
+from collections.abc import Callable
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -152,27 +155,25 @@ def apply_masks(
     The vector is walked in cache-sized chunks: the partial sum of a chunk stays in cache while
     every input chunk is added and every mask chunk is generated (one ``update_into`` call of
     the mask's :class:`MaskStream`) into a preallocated buffer and added or subtracted with
-    wraparound. With ``workers > 1`` the vector is split into contiguous ranges, one thread
-    each; this does not help, because ``cryptography``'s AES-CTR call holds the GIL and the
-    threads take turns, so the default is one.
+    wraparound. With ``workers > 1`` the vector is split into contiguous ranges and all but
+    the first are computed by forked worker processes (:func:`run_ranges`), which write into
+    shared memory; threads would not help, because ``cryptography``'s AES-CTR call holds the
+    GIL. Worker processes cut wall time on a multi-core server, not CPU time.
 
     Args:
         vectors: arrays in the packing dtype of ``bits`` (added).
         jobs: (mask key, True to add / False to subtract).
         length: vector length.
         bits: modulus exponent.
-        workers: threads.
+        workers: processes (1 = this process only; more only where ``os.fork`` is safe to use,
+            i.e. on Linux; elsewhere the ranges run here one after the other).
         chunk: entries per chunk.
         out: where to write the result (``length`` words of the packing dtype, e.g. the vector
             field of a message being built); a new array by default.
     """
     dt = dtype_for_bits(bits)
-    if out is None:
-        total = np.empty(length, dtype=dt)
-    elif out.dtype != dt or out.shape != (length,):
+    if out is not None and (out.dtype != dt or out.shape != (length,)):
         raise ValueError(f"out must be {length} words of {dt}, got {out.shape} of {out.dtype}")
-    else:
-        total = out
     for v in vectors:
         if v.dtype != dt or v.shape != (length,):
             raise ValueError(f"inputs must be {length} words of {dt}, got {v.shape} of {v.dtype}")
@@ -182,6 +183,14 @@ def apply_masks(
     per = -(-length // workers)
     per += (-per) % align
     ranges = [(lo, min(lo + per, length)) for lo in range(0, length, per)] if length else []
+    forked = len(ranges) > 1 and FORK_WORKERS
+    if forked:  # the workers write their ranges into memory shared with this process
+        shared = mmap.mmap(-1, max(1, length * dt.itemsize))
+        total = np.frombuffer(shared, dtype=dt, count=length)
+    elif out is not None:
+        total = out
+    else:
+        total = np.empty(length, dtype=dt)
 
     def work(bounds: tuple[int, int]) -> None:
         lo, hi = bounds
@@ -212,13 +221,55 @@ def apply_masks(
             if src is not seg:  # one input and no masks
                 np.copyto(seg, src, casting="no")
 
-    if len(ranges) <= 1:
+    run_ranges(work, ranges, fork=forked)
+    if forked:
+        if out is not None:
+            np.copyto(out, total)
+            total = out
+        else:
+            total = total.copy()  # a private array; the shared mapping is released
+    return reduce_inplace(total, bits)
+
+
+#: Whether :func:`apply_masks` may fork worker processes (Linux only: forking a process that
+#: uses system frameworks is unsafe on macOS, and Windows has no fork).
+FORK_WORKERS = sys.platform.startswith("linux") and hasattr(os, "fork")
+
+
+def run_ranges(
+    work: Callable[[tuple[int, int]], None], ranges: list[tuple[int, int]], *, fork: bool
+) -> None:
+    """Run ``work`` on every range: the first here, the others in forked children if ``fork``.
+
+    A child that fails (non-zero exit, or killed) does not lose the result: its range is
+    recomputed here. Children exit with ``os._exit`` so they never run the parent's exit
+    handlers; their CPU time shows in ``resource.getrusage(RUSAGE_CHILDREN)`` once reaped.
+    """
+    if not fork or len(ranges) <= 1:
         for r in ranges:
             work(r)
-    else:
-        with ThreadPoolExecutor(max_workers=len(ranges)) as pool:
-            list(pool.map(work, ranges))
-    return reduce_inplace(total, bits)
+        return
+    children: list[tuple[int, tuple[int, int]]] = []
+    try:
+        for r in ranges[1:]:
+            pid = os.fork()
+            if pid == 0:  # child
+                code = 1
+                try:
+                    work(r)
+                    code = 0
+                finally:
+                    os._exit(code)
+            children.append((pid, r))
+        work(ranges[0])
+    finally:
+        failed = []
+        for pid, r in children:
+            _, status = os.waitpid(pid, 0)
+            if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
+                failed.append(r)
+    for r in failed:
+        work(r)
 
 
 class DeterministicRandom:

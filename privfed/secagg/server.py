@@ -13,8 +13,8 @@ The server's cost is in :meth:`SecAggServer.finish`: reconstructing the self-mas
 survivors and the mask keys of dropped clients (Lagrange coefficients cached per responder set),
 checking each reconstructed mask key against its advertised public key, and removing the masks.
 Mask removal streams the vector in cache-sized chunks (optionally split over ``config.workers``
-threads); each mask chunk is one AES-CTR call into a preallocated buffer followed by a wrapping
-uint add.
+forked processes); each mask chunk is one AES-CTR call into a preallocated buffer followed by a
+wrapping uint add.
 """
 
 from __future__ import annotations

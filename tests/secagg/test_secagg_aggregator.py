@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -75,3 +78,38 @@ def test_overflowing_cohort_is_refused() -> None:
     agg = SecAggAggregator(SecAggConfig(bits=20, scale_bits=10))
     with pytest.raises(ConfigError, match="raise bits to at least"):
         agg.aggregate(updates(600, 4), round_index=0, model_hash=b"", seed=0)
+
+
+def test_forked_mask_removal_inside_a_training_run_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker processes forked from a process with torch loaded give the same run."""
+    from support import tiny
+
+    from privfed.engine import run_experiment
+    from privfed.secagg import prg, server
+
+    if not prg.FORK_WORKERS:
+        pytest.skip("no forked workers on this platform")
+    forks = []
+    real_fork = prg.os.fork
+
+    def counting_fork() -> int:
+        pid = real_fork()
+        if pid:
+            forks.append(pid)
+        return pid
+
+    # The tiny model is shorter than one default chunk; small chunks make the workers split it.
+    def small_chunks(*args: Any, **kwargs: Any) -> np.ndarray:
+        return prg.apply_masks(*args, **{**kwargs, "chunk": 256})
+
+    monkeypatch.setattr(server, "combine", small_chunks)
+    monkeypatch.setattr(prg.os, "fork", counting_fork)
+    summaries = []
+    for workers in (1, 2):
+        cfg = tiny(federation={"aggregator": "secagg"}, secagg={"workers": workers})
+        summaries.append(run_experiment(cfg, tmp_path / str(workers), progress=False,
+                                        echo=lambda _m: None))
+    assert forks  # the second run really forked
+    assert summaries[0].tasks == summaries[1].tasks

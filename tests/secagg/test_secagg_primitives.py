@@ -458,3 +458,32 @@ def test_unmask_response_columns_match_the_tuple_decoding(owners: list[int], see
         bad[22 + 32 + 4 + 4] = 2  # the first share's kind byte
         with pytest.raises(MessageError, match="unknown share kind"):
             UnmaskColumns.decode(bytes(bad))
+
+
+def test_forked_workers_give_the_same_sum_and_survive_a_failing_child() -> None:
+    import os
+
+    from privfed.secagg import prg
+
+    rng = np.random.default_rng(3)
+    vecs = [rng.integers(0, 2**32, size=5000, dtype=np.uint64).astype(np.uint32)
+            for _ in range(4)]
+    jobs = [(bytes([i]) * 16, i % 3 == 0) for i in range(6)]
+    serial = apply_masks(vecs, jobs, length=5000, bits=32, workers=1, chunk=512)
+    out = np.zeros(5000, dtype=np.uint32)
+    got = apply_masks(vecs, jobs, length=5000, bits=32, workers=3, chunk=512, out=out)
+    assert got is out and np.array_equal(out, serial)
+    if not prg.FORK_WORKERS:
+        pytest.skip("no forked workers on this platform")
+    parent = os.getpid()
+    done: list[tuple[int, int]] = []
+
+    def work(bounds: tuple[int, int]) -> None:
+        if os.getpid() != parent and bounds[0] == 20:
+            raise RuntimeError("a worker dies")  # its range must be recomputed by the parent
+        done.append(bounds)
+
+    prg.run_ranges(work, [(0, 10), (10, 20), (20, 30)], fork=True)
+    # The parent ran its own range and redid the failed one; the good child's work happened
+    # in the child (not visible in this process's list).
+    assert done == [(0, 10), (20, 30)]
