@@ -241,18 +241,24 @@ def run_ranges(
 ) -> None:
     """Run ``work`` on every range: the first here, the others in forked children if ``fork``.
 
-    A child that fails (non-zero exit, or killed) does not lose the result: its range is
-    recomputed here. Children exit with ``os._exit`` so they never run the parent's exit
-    handlers; their CPU time shows in ``resource.getrusage(RUSAGE_CHILDREN)`` once reaped.
+    A child that fails (non-zero exit, or killed) or cannot be forked does not lose the
+    result: its range is computed here. Children exit with ``os._exit`` so they never run the
+    parent's exit handlers; their CPU time shows in ``resource.getrusage(RUSAGE_CHILDREN)``
+    once reaped.
     """
     if not fork or len(ranges) <= 1:
         for r in ranges:
             work(r)
         return
     children: list[tuple[int, tuple[int, int]]] = []
+    failed: list[tuple[int, int]] = []
     try:
         for r in ranges[1:]:
-            pid = os.fork()
+            try:
+                pid = os.fork()
+            except OSError:  # no more processes allowed: this range runs here
+                failed.append(r)
+                continue
             if pid == 0:  # child
                 code = 1
                 try:
@@ -263,7 +269,6 @@ def run_ranges(
             children.append((pid, r))
         work(ranges[0])
     finally:
-        failed = []
         for pid, r in children:
             _, status = os.waitpid(pid, 0)
             if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):

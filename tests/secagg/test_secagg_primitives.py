@@ -487,3 +487,20 @@ def test_forked_workers_give_the_same_sum_and_survive_a_failing_child() -> None:
     # The parent ran its own range and redid the failed one; the good child's work happened
     # in the child (not visible in this process's list).
     assert done == [(0, 10), (20, 30)]
+
+
+def test_ranges_run_here_when_no_process_can_be_forked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from privfed.secagg import prg
+
+    def no_fork() -> int:
+        raise OSError("Resource temporarily unavailable")
+
+    monkeypatch.setattr(prg.os, "fork", no_fork)
+    done: list[tuple[int, int]] = []
+    prg.run_ranges(done.append, [(0, 10), (10, 20), (20, 30)], fork=True)
+    assert sorted(done) == [(0, 10), (10, 20), (20, 30)]
+    rng = np.random.default_rng(4)
+    vecs = [rng.integers(0, 2**20, size=3000, dtype=np.uint64).astype(np.uint32)]
+    jobs = [(bytes([9]) * 16, True)]
+    assert np.array_equal(apply_masks(vecs, jobs, length=3000, bits=20, workers=3, chunk=256),
+                          apply_masks(vecs, jobs, length=3000, bits=20))
