@@ -277,17 +277,16 @@ class SecAggClient:
                 where=f"the neighbourhood of client {self.client_id}",
             )
         self.accepted, self.rejected = frozenset(accepted), frozenset(rejected)
-        # The masked vector is written straight into the outgoing message.
-        buf, y = MaskedInput.allocate(self.round_index, self.client_id, self.session, bits,
-                                      tuple(sorted(rejected)), self.length)
         start = self._clock()
         jobs = [(self._self_key, True)]
         jobs += [(self._pair_keys[v], self.client_id < v) for v in sorted(accepted)]
-        apply_masks([vec], jobs, length=self.length, bits=bits, out=y)
+        y = apply_masks([vec], jobs, length=self.length, bits=bits)
         self.masking_seconds = self._clock() - start
         self._pair_keys.clear()
         self.stage = Stage.UNMASK
-        return bytes(buf)
+        return MaskedInput(
+            self.round_index, self.client_id, self.session, bits, tuple(sorted(rejected)), y
+        ).encode()
 
     # -- round 3 -----------------------------------------------------------------------------
 

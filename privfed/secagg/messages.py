@@ -321,36 +321,21 @@ class MaskedInput:
     rejected: tuple[int, ...]
     vector: np.ndarray
 
-    @staticmethod
-    def allocate(
-        round_index: int, sender: int, session: bytes, bits: int, rejected: tuple[int, ...],
-        length: int,
-    ) -> tuple[bytearray, np.ndarray]:
-        """A message buffer complete but for its vector, and a writable view of the vector.
-
-        Lets a client write the masked vector straight into the message (no extra copies).
-        """
-        dt = dtype_for_bits(bits)
-        prefix = b"".join([session, struct.pack(">B", bits), _ids(rejected),
-                           struct.pack(">I", length)])
-        pad = -(HEADER_BYTES + len(prefix)) % VECTOR_ALIGN
-        body_len = len(prefix) + pad + length * dt.itemsize
-        buf = bytearray(HEADER_BYTES + body_len)
-        _HEADER.pack_into(buf, 0, MAGIC, WIRE_VERSION, int(MsgType.MASKED_INPUT), round_index,
-                          sender, body_len)
-        buf[HEADER_BYTES : HEADER_BYTES + len(prefix)] = prefix
-        view = np.frombuffer(buf, dtype=dt, count=length, offset=HEADER_BYTES + len(prefix) + pad)
-        return buf, view
-
     def encode(self) -> bytes:
-        """Serialize (vector packed little-endian at the dtype of ``bits``, aligned)."""
-        data = np.asarray(self.vector)
+        """Serialize (vector packed little-endian at the dtype of ``bits``, aligned).
+
+        One copy of the vector: straight into the message.
+        """
+        dt = dtype_for_bits(self.bits)
+        data = np.ascontiguousarray(self.vector, dtype=dt)
         if data.ndim != 1:
             raise MessageError("MASKED_INPUT: the vector must be 1-D")
-        buf, view = self.allocate(self.round_index, self.sender, self.session, self.bits,
-                                  self.rejected, data.shape[0])
-        np.copyto(view, data, casting="unsafe")
-        return bytes(buf)
+        prefix = b"".join([self.session, struct.pack(">B", self.bits), _ids(self.rejected),
+                           struct.pack(">I", data.shape[0])])
+        pad = bytes(-(HEADER_BYTES + len(prefix)) % VECTOR_ALIGN)
+        header = _HEADER.pack(MAGIC, WIRE_VERSION, int(MsgType.MASKED_INPUT), self.round_index,
+                              self.sender, len(prefix) + len(pad) + data.nbytes)
+        return b"".join([header, prefix, pad, data.data.cast("B")])
 
     @classmethod
     def decode(cls, data: bytes) -> MaskedInput:
