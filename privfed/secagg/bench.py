@@ -45,6 +45,11 @@ from privfed.secagg.messages import ShareKind
 from privfed.secagg.prg import CHUNK_ENTRIES, MASK_KEY_BYTES, MaskStream, mask_into, padded_buffer
 from privfed.secagg.simulate import PHASES, secure_sum
 
+try:
+    import resource
+except ImportError:  # pragma: no cover - not Unix
+    resource = None  # type: ignore[assignment]
+
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="privfed bench secagg", description=__doc__.splitlines()[0])
@@ -81,9 +86,7 @@ def cpu_time() -> float:
     With ``--workers > 1`` the workers' CPU time counts too, so the CPU-clock ratios never
     improve by moving work to another process; ``--clock wall`` shows what parallelism buys.
     """
-    try:
-        import resource
-    except ImportError:  # not Unix: no forked workers either
+    if resource is None:  # not Unix: no forked workers either
         return time.process_time()
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return time.process_time() + kids.ru_utime + kids.ru_stime

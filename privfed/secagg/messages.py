@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +23,7 @@ import numpy as np
 from privfed.secagg.envelope import ENVELOPE_BYTES
 from privfed.secagg.errors import MessageError
 from privfed.secagg.field import dtype_for_bits
-from privfed.secagg.shamir import SHARE_BYTES
+from privfed.secagg.shamir import SHARE_BYTES, decode_share
 
 MAGIC = b"PFSA"
 WIRE_VERSION = 2
@@ -93,9 +94,15 @@ def _ids(ids: tuple[int, ...]) -> bytes:
     return struct.pack(">I", len(ids)) + np.asarray(ids, dtype=">u4").tobytes()
 
 
-def frame(kind: MsgType, *, round_index: int, sender: int, body: bytes) -> bytes:
-    """Prefix ``body`` with the header."""
-    return _HEADER.pack(MAGIC, WIRE_VERSION, int(kind), round_index, sender, len(body)) + body
+def frame(
+    kind: MsgType, *, round_index: int, sender: int,
+    body: bytes | bytearray | Sequence[bytes | bytearray | memoryview],
+) -> bytes:
+    """Prefix ``body`` (one buffer, or parts joined in order) with the header; one copy."""
+    parts = [body] if isinstance(body, bytes | bytearray) else body
+    size = sum(memoryview(p).nbytes for p in parts)
+    return b"".join([_HEADER.pack(MAGIC, WIRE_VERSION, int(kind), round_index, sender, size),
+                     *parts])
 
 
 @dataclass(frozen=True)
@@ -189,7 +196,6 @@ class KeyRoster:
         return cls(h.round_index, tuple(entries))
 
 
-_ENVELOPE_ITEM = struct.Struct(f">I{ENVELOPE_BYTES}s")
 _SHARE_ITEM = struct.Struct(f">IB{SHARE_BYTES}s")
 
 
@@ -218,14 +224,14 @@ def _read_records(r: _Reader, what: str) -> np.ndarray:
     return records
 
 
-def _records_body(session: bytes, records: np.ndarray) -> bytes:
+def _records_body(session: bytes, records: np.ndarray) -> list[bytes | memoryview]:
     if len(session) != SESSION_BYTES:
         raise MessageError("session id has the wrong length")
     if records.dtype.names != ENVELOPE_RECORD.names or records.ndim != 1 or (
             records.dtype["envelope"] != ENVELOPE_RECORD["envelope"]):
         raise MessageError("envelope records have the wrong layout")
-    records = records.astype(ENVELOPE_RECORD, copy=False)  # e.g. native -> big-endian ids
-    return b"".join([session, struct.pack(">I", records.shape[0]), records.tobytes()])
+    records = np.ascontiguousarray(records.astype(ENVELOPE_RECORD, copy=False))  # big-endian
+    return [session, struct.pack(">I", records.shape[0]), records.data.cast("B")]
 
 
 def _as_pairs(records: np.ndarray) -> tuple[tuple[int, bytes], ...]:
@@ -333,9 +339,8 @@ class MaskedInput:
         prefix = b"".join([self.session, struct.pack(">B", self.bits), _ids(self.rejected),
                            struct.pack(">I", data.shape[0])])
         pad = bytes(-(HEADER_BYTES + len(prefix)) % VECTOR_ALIGN)
-        header = _HEADER.pack(MAGIC, WIRE_VERSION, int(MsgType.MASKED_INPUT), self.round_index,
-                              self.sender, len(prefix) + len(pad) + data.nbytes)
-        return b"".join([header, prefix, pad, data.data.cast("B")])
+        return frame(MsgType.MASKED_INPUT, round_index=self.round_index, sender=self.sender,
+                     body=[prefix, pad, data.data.cast("B")])
 
     @classmethod
     def decode(cls, data: bytes) -> MaskedInput:
@@ -404,7 +409,7 @@ class UnmaskResponse:
                 raise MessageError("share has the wrong length")
             pack(buf, SESSION_BYTES + 4 + i * size, owner, int(kind), share)
         return frame(MsgType.UNMASK_RESPONSE, round_index=self.round_index, sender=self.sender,
-                     body=bytes(buf))
+                     body=buf)
 
     @classmethod
     def decode(cls, data: bytes) -> UnmaskResponse:
@@ -443,9 +448,13 @@ class UnmaskColumns:
         return range(5, len(self.raw), _SHARE_ITEM.size)
 
     def values(self) -> list[int]:
-        """Each share as an integer (big-endian), not yet checked against the field."""
+        """Each share as a field element (:func:`~privfed.secagg.shamir.decode_share`).
+
+        Raises:
+            ValueError: a share is not a field element.
+        """
         raw = self.raw
-        return [int.from_bytes(raw[i : i + SHARE_BYTES], "big") for i in self.share_offsets]
+        return [decode_share(raw[i : i + SHARE_BYTES]) for i in self.share_offsets]
 
     @classmethod
     def decode(cls, data: bytes) -> UnmaskColumns:

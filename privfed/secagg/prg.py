@@ -148,7 +148,6 @@ def apply_masks(
     bits: int,
     workers: int = 1,
     chunk: int = CHUNK_ENTRIES,
-    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """``sum(vectors) + sum(+-mask(key))`` modulo ``2**bits``, streamed in chunks.
 
@@ -168,12 +167,8 @@ def apply_masks(
         workers: processes (1 = this process only; more only where ``os.fork`` is safe to use,
             i.e. on Linux; elsewhere the ranges run here one after the other).
         chunk: entries per chunk.
-        out: where to write the result (``length`` words of the packing dtype, e.g. the vector
-            field of a message being built); a new array by default.
     """
     dt = dtype_for_bits(bits)
-    if out is not None and (out.dtype != dt or out.shape != (length,)):
-        raise ValueError(f"out must be {length} words of {dt}, got {out.shape} of {out.dtype}")
     for v in vectors:
         if v.dtype != dt or v.shape != (length,):
             raise ValueError(f"inputs must be {length} words of {dt}, got {v.shape} of {v.dtype}")
@@ -187,8 +182,6 @@ def apply_masks(
     if forked:  # the workers write their ranges into memory shared with this process
         shared = mmap.mmap(-1, max(1, length * dt.itemsize))
         total = np.frombuffer(shared, dtype=dt, count=length)
-    elif out is not None:
-        total = out
     else:
         total = np.empty(length, dtype=dt)
 
@@ -223,11 +216,7 @@ def apply_masks(
 
     run_ranges(work, ranges, fork=forked)
     if forked:
-        if out is not None:
-            np.copyto(out, total)
-            total = out
-        else:
-            total = total.copy()  # a private array; the shared mapping is released
+        total = total.copy()  # a private array; the shared mapping is released
     return reduce_inplace(total, bits)
 
 

@@ -388,19 +388,14 @@ class SecAggServer:
             self._check_header(msg.round_index, msg.sender, sender)
             self._check_session(msg.session, sender)
             surv, drop = self._requests[sender]
-            # Owners are unique within a response (checked by decode), so matching the owners
-            # of each kind and the count matches the request exactly.
-            kinds = msg.kinds
-            pairs = list(zip(msg.owners, kinds, strict=True))
-            self_kind, key_kind = int(ShareKind.SELF_MASK), int(ShareKind.MASK_KEY)
-            if (len(kinds) != len(surv) + len(drop)
-                    or {o for o, k in pairs if k == self_kind} != surv
-                    or {o for o, k in pairs if k == key_kind} != drop):
+            want = dict.fromkeys(surv, int(ShareKind.SELF_MASK))
+            want.update(dict.fromkeys(drop, int(ShareKind.MASK_KEY)))
+            if dict(zip(msg.owners, msg.kinds, strict=True)) != want:  # owners are unique
                 raise ProtocolViolation("response does not match the request", sender=sender)
-            values = msg.values()
-            if max(values, default=0) >= shamir.PRIME:
-                raise ProtocolViolation("share is not a field element", sender=sender)
-            return msg.owners, kinds, values
+            try:
+                return msg.owners, msg.kinds, msg.values()
+            except ValueError:
+                raise ProtocolViolation("share is not a field element", sender=sender) from None
 
         self._accept(sender, self.u3, Stage.UNMASK, parse)
 
