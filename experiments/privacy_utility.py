@@ -91,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         "NOT the headline numbers. Regenerate the headline grid with "
         "`python experiments/privacy_utility.py`."
         if args.grid == "smoke"
-        else "**Headline grid.**" if args.grid == "headline" else f"**Grid: {args.grid}.**"
+        else "**Headline grid.**"
+        if args.grid == "headline"
+        else f"**Grid: {args.grid}.**"
     )
     commands = args.commands or (
         f"experiments/benchmarks/{'smoke' if args.grid == 'smoke' else 'privacy_utility'}.sh"
@@ -104,8 +106,15 @@ def main(argv: list[str] | None = None) -> int:
         *provenance_lines(
             script="experiments/privacy_utility.py",
             argv=list(argv if argv is not None else sys.argv[1:]),
-            sweeps=[SweepRun(args.config, len(result.points), len(result.ran),
-                             len(result.skipped), sweep_s / 60)],
+            sweeps=[
+                SweepRun(
+                    args.config,
+                    len(result.points),
+                    len(result.ran),
+                    len(result.skipped),
+                    sweep_s / 60,
+                )
+            ],
             workers=args.workers,
             commands_file=commands,
         ),

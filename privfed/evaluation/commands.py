@@ -13,12 +13,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     spec = load_sweep(args.sweep)
     out = Path(args.out) if args.out else Path("sweeps") / spec.name
     result = run_sweep(spec, out, workers=args.workers, progress=not args.quiet)
-    print(f"results: {result.results_csv} ({len(result.points) - len(result.failed)} of "
-          f"{len(result.points)} points finished; ran {len(result.ran)}, "
-          f"already done {len(result.skipped)})")
+    print(
+        f"results: {result.results_csv} ({len(result.points) - len(result.failed)} of "
+        f"{len(result.points)} points finished; ran {len(result.ran)}, "
+        f"already done {len(result.skipped)})"
+    )
     if result.failed:
-        print(f"{len(result.failed)} point(s) failed: {', '.join(result.failed)}; fix the cause "
-              f"and run the same command again (finished points are kept)")
+        print(
+            f"{len(result.failed)} point(s) failed: {', '.join(result.failed)}; fix the cause "
+            f"and run the same command again (finished points are kept)"
+        )
         return 1
     return 0
 
@@ -27,8 +31,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     """``privfed report DIR [--epsilon E] [--alpha A]``."""
     from privfed.evaluation.report import make_report
 
-    report = make_report(args.dir, epsilon=args.epsilon, alpha=args.alpha,
-                         out_dir=args.out)
+    report = make_report(args.dir, epsilon=args.epsilon, alpha=args.alpha, out_dir=args.out)
     print(f"report: {report.markdown}")
     for png in report.figures:
         print(f"  figure: {png}")
@@ -49,18 +52,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="run a grid of experiments (resumable) into one directory")
     p.add_argument("sweep", help="sweep TOML file ([sweep] table: base, set, grid, baselines)")
     p.add_argument("--out", help="sweep directory (default: sweeps/NAME); reuse it to resume")
-    p.add_argument("--workers", type=int, default=1,
-                   help="points run in parallel processes (default 1)")
+    p.add_argument(
+        "--workers", type=int, default=1, help="points run in parallel processes (default 1)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("report", help="report.md and PNG plots of a sweep directory")
     p.add_argument("dir", help="sweep directory holding results.csv")
-    p.add_argument("--epsilon", type=float, default=None,
-                   help="target epsilon for the per-client spread and accuracy-vs-alpha plots "
-                        "(default: inf if swept, else the largest)")
-    p.add_argument("--alpha", type=float, default=None,
-                   help="Dirichlet alpha for the per-client spread plot (default: the smallest)")
+    p.add_argument(
+        "--epsilon",
+        type=float,
+        default=None,
+        help="target epsilon for the per-client spread and accuracy-vs-alpha plots "
+        "(default: inf if swept, else the largest)",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=None,
+        help="Dirichlet alpha for the per-client spread plot (default: the smallest)",
+    )
     p.add_argument("--out", help="where report.md and the PNGs go (default: DIR)")
     p.set_defaults(func=cmd_report)
 

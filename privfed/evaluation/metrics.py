@@ -35,8 +35,9 @@ class ClientSummary:
     n: int
 
 
-def summarize(values: Sequence[float] | np.ndarray, *, worst_fraction: float = 0.1
-              ) -> ClientSummary:
+def summarize(
+    values: Sequence[float] | np.ndarray, *, worst_fraction: float = 0.1
+) -> ClientSummary:
     """Mean, median, worst-fraction mean and standard deviation over clients."""
     arr = np.asarray(values, dtype=np.float64)
     if arr.size == 0:

@@ -23,7 +23,11 @@ class SweepRun:
 
 
 def provenance_lines(
-    *, script: str, argv: Sequence[str], sweeps: Sequence[SweepRun], workers: int,
+    *,
+    script: str,
+    argv: Sequence[str],
+    sweeps: Sequence[SweepRun],
+    workers: int,
     commands_file: str,
 ) -> list[str]:
     """Markdown bullet lines: command, sweep files, machine, versions, commit, date."""

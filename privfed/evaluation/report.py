@@ -91,8 +91,11 @@ class _Layout:
 
 def _layout(rows: Sequence[Row], swept: Sequence[str]) -> _Layout:
     alpha = next((f for f in swept if f.endswith("partition.alpha")), None)
-    series = tuple(f for f in swept if f not in ("dp.target_epsilon", "seed", alpha)
-                   and len({r[f] for r in rows}) > 1)
+    series = tuple(
+        f
+        for f in swept
+        if f not in ("dp.target_epsilon", "seed", alpha) and len({r[f] for r in rows}) > 1
+    )
     if "federation.algorithm" not in series and "algorithm" in (rows[0] if rows else {}):
         series = ("algorithm", *series)
     return _Layout(alpha=alpha, series=series)
@@ -112,13 +115,15 @@ def _alpha(row: Row, layout: _Layout) -> float:
     return _f(row[layout.alpha]) if layout.alpha else 0.0  # 0.0: alpha not swept
 
 
-def _group(rows: Sequence[Row], layout: _Layout, value: str
-           ) -> dict[tuple[str, str, float, float], MeanCI]:
+def _group(
+    rows: Sequence[Row], layout: _Layout, value: str
+) -> dict[tuple[str, str, float, float], MeanCI]:
     """(task, series, alpha, epsilon) -> mean ± CI over seeds of column ``value``."""
     acc: dict[tuple[str, str, float, float], list[float]] = defaultdict(list)
     for r in rows:
-        acc[(r["task"], _series_name(r, layout), _alpha(r, layout),
-             _f(r["target_epsilon"]))].append(_f(r[value]))
+        acc[
+            (r["task"], _series_name(r, layout), _alpha(r, layout), _f(r["target_epsilon"]))
+        ].append(_f(r[value]))
     return {k: mean_ci(v) for k, v in acc.items()}
 
 
@@ -149,8 +154,15 @@ def _eps_positions(eps_values: Sequence[float]) -> tuple[dict[float, float], lis
     return pos, finite
 
 
-def _eps_panel(ax: Any, data: Mapping[str, Mapping[float, MeanCI]], *, title: str,
-               ylabel: str, delta: str, majority: float | None = None) -> None:
+def _eps_panel(
+    ax: Any,
+    data: Mapping[str, Mapping[float, MeanCI]],
+    *,
+    title: str,
+    ylabel: str,
+    delta: str,
+    majority: float | None = None,
+) -> None:
     all_eps = sorted({e for d in data.values() for e in d})
     pos, finite = _eps_positions(all_eps)
     for i, (name, pts) in enumerate(sorted(data.items())):
@@ -161,28 +173,45 @@ def _eps_panel(ax: Any, data: Mapping[str, Mapping[float, MeanCI]], *, title: st
             ys = [pts[e].mean for e in fin]
             lo = [pts[e].mean - _hw(pts[e]) for e in fin]
             hi = [pts[e].mean + _hw(pts[e]) for e in fin]
-            ax.errorbar(xs, ys, yerr=[[y - a for y, a in zip(ys, lo, strict=True)],
-                                      [b - y for y, b in zip(ys, hi, strict=True)]],
-                        fmt="o-", color=color, capsize=3, label=name)
+            ax.errorbar(
+                xs,
+                ys,
+                yerr=[
+                    [y - a for y, a in zip(ys, lo, strict=True)],
+                    [b - y for y, b in zip(ys, hi, strict=True)],
+                ],
+                fmt="o-",
+                color=color,
+                capsize=3,
+                label=name,
+            )
             if len(xs) > 1:
                 ax.fill_between(xs, lo, hi, color=color, alpha=0.2, linewidth=0)
         if math.inf in pts:
             m = pts[math.inf]
-            ax.errorbar([pos[math.inf]], [m.mean], yerr=[[_hw(m)], [_hw(m)]], fmt="D",
-                        color=color, capsize=4, markersize=7,
-                        label=None if fin else name)
+            ax.errorbar(
+                [pos[math.inf]],
+                [m.mean],
+                yerr=[[_hw(m)], [_hw(m)]],
+                fmt="D",
+                color=color,
+                capsize=4,
+                markersize=7,
+                label=None if fin else name,
+            )
     if math.inf in pos and finite:
-        ax.axvline(math.sqrt(finite[-1] * pos[math.inf]), color="0.6", linestyle=":",
-                   linewidth=1)
+        ax.axvline(math.sqrt(finite[-1] * pos[math.inf]), color="0.6", linestyle=":", linewidth=1)
     if majority is not None and math.isfinite(majority):
-        ax.axhline(majority, color="0.4", linestyle="--", linewidth=1,
-                   label="majority-class baseline")
+        ax.axhline(
+            majority, color="0.4", linestyle="--", linewidth=1, label="majority-class baseline"
+        )
     ax.set_xscale("log")
     ax.set_ylim(-0.02, 1.02)  # accuracy; CI bands are clipped to the possible range
     ticks = [pos[e] for e in sorted(pos)]
     ax.set_xticks(ticks)
-    ax.set_xticklabels([_fmt_eps(e) if math.isfinite(e) else "∞\n(non-private)"
-                        for e in sorted(pos)])
+    ax.set_xticklabels(
+        [_fmt_eps(e) if math.isfinite(e) else "∞\n(non-private)" for e in sorted(pos)]
+    )
     ax.minorticks_off()
     ax.set_xlabel(f"target ε per client and data source (δ = {delta}, log scale)")
     ax.set_ylabel(ylabel)
@@ -219,14 +248,16 @@ def _manifests(sweep_dir: Path, rows: Sequence[Row]) -> dict[str, dict[str, Any]
             continue
         try:
             out[r["point_id"]] = json.loads(
-                (sweep_dir / r["run_dir"] / "manifest.json").read_text(encoding="utf-8"))
+                (sweep_dir / r["run_dir"] / "manifest.json").read_text(encoding="utf-8")
+            )
         except (OSError, ValueError):
             out[r["point_id"]] = {}
     return out
 
 
-def _table(groups: Mapping[tuple[str, str, float, float], MeanCI], task: str,
-           layout: _Layout) -> list[str]:
+def _table(
+    groups: Mapping[tuple[str, str, float, float], MeanCI], task: str, layout: _Layout
+) -> list[str]:
     keys = [k for k in groups if k[0] == task]
     eps = sorted({k[3] for k in keys})
     rowkeys = sorted({(k[1], k[2]) for k in keys}, key=lambda x: (x[0], x[1]))
@@ -241,8 +272,13 @@ def _table(groups: Mapping[tuple[str, str, float, float], MeanCI], task: str,
     return lines
 
 
-def make_report(sweep_dir: str | Path, *, epsilon: float | None = None,
-                alpha: float | None = None, out_dir: str | Path | None = None) -> Report:
+def make_report(
+    sweep_dir: str | Path,
+    *,
+    epsilon: float | None = None,
+    alpha: float | None = None,
+    out_dir: str | Path | None = None,
+) -> Report:
     """Write ``report.md`` and the PNG plots of a sweep directory.
 
     Args:
@@ -262,28 +298,35 @@ def make_report(sweep_dir: str | Path, *, epsilon: float | None = None,
     out = Path(out_dir) if out_dir else sweep_dir
     rows = read_results(sweep_dir / RESULTS_CSV)
     if not rows:
-        raise ReportError(f"{sweep_dir / RESULTS_CSV} has no finished points yet; run (or "
-                          "resume) `privfed sweep` until at least one point finishes")
+        raise ReportError(
+            f"{sweep_dir / RESULTS_CSV} has no finished points yet; run (or "
+            "resume) `privfed sweep` until at least one point finishes"
+        )
     plt = _pyplot()
     try:
         sweep = json.loads((sweep_dir / SWEEP_JSON).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         sweep = {}
     header = list(rows[0])
-    swept = sweep.get("swept_fields") or header[2:header.index("seed")]
+    swept = sweep.get("swept_fields") or header[2 : header.index("seed")]
     layout = _layout(rows, swept)
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     eps_all = sorted({_f(r["target_epsilon"]) for r in rows})
     alphas = sorted({_alpha(r, layout) for r in rows})
-    chosen_eps = epsilon if epsilon is not None else (
-        math.inf if math.inf in eps_all else eps_all[-1])
+    chosen_eps = (
+        epsilon if epsilon is not None else (math.inf if math.inf in eps_all else eps_all[-1])
+    )
     if chosen_eps not in eps_all:
-        raise ReportError(f"--epsilon {chosen_eps:g} was not swept; choose one of "
-                          f"{', '.join(_fmt_eps(e) for e in eps_all)}")
+        raise ReportError(
+            f"--epsilon {chosen_eps:g} was not swept; choose one of "
+            f"{', '.join(_fmt_eps(e) for e in eps_all)}"
+        )
     chosen_alpha = alpha if alpha is not None else alphas[0]
     if layout.alpha and chosen_alpha not in alphas:
-        raise ReportError(f"--alpha {chosen_alpha:g} was not swept; choose one of "
-                          f"{', '.join(f'{a:g}' for a in alphas)}")
+        raise ReportError(
+            f"--alpha {chosen_alpha:g} was not swept; choose one of "
+            f"{', '.join(f'{a:g}' for a in alphas)}"
+        )
     delta = rows[0]["delta"]
     acc = _group(rows, layout, "mean_acc")
     worst = _group(rows, layout, "worst_acc")
@@ -302,31 +345,42 @@ def make_report(sweep_dir: str | Path, *, epsilon: float | None = None,
 
     # accuracy vs epsilon, one figure per task, one panel per alpha
     for t in tasks:
-        fig, axes = plt.subplots(1, len(alphas), figsize=(6.4 * len(alphas), 4.6),
-                                 squeeze=False,
-                                 layout="constrained")
+        fig, axes = plt.subplots(
+            1, len(alphas), figsize=(6.4 * len(alphas), 4.6), squeeze=False, layout="constrained"
+        )
         for ax, a in zip(axes[0], alphas, strict=True):
             data: dict[str, dict[float, MeanCI]] = defaultdict(dict)
             for (task, series, aa, e), m in acc.items():
                 if task == t and (aa == a or not layout.alpha):
                     data[series][e] = m
-            _eps_panel(ax, data, title=f"{t}: accuracy vs privacy{alpha_title(a)}",
-                       ylabel=ylabel, delta=delta, majority=majority[t])
+            _eps_panel(
+                ax,
+                data,
+                title=f"{t}: accuracy vs privacy{alpha_title(a)}",
+                ylabel=ylabel,
+                delta=delta,
+                majority=majority[t],
+            )
         figures.append(_save(fig, out / f"acc_vs_epsilon_{_safe(t)}.png"))
         plt.close(fig)
 
     # multi-task average and worst task vs epsilon
-    fig, axes = plt.subplots(2, len(alphas), figsize=(6.4 * len(alphas), 9), squeeze=False,
-                                 layout="constrained")
+    fig, axes = plt.subplots(
+        2, len(alphas), figsize=(6.4 * len(alphas), 9), squeeze=False, layout="constrained"
+    )
     for col, a in enumerate(alphas):
         for rowi, t in enumerate(["multi-task average", "worst task"]):
             data = defaultdict(dict)
             for (task, series, aa, e), m in mt.items():
                 if task == t and (aa == a or not layout.alpha):
                     data[series][e] = m
-            _eps_panel(axes[rowi][col], data, title=f"{t} over {len(tasks)} tasks"
-                       f"{alpha_title(a)}", ylabel=f"{t} of mean client accuracy (fraction)",
-                       delta=delta)
+            _eps_panel(
+                axes[rowi][col],
+                data,
+                title=f"{t} over {len(tasks)} tasks{alpha_title(a)}",
+                ylabel=f"{t} of mean client accuracy (fraction)",
+                delta=delta,
+            )
     figures.append(_save(fig, out / "multitask.png"))
     plt.close(fig)
 
@@ -334,8 +388,9 @@ def make_report(sweep_dir: str | Path, *, epsilon: float | None = None,
     if layout.alpha and len(alphas) > 1:
         ncol = min(3, len(tasks))
         nrow = math.ceil(len(tasks) / ncol)
-        fig, axes = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 4.2 * nrow), squeeze=False,
-                                 layout="constrained")
+        fig, axes = plt.subplots(
+            nrow, ncol, figsize=(5.2 * ncol, 4.2 * nrow), squeeze=False, layout="constrained"
+        )
         for i, t in enumerate(tasks):
             ax = axes[i // ncol][i % ncol]
             series_pts: dict[str, dict[float, MeanCI]] = defaultdict(dict)
@@ -346,15 +401,26 @@ def make_report(sweep_dir: str | Path, *, epsilon: float | None = None,
                 xs = sorted(pts)
                 ys = [pts[x].mean for x in xs]
                 ax.plot(xs, ys, "o-", color=f"C{j % 10}", label=name)
-                ax.fill_between(xs, [pts[x].mean - _hw(pts[x]) for x in xs],
-                                [pts[x].mean + _hw(pts[x]) for x in xs], color=f"C{j % 10}",
-                                alpha=0.2, linewidth=0)
-            ax.axhline(majority[t], color="0.4", linestyle="--", linewidth=1,
-                       label="majority-class baseline")
+                ax.fill_between(
+                    xs,
+                    [pts[x].mean - _hw(pts[x]) for x in xs],
+                    [pts[x].mean + _hw(pts[x]) for x in xs],
+                    color=f"C{j % 10}",
+                    alpha=0.2,
+                    linewidth=0,
+                )
+            ax.axhline(
+                majority[t],
+                color="0.4",
+                linestyle="--",
+                linewidth=1,
+                label="majority-class baseline",
+            )
             ax.set_xscale("log")
             ax.set_ylim(-0.02, 1.02)
-            ax.set_xlabel(f"Dirichlet α of {layout.alpha.split('.')[1]} (log scale; "
-                          "smaller = more skewed)")
+            ax.set_xlabel(
+                f"Dirichlet α of {layout.alpha.split('.')[1]} (log scale; smaller = more skewed)"
+            )
             ax.set_ylabel(ylabel)
             ax.set_title(f"{t} at ε = {_fmt_eps(chosen_eps)}")
             ax.grid(True, alpha=0.3)
@@ -381,8 +447,9 @@ def make_report(sweep_dir: str | Path, *, epsilon: float | None = None,
     if spread:
         ncol = min(3, len(spread))
         nrow = math.ceil(len(spread) / ncol)
-        fig, axes = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 4.2 * nrow), squeeze=False,
-                                 layout="constrained")
+        fig, axes = plt.subplots(
+            nrow, ncol, figsize=(5.2 * ncol, 4.2 * nrow), squeeze=False, layout="constrained"
+        )
         for i, t in enumerate(tasks):
             ax = axes[i // ncol][i % ncol]
             names = sorted(spread[t])
@@ -390,41 +457,75 @@ def make_report(sweep_dir: str | Path, *, epsilon: float | None = None,
             ax.set_xticks(range(1, len(names) + 1))
             ax.set_xticklabels(names, rotation=20, fontsize=8)
             ax.set_ylabel("client test accuracy (fraction)")
-            ax.set_title(f"{t}: per-client accuracy, ε = {_fmt_eps(chosen_eps)}"
-                         + (f", α = {chosen_alpha:g}" if layout.alpha else ""), fontsize=10)
+            ax.set_title(
+                f"{t}: per-client accuracy, ε = {_fmt_eps(chosen_eps)}"
+                + (f", α = {chosen_alpha:g}" if layout.alpha else ""),
+                fontsize=10,
+            )
             ax.grid(True, axis="y", alpha=0.3)
         for k in range(len(tasks), nrow * ncol):
             axes[k // ncol][k % ncol].axis("off")
-        fig.suptitle("Per-client accuracy spread (all clients of all seeds; box: quartiles, "
-                     "triangle: mean)", fontsize=10)
+        fig.suptitle(
+            "Per-client accuracy spread (all clients of all seeds; box: quartiles, triangle: mean)",
+            fontsize=10,
+        )
         figures.append(_save(fig, out / "client_spread.png"))
         plt.close(fig)
 
-    md = _markdown(sweep_dir, sweep, rows, layout, tasks, acc, worst, mt, figures, out,
-                   chosen_eps=chosen_eps, chosen_alpha=chosen_alpha)
+    md = _markdown(
+        sweep_dir,
+        sweep,
+        rows,
+        layout,
+        tasks,
+        acc,
+        worst,
+        mt,
+        figures,
+        out,
+        chosen_eps=chosen_eps,
+        chosen_alpha=chosen_alpha,
+    )
     atomic_write_text(out / "report.md", md)
     return Report(markdown=out / "report.md", figures=tuple(figures))
 
 
-def _markdown(sweep_dir: Path, sweep: Mapping[str, Any], rows: Sequence[Row], layout: _Layout,
-              tasks: Sequence[str], acc: Mapping[tuple[str, str, float, float], MeanCI],
-              worst: Mapping[tuple[str, str, float, float], MeanCI],
-              mt: Mapping[tuple[str, str, float, float], MeanCI], figures: Sequence[Path],
-              out: Path, *, chosen_eps: float, chosen_alpha: float) -> str:
+def _markdown(
+    sweep_dir: Path,
+    sweep: Mapping[str, Any],
+    rows: Sequence[Row],
+    layout: _Layout,
+    tasks: Sequence[str],
+    acc: Mapping[tuple[str, str, float, float], MeanCI],
+    worst: Mapping[tuple[str, str, float, float], MeanCI],
+    mt: Mapping[tuple[str, str, float, float], MeanCI],
+    figures: Sequence[Path],
+    out: Path,
+    *,
+    chosen_eps: float,
+    chosen_alpha: float,
+) -> str:
     manifests = _manifests(sweep_dir, rows)
     n_points = len({r["point_id"] for r in rows})
     total = len(sweep.get("points", [])) or n_points
     seeds = sorted({int(r["seed"]) for r in rows})
-    versions = sorted({json.dumps(m.get("versions", {}), sort_keys=True)
-                       for m in manifests.values()})
-    commits = sorted({f"{m.get('git', {}).get('commit', 'unknown')}"
-                      + (" (uncommitted changes)" if m.get("git", {}).get("dirty") else "")
-                      for m in manifests.values()})
-    platforms = sorted({json.dumps(m.get("platform", {}), sort_keys=True)
-                        for m in manifests.values()})
+    versions = sorted(
+        {json.dumps(m.get("versions", {}), sort_keys=True) for m in manifests.values()}
+    )
+    commits = sorted(
+        {
+            f"{m.get('git', {}).get('commit', 'unknown')}"
+            + (" (uncommitted changes)" if m.get("git", {}).get("dirty") else "")
+            for m in manifests.values()
+        }
+    )
+    platforms = sorted(
+        {json.dumps(m.get("platform", {}), sort_keys=True) for m in manifests.values()}
+    )
     accountants = sorted({r["accountant"] for r in rows})
-    axes = "; ".join(f"`{k}` = [{', '.join(str(x) for x in v)}]"
-                     for k, v in sweep.get("axes", {}).items())
+    axes = "; ".join(
+        f"`{k}` = [{', '.join(str(x) for x in v)}]" for k, v in sweep.get("axes", {}).items()
+    )
     baselines = ", ".join(b.get("name", "?") for b in sweep.get("baselines", [])) or "none"
     L: list[str] = [
         f"# Privacy-utility report: {sweep.get('name', sweep_dir.name)}",
@@ -432,11 +533,14 @@ def _markdown(sweep_dir: Path, sweep: Mapping[str, Any], rows: Sequence[Row], la
         f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} by "
         f"`privfed report {sweep_dir}` on {platform.node() or 'unknown host'}. "
         f"{n_points} of {total} points finished"
-        + ("" if n_points == total else " (**incomplete sweep**: resume it with the same "
-           "`privfed sweep` command)") + ".",
+        + (
+            ""
+            if n_points == total
+            else " (**incomplete sweep**: resume it with the same `privfed sweep` command)"
+        )
+        + ".",
         "",
-        f"- sweep file: `{sweep.get('sweep_file', '?')}` (base config: "
-        f"`{sweep.get('base', '?')}`)",
+        f"- sweep file: `{sweep.get('sweep_file', '?')}` (base config: `{sweep.get('base', '?')}`)",
         f"- swept: {axes}",
         f"- baselines: {baselines}",
         f"- seeds: {seeds}; every number is a mean over seeds ± the half-width of a 95% "
@@ -468,16 +572,24 @@ def _markdown(sweep_dir: Path, sweep: Mapping[str, Any], rows: Sequence[Row], la
     L += ["## Worst-10% client test accuracy", ""]
     for t in tasks:
         L += [f"### {t}", "", *_table(worst, t, layout), ""]
-    L += ["## Multi-task average and worst task", "",
-          "Per point: the average over tasks of the mean client accuracy, and its minimum over "
-          "tasks; then mean ± 95% CI over seeds.", ""]
+    L += [
+        "## Multi-task average and worst task",
+        "",
+        "Per point: the average over tasks of the mean client accuracy, and its minimum over "
+        "tasks; then mean ± 95% CI over seeds.",
+        "",
+    ]
     for t in ("multi-task average", "worst task"):
         L += [f"### {t}", "", *_table(mt, t, layout), ""]
-    L += ["## Privacy spent", "",
-          "ε spent per data source: the largest over clients (max over the points with that "
-          "target) and the mean over clients (averaged over those points).",
-          "", "| target ε | source | ε spent (max over clients) | ε spent (mean over clients) |",
-          "|---|---|---|---|"]
+    L += [
+        "## Privacy spent",
+        "",
+        "ε spent per data source: the largest over clients (max over the points with that "
+        "target) and the mean over clients (averaged over those points).",
+        "",
+        "| target ε | source | ε spent (max over clients) | ε spent (mean over clients) |",
+        "|---|---|---|---|",
+    ]
     spent: dict[tuple[float, str], list[tuple[float, float]]] = defaultdict(list)
     seen: set[tuple[str, str]] = set()
     for r in rows:
@@ -485,11 +597,14 @@ def _markdown(sweep_dir: Path, sweep: Mapping[str, Any], rows: Sequence[Row], la
             continue
         seen.add((r["point_id"], r["source"]))
         spent[(_f(r["target_epsilon"]), r["source"])].append(
-            (_f(r["epsilon_max"]), _f(r["epsilon_mean"])))
+            (_f(r["epsilon_max"]), _f(r["epsilon_mean"]))
+        )
     for (e, src), vals in sorted(spent.items()):
         mx = max(v[0] for v in vals)
         mn = sum(v[1] for v in vals) / len(vals)
-        L.append(f"| {_fmt_eps(e)} | {src} | {_fmt_eps(mx) if math.isinf(mx) else f'{mx:.3f}'}"
-                 f" | {_fmt_eps(mn) if math.isinf(mn) else f'{mn:.3f}'} |")
+        L.append(
+            f"| {_fmt_eps(e)} | {src} | {_fmt_eps(mx) if math.isinf(mx) else f'{mx:.3f}'}"
+            f" | {_fmt_eps(mn) if math.isinf(mn) else f'{mn:.3f}'} |"
+        )
     L.append("")
     return "\n".join(L)

@@ -56,8 +56,9 @@ class ReproduceResult:
         lines = [f"reproduced {self.original} -> {self.rerun}"]
         lines += [f"note: {n}" for n in self.notes]
         if self.identical:
-            lines.append(f"identical: all {self.compared} values in metrics.jsonl and "
-                         "privacy.json match")
+            lines.append(
+                f"identical: all {self.compared} values in metrics.jsonl and privacy.json match"
+            )
         else:
             lines.append(f"DIFFERENT: {len(self.differences)} of {self.compared} values differ")
             lines += [f"  {d}" for d in self.differences[:limit]]
@@ -142,8 +143,9 @@ def diff_run_dirs(original: str | Path, rerun: str | Path) -> ReproduceResult:
     if not a_rows:
         raise ReproduceError(f"{a_dir / 'metrics.jsonl'} is missing or empty")
     diffs, n = diff_json(_rounds(a_rows), _rounds(b_rows), "metrics.jsonl")
-    d2, n2 = diff_json(_read_json(a_dir / "privacy.json"), _read_json(b_dir / "privacy.json"),
-                       "privacy.json")
+    d2, n2 = diff_json(
+        _read_json(a_dir / "privacy.json"), _read_json(b_dir / "privacy.json"), "privacy.json"
+    )
     diffs += d2
     notes: list[str] = []
     ma = _read_json(a_dir / "manifest.json")
@@ -151,8 +153,9 @@ def diff_run_dirs(original: str | Path, rerun: str | Path) -> ReproduceResult:
     for key in ("versions", "git", "platform"):
         d, _ = diff_json(ma.get(key), mb.get(key), key)
         notes += d
-    return ReproduceResult(original=a_dir, rerun=b_dir, differences=tuple(diffs),
-                           notes=tuple(notes), compared=n + n2)
+    return ReproduceResult(
+        original=a_dir, rerun=b_dir, differences=tuple(diffs), notes=tuple(notes), compared=n + n2
+    )
 
 
 def _fresh_dir(run_dir: Path) -> Path:
@@ -163,8 +166,9 @@ def _fresh_dir(run_dir: Path) -> Path:
     raise ReproduceError(f"too many {run_dir.name}.reproduce-N directories; pass --out")
 
 
-def reproduce(run_dir: str | Path, *, out_dir: str | Path | None = None,
-              progress: bool = True) -> ReproduceResult:
+def reproduce(
+    run_dir: str | Path, *, out_dir: str | Path | None = None, progress: bool = True
+) -> ReproduceResult:
     """Re-run ``run_dir`` from its ``config.toml`` into a fresh directory and diff the numbers.
 
     Args:
@@ -184,12 +188,16 @@ def reproduce(run_dir: str | Path, *, out_dir: str | Path | None = None,
 
     run = Path(run_dir)
     if not (run / "config.toml").exists():
-        raise ReproduceError(f"{run / 'config.toml'} is missing; RUN_DIR must be a run "
-                             "directory written by `privfed run` or `privfed sweep`")
+        raise ReproduceError(
+            f"{run / 'config.toml'} is missing; RUN_DIR must be a run "
+            "directory written by `privfed run` or `privfed sweep`"
+        )
     manifest = _read_json(run / "manifest.json")
     if manifest.get("finished") is not True:
-        raise ReproduceError(f"{run} is not finished (manifest.json finished=false); finish it "
-                             f"with `privfed run --resume --out {run}` first")
+        raise ReproduceError(
+            f"{run} is not finished (manifest.json finished=false); finish it "
+            f"with `privfed run --resume --out {run}` first"
+        )
     try:
         cfg = load_config(run / "config.toml")
     except ConfigError as exc:

@@ -233,8 +233,9 @@ def load_sweep(path: str | Path) -> SweepSpec:
         )
     name = str(sw.get("name", path.stem))
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise SweepError(f"{path}: sweep.name must be a word of letters, digits, _ . -, got "
-                         f"{name!r}")
+        raise SweepError(
+            f"{path}: sweep.name must be a word of letters, digits, _ . -, got {name!r}"
+        )
     base_ref = sw.get("base", "quickstart")
     if not isinstance(base_ref, str) or not base_ref:
         raise SweepError(f"{path}: sweep.base must name a config file or 'quickstart'")
@@ -273,15 +274,17 @@ def load_sweep(path: str | Path) -> SweepSpec:
         if len({format_value(v) for v in vals}) != len(vals):
             raise SweepError(f"{path}: sweep.grid axis {axis!r} repeats a value: {list(vals)}")
         if axis in set_:
-            raise SweepError(f"{path}: {axis!r} is both in sweep.set and a sweep.grid axis; "
-                             "keep one")
+            raise SweepError(
+                f"{path}: {axis!r} is both in sweep.set and a sweep.grid axis; keep one"
+            )
         axes[axis] = vals
 
     baselines: list[tuple[str, dict[str, Any]]] = []
     raw_b = sw.get("baselines", [])
     if not isinstance(raw_b, list):
-        raise SweepError(f"{path}: sweep.baselines must be an array of tables "
-                         "([[sweep.baselines]])")
+        raise SweepError(
+            f"{path}: sweep.baselines must be an array of tables ([[sweep.baselines]])"
+        )
     for i, entry in enumerate(raw_b):
         if not isinstance(entry, dict):
             raise SweepError(f"{path}: sweep.baselines[{i}] must be a table")
@@ -291,12 +294,21 @@ def load_sweep(path: str | Path) -> SweepSpec:
         if not fixed:
             raise SweepError(f"{path}: sweep.baselines[{i}] ({bname}) sets no field")
         if bname == "grid" or bname in {b[0] for b in baselines}:
-            raise SweepError(f"{path}: sweep.baselines[{i}] name {bname!r} is reserved or "
-                             "repeated; give each baseline its own name")
+            raise SweepError(
+                f"{path}: sweep.baselines[{i}] name {bname!r} is reserved or "
+                "repeated; give each baseline its own name"
+            )
         baselines.append((bname, fixed))
 
-    spec = SweepSpec(name=name, source=str(path), base=base, base_label=base_ref, set=set_,
-                     axes=axes, baselines=tuple(baselines))
+    spec = SweepSpec(
+        name=name,
+        source=str(path),
+        base=base,
+        base_label=base_ref,
+        set=set_,
+        axes=axes,
+        baselines=tuple(baselines),
+    )
     _validate_axes(spec)
     return spec
 
@@ -344,8 +356,9 @@ def _validate_axes(spec: SweepSpec) -> None:
                 ) from None
             bad = _check_algorithm(cfg)
             if bad:
-                raise SweepError(f"{spec.source}: sweep.grid axis {axis!r} value "
-                                 f"{format_value(v)}: {bad}")
+                raise SweepError(
+                    f"{spec.source}: sweep.grid axis {axis!r} value {format_value(v)}: {bad}"
+                )
 
 
 # --------------------------------------------------------------------------------------------
@@ -382,10 +395,14 @@ def expand_points(spec: SweepSpec) -> list[SweepPoint]:
         SweepError: naming the point's overrides and every invalid field.
     """
     axes = list(spec.axes)
-    combos: list[tuple[str, dict[str, Any]]] = [
-        ("grid", dict(zip(axes, values, strict=True)))
-        for values in itertools.product(*spec.axes.values())
-    ] if axes else [("grid", {})]
+    combos: list[tuple[str, dict[str, Any]]] = (
+        [
+            ("grid", dict(zip(axes, values, strict=True)))
+            for values in itertools.product(*spec.axes.values())
+        ]
+        if axes
+        else [("grid", {})]
+    )
     for bname, fixed in spec.baselines:
         free = [a for a in axes if a not in fixed]
         for values in itertools.product(*(spec.axes[a] for a in free)):
@@ -453,8 +470,9 @@ def _float(v: Any) -> float:
     return float(v) if v is not None else float("nan")
 
 
-def _point_rows(spec_fields: Sequence[str], point: SweepPoint, run_dir: Path,
-                out_dir: Path) -> list[dict[str, str]]:
+def _point_rows(
+    spec_fields: Sequence[str], point: SweepPoint, run_dir: Path, out_dir: Path
+) -> list[dict[str, str]]:
     manifest = _read_json(run_dir / "manifest.json") or {}
     if manifest.get("config_hash") != point.config_hash:
         raise SweepError(
@@ -465,8 +483,10 @@ def _point_rows(spec_fields: Sequence[str], point: SweepPoint, run_dir: Path,
     privacy = _read_json(run_dir / "privacy.json") or {}
     rows = read_jsonl(run_dir / "metrics.jsonl")
     if not rows:
-        raise SweepError(f"{run_dir}/metrics.jsonl is empty although the run is finished; "
-                         "delete the point directory and re-run the sweep")
+        raise SweepError(
+            f"{run_dir}/metrics.jsonl is empty although the run is finished; "
+            "delete the point directory and re-run the sweep"
+        )
     last = rows[-1]
     cfg_dict = to_dict(point.config)
     timings = manifest.get("timings", {})
@@ -479,33 +499,35 @@ def _point_rows(spec_fields: Sequence[str], point: SweepPoint, run_dir: Path,
         row: dict[str, str] = {"point_id": point.id, "label": point.label}
         for f in spec_fields:
             row[f] = format_value(_lookup(cfg_dict, f))
-        row.update({
-            "seed": str(point.config.seed),
-            "config_hash": point.config_hash,
-            "task": task,
-            "source": src,
-            "rounds": str(last["round"]),
-            "clients": str(m.get("clients", "")),
-            "mean_acc": format_value(_float(m["mean_acc"])),
-            "median_acc": format_value(_float(m["median_acc"])),
-            "worst_acc": format_value(_float(m["worst_acc"])),
-            "std_acc": format_value(_float(m.get("std_acc"))),
-            "val_mean_acc": format_value(_float(m.get("val_mean_acc"))),
-            "mean_loss": format_value(_float(m.get("mean_loss"))),
-            "majority_acc": format_value(_float(m.get("majority_acc"))),
-            "target_epsilon": format_value(point.config.dp.target_epsilon),
-            "epsilon_max": format_value(_float(eps.get("max", m.get("epsilon_max")))),
-            "epsilon_mean": format_value(_float(eps.get("mean", m.get("epsilon_mean")))),
-            "client_epsilon": format_value(_float(m.get("client_epsilon"))),
-            "delta": format_value(float(privacy.get("delta", point.config.dp.delta))),
-            "accountant": str(privacy.get("accountant", point.config.dp.accountant)),
-            "algorithm": point.config.federation.algorithm,
-            "aggregator": str(manifest.get("aggregator", point.config.federation.aggregator)),
-            "wall_time_s": f"{wall:.2f}",
-            "privfed_version": str(manifest.get("versions", {}).get("privfed", "")),
-            "commit": str(manifest.get("git", {}).get("commit", "")),
-            "run_dir": str(run_dir.relative_to(out_dir)),
-        })
+        row.update(
+            {
+                "seed": str(point.config.seed),
+                "config_hash": point.config_hash,
+                "task": task,
+                "source": src,
+                "rounds": str(last["round"]),
+                "clients": str(m.get("clients", "")),
+                "mean_acc": format_value(_float(m["mean_acc"])),
+                "median_acc": format_value(_float(m["median_acc"])),
+                "worst_acc": format_value(_float(m["worst_acc"])),
+                "std_acc": format_value(_float(m.get("std_acc"))),
+                "val_mean_acc": format_value(_float(m.get("val_mean_acc"))),
+                "mean_loss": format_value(_float(m.get("mean_loss"))),
+                "majority_acc": format_value(_float(m.get("majority_acc"))),
+                "target_epsilon": format_value(point.config.dp.target_epsilon),
+                "epsilon_max": format_value(_float(eps.get("max", m.get("epsilon_max")))),
+                "epsilon_mean": format_value(_float(eps.get("mean", m.get("epsilon_mean")))),
+                "client_epsilon": format_value(_float(m.get("client_epsilon"))),
+                "delta": format_value(float(privacy.get("delta", point.config.dp.delta))),
+                "accountant": str(privacy.get("accountant", point.config.dp.accountant)),
+                "algorithm": point.config.federation.algorithm,
+                "aggregator": str(manifest.get("aggregator", point.config.federation.aggregator)),
+                "wall_time_s": f"{wall:.2f}",
+                "privfed_version": str(manifest.get("versions", {}).get("privfed", "")),
+                "commit": str(manifest.get("git", {}).get("commit", "")),
+                "run_dir": str(run_dir.relative_to(out_dir)),
+            }
+        )
         out.append(row)
     return out
 
@@ -552,23 +574,31 @@ def build_results(spec: SweepSpec, points: Sequence[SweepPoint], out_dir: Path) 
 def _write_sweep_json(spec: SweepSpec, points: Sequence[SweepPoint], out_dir: Path) -> None:
     from privfed.repro import git_commit, package_versions
 
-    atomic_write_json(out_dir / SWEEP_JSON, {
-        "format": 1,
-        "name": spec.name,
-        "sweep_file": spec.source,
-        "base": spec.base_label,
-        "set": dict(spec.set),
-        "axes": {k: list(v) for k, v in spec.axes.items()},
-        "baselines": [{"name": n, **dict(f)} for n, f in spec.baselines],
-        "swept_fields": swept_fields(spec),
-        "points": [
-            {"id": p.id, "label": p.label, "overrides": dict(p.overrides),
-             "config_hash": p.config_hash, "seed": p.config.seed}
-            for p in points
-        ],
-        "versions": package_versions(),
-        "git": git_commit(),
-    })
+    atomic_write_json(
+        out_dir / SWEEP_JSON,
+        {
+            "format": 1,
+            "name": spec.name,
+            "sweep_file": spec.source,
+            "base": spec.base_label,
+            "set": dict(spec.set),
+            "axes": {k: list(v) for k, v in spec.axes.items()},
+            "baselines": [{"name": n, **dict(f)} for n, f in spec.baselines],
+            "swept_fields": swept_fields(spec),
+            "points": [
+                {
+                    "id": p.id,
+                    "label": p.label,
+                    "overrides": dict(p.overrides),
+                    "config_hash": p.config_hash,
+                    "seed": p.config.seed,
+                }
+                for p in points
+            ],
+            "versions": package_versions(),
+            "git": git_commit(),
+        },
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -634,8 +664,7 @@ def run_point(cfg: ExperimentConfig, run_dir: str) -> float:
             return 0.0
         if status == "missing" and d.exists():
             shutil.rmtree(d)  # started but no checkpoint yet: start afresh
-        run_experiment(cfg, d, resume=(status == "partial"), progress=False,
-                       echo=lambda _msg: None)
+        run_experiment(cfg, d, resume=(status == "partial"), progress=False, echo=lambda _msg: None)
     return time.perf_counter() - t0
 
 
@@ -674,8 +703,14 @@ def _acquire_sweep_lock(out_dir: Path) -> Any:
     return fh
 
 
-def run_sweep(spec: SweepSpec, out_dir: str | Path, *, workers: int = 1, progress: bool = True,
-              echo: Callable[[str], None] = print) -> SweepResult:
+def run_sweep(
+    spec: SweepSpec,
+    out_dir: str | Path,
+    *,
+    workers: int = 1,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> SweepResult:
     """Run every missing point of ``spec`` into ``out_dir`` and rebuild ``results.csv``.
 
     Args:
@@ -700,15 +735,23 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, workers: int = 1, progres
         todo = [p for p in points if status[p.id] != "finished"]
         skipped = tuple(p.id for p in points if status[p.id] == "finished")
         n_partial = sum(1 for p in todo if status[p.id] == "partial")
-        echo(f"privfed sweep {spec.name}: {len(points)} points, {len(skipped)} finished, "
-             f"{n_partial} to resume, {len(todo) - n_partial} to run -> {out}")
+        echo(
+            f"privfed sweep {spec.name}: {len(points)} points, {len(skipped)} finished, "
+            f"{n_partial} to resume, {len(todo) - n_partial} to run -> {out}"
+        )
         build_results(spec, points, out)
         bar = None
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=len(points), initial=len(skipped), desc=spec.name, unit="point",
-                       dynamic_ncols=True, file=sys.stderr)
+            bar = tqdm(
+                total=len(points),
+                initial=len(skipped),
+                desc=spec.name,
+                unit="point",
+                dynamic_ncols=True,
+                file=sys.stderr,
+            )
         ran: list[str] = []
         failed: dict[str, str] = {}
 
@@ -717,8 +760,11 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, workers: int = 1, progres
                 ran.append(p.id)
                 build_results(spec, points, out)
             else:
-                msg = str(error) if isinstance(error, PrivfedError) else "".join(
-                    traceback.format_exception_only(type(error), error)).strip()
+                msg = (
+                    str(error)
+                    if isinstance(error, PrivfedError)
+                    else "".join(traceback.format_exception_only(type(error), error)).strip()
+                )
                 failed[p.id] = msg
                 echo(f"privfed sweep: point {p.id} failed: {msg}")
             if bar is not None:
@@ -741,12 +787,22 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, workers: int = 1, progres
         build_results(spec, points, out)
     finally:
         lock.close()
-    return SweepResult(out_dir=out, points=tuple(points), ran=tuple(ran), skipped=skipped,
-                       failed=failed, results_csv=out / RESULTS_CSV)
+    return SweepResult(
+        out_dir=out,
+        points=tuple(points),
+        ran=tuple(ran),
+        skipped=skipped,
+        failed=failed,
+        results_csv=out / RESULTS_CSV,
+    )
 
 
-def _run_pool(todo: Iterable[SweepPoint], out: Path, workers: int,
-              finished: Callable[[SweepPoint, BaseException | None], None]) -> None:
+def _run_pool(
+    todo: Iterable[SweepPoint],
+    out: Path,
+    workers: int,
+    finished: Callable[[SweepPoint, BaseException | None], None],
+) -> None:
     # spawn, not forkserver: a spawned worker is a child of this process, so when this process
     # is killed the worker is re-parented and its watchdog (``_watch_parent``) ends it. A
     # forkserver outlives a SIGKILLed parent and its workers would keep writing.

@@ -75,8 +75,16 @@ __all__ = [
 DEFAULT_BETA = math.exp(-0.5)
 """The conditional-rounding constant ``beta = e^{-1/2}`` used in the paper's experiments."""
 
-DDG_ORDERS: tuple[float, ...] = (1.25, 1.5, 1.75, *(float(a) for a in range(2, 129)), 160.0,
-                                 192.0, 256.0, 512.0)
+DDG_ORDERS: tuple[float, ...] = (
+    1.25,
+    1.5,
+    1.75,
+    *(float(a) for a in range(2, 129)),
+    160.0,
+    192.0,
+    256.0,
+    512.0,
+)
 """RDP orders for DDG accounting. Integer orders >= 2 are needed for the subsampled bound;
 the fractional ones only serve the unamplified case."""
 
@@ -167,9 +175,7 @@ def randomized_hadamard(x: np.ndarray, *, signs: np.ndarray) -> np.ndarray:
     return fwht(padded * signs) / math.sqrt(big_d)
 
 
-def inverse_randomized_hadamard(
-    y: np.ndarray, *, signs: np.ndarray, dimension: int
-) -> np.ndarray:
+def inverse_randomized_hadamard(y: np.ndarray, *, signs: np.ndarray, dimension: int) -> np.ndarray:
     """Exact inverse of :func:`randomized_hadamard`: ``diag(signs) H y / sqrt(D)``, unpadded.
 
     Args:
@@ -417,8 +423,12 @@ def wrap_probability(*, params: DDGParams, n_clients: int) -> float:
     if n_clients < 1:
         raise ValueError(f"n_clients must be >= 1, got {n_clients}")
     return _wrap_bound(
-        clip=params.clip, gamma=params.gamma, noise_var=params.sigma**2, n_clients=n_clients,
-        big_d=params.padded_dimension, bits=params.bits,
+        clip=params.clip,
+        gamma=params.gamma,
+        noise_var=params.sigma**2,
+        n_clients=n_clients,
+        big_d=params.padded_dimension,
+        bits=params.bits,
     )
 
 
@@ -508,14 +518,19 @@ def _subsampled_rdp(base: np.ndarray, orders: np.ndarray, q: float) -> np.ndarra
             continue
         logs = [(alpha - 1) * log_1mq + math.log(alpha * q - q + 1)]
         weights = [1.0]
-        logs.append(math.log(special.comb(alpha, 2)) + 2 * log_q + (alpha - 2) * log_1mq
-                    + lookup[2])
+        logs.append(
+            math.log(special.comb(alpha, 2)) + 2 * log_q + (alpha - 2) * log_1mq + lookup[2]
+        )
         weights.append(1.0)
         for ell in range(3, alpha + 1):
-            log_comb = (special.gammaln(alpha + 1) - special.gammaln(ell + 1)
-                        - special.gammaln(alpha - ell + 1))
-            logs.append(float(log_comb) + (alpha - ell) * log_1mq + ell * log_q
-                        + (ell - 1) * lookup[ell])
+            log_comb = (
+                special.gammaln(alpha + 1)
+                - special.gammaln(ell + 1)
+                - special.gammaln(alpha - ell + 1)
+            )
+            logs.append(
+                float(log_comb) + (alpha - ell) * log_1mq + ell * log_q + (ell - 1) * lookup[ell]
+            )
             weights.append(3.0)
         amplified = float(special.logsumexp(logs, b=weights)) / (alpha - 1)
         out[i] = min(amplified, float(base[i]))
@@ -598,11 +613,19 @@ def ddg_rdp(
             f"sigma_per_client must be >= {MIN_SIGMA} (integer units) for the bound of "
             f"Kairouz et al. Theorem 1, got {sigma_per_client}"
         )
-    l1 = (rounded_l1_bound(l2_bound=l2_sensitivity, dimension=dimension)
-          if l1_sensitivity is None else float(l1_sensitivity))
-    rdp = _single_round_rdp(l2=float(l2_sensitivity), l1=l1, n=int(n_survivors),
-                            sigma=float(sigma_per_client), big_d=int(dimension),
-                            orders=orders_arr)
+    l1 = (
+        rounded_l1_bound(l2_bound=l2_sensitivity, dimension=dimension)
+        if l1_sensitivity is None
+        else float(l1_sensitivity)
+    )
+    rdp = _single_round_rdp(
+        l2=float(l2_sensitivity),
+        l1=l1,
+        n=int(n_survivors),
+        sigma=float(sigma_per_client),
+        big_d=int(dimension),
+        orders=orders_arr,
+    )
     if sample_rate < 1:
         rdp = _subsampled_rdp(rdp, orders_arr, float(sample_rate))
     return rdp * int(steps)
@@ -625,9 +648,16 @@ def ddg_epsilon(
     Converted with the improved RDP -> (epsilon, delta) conversion of Balle et al. 2020,
     Theorem 21 (:func:`privfed.privacy.accounting.epsilon_from_rdp`).
     """
-    rdp = ddg_rdp(l2_sensitivity=l2_sensitivity, l1_sensitivity=l1_sensitivity,
-                  n_survivors=n_survivors, sigma_per_client=sigma_per_client,
-                  dimension=dimension, sample_rate=sample_rate, steps=steps, orders=orders)
+    rdp = ddg_rdp(
+        l2_sensitivity=l2_sensitivity,
+        l1_sensitivity=l1_sensitivity,
+        n_survivors=n_survivors,
+        sigma_per_client=sigma_per_client,
+        dimension=dimension,
+        sample_rate=sample_rate,
+        steps=steps,
+        orders=orders,
+    )
     return epsilon_from_rdp(rdp, delta=delta, orders=tuple(float(a) for a in orders))
 
 
@@ -662,9 +692,14 @@ def realized_epsilon(
         counts[int(n)] = counts.get(int(n), 0) + 1
     for n, rounds in counts.items():
         total = total + ddg_rdp(
-            l2_sensitivity=params.l2_sensitivity, l1_sensitivity=params.l1_sensitivity,
-            n_survivors=n, sigma_per_client=params.sigma, dimension=params.padded_dimension,
-            sample_rate=sample_rate, steps=rounds, orders=orders_t,
+            l2_sensitivity=params.l2_sensitivity,
+            l1_sensitivity=params.l1_sensitivity,
+            n_survivors=n,
+            sigma_per_client=params.sigma,
+            dimension=params.padded_dimension,
+            sample_rate=sample_rate,
+            steps=rounds,
+            orders=orders_t,
         )
     return epsilon_from_rdp(total, delta=delta, orders=orders_t)
 
@@ -717,9 +752,16 @@ def ddg_calibrate_sigma(
     l1 = rounded_l1_bound(l2_bound=l2, dimension=big_d)
 
     def eps(sigma: float) -> float:
-        return ddg_epsilon(l2_sensitivity=l2, l1_sensitivity=l1, n_survivors=expected_survivors,
-                           sigma_per_client=sigma, dimension=big_d, delta=delta,
-                           sample_rate=sample_rate, steps=steps)
+        return ddg_epsilon(
+            l2_sensitivity=l2,
+            l1_sensitivity=l1,
+            n_survivors=expected_survivors,
+            sigma_per_client=sigma,
+            dimension=big_d,
+            delta=delta,
+            sample_rate=sample_rate,
+            steps=steps,
+        )
 
     lo = MIN_SIGMA
     if eps(lo) <= target_epsilon:
@@ -789,18 +831,35 @@ def ddg_configure(
 
     def gamma_for(gamma: float) -> tuple[float, float]:
         sigma = ddg_calibrate_sigma(
-            target_epsilon=target_epsilon, delta=delta, expected_survivors=expected_survivors,
-            clip=clip, gamma=gamma, dimension=dimension, steps=steps, beta=beta,
+            target_epsilon=target_epsilon,
+            delta=delta,
+            expected_survivors=expected_survivors,
+            clip=clip,
+            gamma=gamma,
+            dimension=dimension,
+            steps=steps,
+            beta=beta,
             sample_rate=sample_rate,
         )
-        new_gamma = choose_gamma(clip=clip, bits=bits, n_clients=cohort_size,
-                                 dimension=dimension, noise_std=sigma * gamma,
-                                 max_wrap_probability=max_wrap_probability)
+        new_gamma = choose_gamma(
+            clip=clip,
+            bits=bits,
+            n_clients=cohort_size,
+            dimension=dimension,
+            noise_std=sigma * gamma,
+            max_wrap_probability=max_wrap_probability,
+        )
         return new_gamma, sigma
 
     # start from below: the noise-free gamma is a lower bound on the fixed point
-    gamma = choose_gamma(clip=clip, bits=bits, n_clients=cohort_size, dimension=dimension,
-                         noise_std=0.0, max_wrap_probability=max_wrap_probability)
+    gamma = choose_gamma(
+        clip=clip,
+        bits=bits,
+        n_clients=cohort_size,
+        dimension=dimension,
+        noise_std=0.0,
+        max_wrap_probability=max_wrap_probability,
+    )
     for _ in range(200):
         if gamma > clip:
             break
@@ -816,8 +875,15 @@ def ddg_configure(
         )
     for _ in range(1000):  # make the final check hold with the sigma calibrated at this gamma
         sigma = gamma_for(gamma)[1]
-        params = DDGParams(dimension=dimension, clip=clip, bits=bits, gamma=gamma, sigma=sigma,
-                           beta=beta, max_rounding_tries=max_rounding_tries)
+        params = DDGParams(
+            dimension=dimension,
+            clip=clip,
+            bits=bits,
+            gamma=gamma,
+            sigma=sigma,
+            beta=beta,
+            max_rounding_tries=max_rounding_tries,
+        )
         if wrap_probability(params=params, n_clients=cohort_size) <= max_wrap_probability:
             return params
         gamma *= 1.0 + 1e-6
@@ -878,7 +944,10 @@ def encode_report(
     signs = rotation_signs(rotation_seed, padded_dimension=params.padded_dimension)
     rotated = randomized_hadamard(arr, signs=signs)
     rounded = conditional_randomized_rounding(
-        rotated, gamma=params.gamma, bound=params.l2_sensitivity, rng=rng,
+        rotated,
+        gamma=params.gamma,
+        bound=params.l2_sensitivity,
+        rng=rng,
         max_tries=params.max_rounding_tries,
     )
     noisy = rounded.values + sample_discrete_gaussian(
@@ -886,8 +955,10 @@ def encode_report(
     )
     wrapped = np.bitwise_and(noisy, np.int64(params.modulus - 1)).astype(np.uint64)
     return DDGEncoding(
-        values=wrapped.astype(dtype_for_bits(params.bits)), clipped=clipped,
-        rounding_tries=rounded.tries, norm_inflation=rounded.inflation,
+        values=wrapped.astype(dtype_for_bits(params.bits)),
+        clipped=clipped,
+        rounding_tries=rounded.tries,
+        norm_inflation=rounded.inflation,
     )
 
 

@@ -63,14 +63,21 @@ class SecAggAggregator:
         clamped = 0
         for cid in sorted(updates):
             enc = encode_fixed_point(
-                np.asarray(updates[cid]), clip=cfg.clip, scale_bits=cfg.scale_bits,
-                bits=cfg.bits, rng=numpy_rng(seed, "secagg.stochastic_rounding", cid),
+                np.asarray(updates[cid]),
+                clip=cfg.clip,
+                scale_bits=cfg.scale_bits,
+                bits=cfg.bits,
+                rng=numpy_rng(seed, "secagg.stochastic_rounding", cid),
             )
             encoded[cid] = enc.values
             clamped += enc.clamped
         result = secure_sum(
-            encoded, config=cfg, dropouts=dropouts, round_index=round_index,
-            model_hash=model_hash, keep_observed=keep_observed,
+            encoded,
+            config=cfg,
+            dropouts=dropouts,
+            round_index=round_index,
+            model_hash=model_hash,
+            keep_observed=keep_observed,
         )
         total = decode_fixed_point(result.total, bits=cfg.bits, scale_bits=cfg.scale_bits)
         length = len(next(iter(encoded.values())))

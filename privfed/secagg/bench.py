@@ -57,25 +57,46 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--length", type=int, default=1 << 16, help="entries per vector")
     p.add_argument("--graph", choices=("complete", "harary"), default="complete")
     p.add_argument("--degree", type=int, default=None, help="harary degree (default O(log n))")
-    p.add_argument("--dropout", type=float, default=0.0,
-                   help="fraction of clients that vanish before the masked-input round")
+    p.add_argument(
+        "--dropout",
+        type=float,
+        default=0.0,
+        help="fraction of clients that vanish before the masked-input round",
+    )
     p.add_argument("--bits", type=int, default=32, help="modulus exponent")
     p.add_argument("--threshold", type=int, default=None, help="Shamir threshold (default: paper)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="server processes for mask removal (forked, Linux; see --clock)")
-    p.add_argument("--repeats", type=int, default=7,
-                   help="repeats of each baseline (median taken)")
-    p.add_argument("--protocol-repeats", type=int, default=3,
-                   help="protocol runs (the one with the least server time is reported)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes for mask removal (forked, Linux; see --clock)",
+    )
+    p.add_argument("--repeats", type=int, default=7, help="repeats of each baseline (median taken)")
+    p.add_argument(
+        "--protocol-repeats",
+        type=int,
+        default=3,
+        help="protocol runs (the one with the least server time is reported)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the input data and dropouts")
-    p.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
-                   help="cpu: CPU time of the process and its worker processes (robust to other "
-                        "load; default); wall: elapsed")
-    p.add_argument("--keep-gc", action="store_true",
-                   help="leave Python's cyclic garbage collector on during timed runs (by "
-                        "default it is paused there, as timeit does)")
-    p.add_argument("--bytes-only", action="store_true",
-                   help="print the exact wire bytes per client without running the protocol")
+    p.add_argument(
+        "--clock",
+        choices=("cpu", "wall"),
+        default="cpu",
+        help="cpu: CPU time of the process and its worker processes (robust to other "
+        "load; default); wall: elapsed",
+    )
+    p.add_argument(
+        "--keep-gc",
+        action="store_true",
+        help="leave Python's cyclic garbage collector on during timed runs (by "
+        "default it is paused there, as timeit does)",
+    )
+    p.add_argument(
+        "--bytes-only",
+        action="store_true",
+        help="print the exact wire bytes per client without running the protocol",
+    )
     p.add_argument("--json", type=Path, default=None, help="write the figures to this file")
     return p.parse_args(argv)
 
@@ -126,14 +147,18 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     """Run the benchmark described by ``args`` and return its figures."""
     clock = cpu_time if args.clock == "cpu" else time.perf_counter
     config = SecAggConfig(
-        threshold=args.threshold, bits=args.bits, graph=args.graph, degree=args.degree,
+        threshold=args.threshold,
+        bits=args.bits,
+        graph=args.graph,
+        degree=args.degree,
         workers=args.workers,
     )
     rng = np.random.default_rng(args.seed)
     n, m = args.clients, args.length
     dt = dtype_for_bits(args.bits)
-    inputs = {c: rng.integers(0, 2**args.bits, size=m, dtype=np.uint64).astype(dt)
-              for c in range(n)}
+    inputs = {
+        c: rng.integers(0, 2**args.bits, size=m, dtype=np.uint64).astype(dt) for c in range(n)
+    }
     n_drop = int(round(args.dropout * n))
     dropped = sorted(int(c) for c in rng.choice(n, size=n_drop, replace=False)) if n_drop else []
 
@@ -165,9 +190,13 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     def baselines() -> tuple[float, float]:
         # The faster of the two ways to make the same bytes is the keystream baseline.
         with _timed_region(not args.keep_gc):
-            return (_typical(plain_sum, args.repeats, clock),
-                    min(_typical(keystream, args.repeats, clock),
-                        _typical(keystream_chunked, args.repeats, clock)))
+            return (
+                _typical(plain_sum, args.repeats, clock),
+                min(
+                    _typical(keystream, args.repeats, clock),
+                    _typical(keystream_chunked, args.repeats, clock),
+                ),
+            )
 
     # The protocol runs --protocol-repeats times (fresh keys each time). The baselines (each the
     # median of --repeats calls) are timed right before and after every run and each run is
@@ -183,8 +212,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     for _ in range(args.protocol_repeats):
         with _timed_region(not args.keep_gc):
             t0 = time.perf_counter()
-            run_res = secure_sum(inputs, config=config, dropouts={"masked_input": dropped},
-                                 clock=clock)
+            run_res = secure_sum(
+                inputs, config=config, dropouts={"masked_input": dropped}, clock=clock
+            )
             elapsed = time.perf_counter() - t0
         after = baselines()
         p_run, k_run = min(before[0], after[0]), min(before[1], after[1])
@@ -209,13 +239,23 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     recv = [sum(res.bytes_received[c].values()) for c in range(n) if c not in dropped]
     raw = 4.0 * m
     return {
-        "command": "privfed bench secagg " + " ".join(sys.argv[1:] if args.argv is None
-                                                      else args.argv),
-        "clients": n, "length": m, "graph": args.graph, "degree": res.degree,
-        "threshold": res.threshold, "bits": args.bits, "dropout": args.dropout,
-        "dropped": len(dropped), "included": len(res.included), "correct": correct,
-        "workers": args.workers, "wall_seconds": wall,
-        "protocol_repeats": args.protocol_repeats, "seed": args.seed, "clock": args.clock,
+        "command": "privfed bench secagg "
+        + " ".join(sys.argv[1:] if args.argv is None else args.argv),
+        "clients": n,
+        "length": m,
+        "graph": args.graph,
+        "degree": res.degree,
+        "threshold": res.threshold,
+        "bits": args.bits,
+        "dropout": args.dropout,
+        "dropped": len(dropped),
+        "included": len(res.included),
+        "correct": correct,
+        "workers": args.workers,
+        "wall_seconds": wall,
+        "protocol_repeats": args.protocol_repeats,
+        "seed": args.seed,
+        "clock": args.clock,
         "gc_paused_while_timing": not args.keep_gc,
         "server_seconds_per_phase": dict(res.server_seconds),
         "client_seconds_per_phase_mean": per_client_phase,
@@ -279,8 +319,14 @@ def wire_bytes_per_client(
             len(ForwardedShares(0, session, tuple((v, env) for v in neigh)).encode()),
         ),
         "unmask": (
-            len(UnmaskResponse(0, 0, session, tuple(
-                (c, ShareKind.SELF_MASK, bytes(SHARE_BYTES)) for c in closed)).encode()),
+            len(
+                UnmaskResponse(
+                    0,
+                    0,
+                    session,
+                    tuple((c, ShareKind.SELF_MASK, bytes(SHARE_BYTES)) for c in closed),
+                ).encode()
+            ),
             len(UnmaskRequest(0, session, closed, ()).encode()),
         ),
     }
@@ -291,16 +337,25 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     args.argv = argv
     if args.bytes_only:
-        degree = args.clients - 1 if args.graph == "complete" else (
-            args.degree if args.degree is not None else default_degree(args.clients))
-        per = wire_bytes_per_client(clients=args.clients, length=args.length, bits=args.bits,
-                                    degree=degree)
+        degree = (
+            args.clients - 1
+            if args.graph == "complete"
+            else (args.degree if args.degree is not None else default_degree(args.clients))
+        )
+        per = wire_bytes_per_client(
+            clients=args.clients, length=args.length, bits=args.bits, degree=degree
+        )
         sent = sum(s for s, _ in per.values())
         recv = sum(r for _, r in per.values())
         out = {
-            "clients": args.clients, "length": args.length, "bits": args.bits,
-            "graph": args.graph, "degree": degree, "bytes_per_phase": per,
-            "bytes_sent_per_client": sent, "bytes_received_per_client": recv,
+            "clients": args.clients,
+            "length": args.length,
+            "bits": args.bits,
+            "graph": args.graph,
+            "degree": degree,
+            "bytes_per_phase": per,
+            "bytes_sent_per_client": sent,
+            "bytes_received_per_client": recv,
             "expansion_sent_vs_float32": sent / (4 * args.length),
             "expansion_sent_vs_16bit": sent / (2 * args.length),
         }
@@ -310,28 +365,38 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
         return 0
     fig = run(args)
-    print(f"secure aggregation: {fig['clients']} clients x {fig['length']} entries, graph "
-          f"{fig['graph']} (degree {fig['degree']}, t={fig['threshold']}), bits {fig['bits']}, "
-          f"dropout {fig['dropout']} ({fig['dropped']} clients), correct={fig['correct']}")
+    print(
+        f"secure aggregation: {fig['clients']} clients x {fig['length']} entries, graph "
+        f"{fig['graph']} (degree {fig['degree']}, t={fig['threshold']}), bits {fig['bits']}, "
+        f"dropout {fig['dropout']} ({fig['dropped']} clients), correct={fig['correct']}"
+    )
     print("phase            client mean s   server s")
     for p in PHASES:
         c = fig["client_seconds_per_phase_mean"][p]  # type: ignore[index]
         s = fig["server_seconds_per_phase"][p]  # type: ignore[index]
         print(f"  {p:<15}{c:>13.5f}{s:>11.5f}")
-    print(f"server total {fig['server_seconds']:.4f} s, plain float32 sum "
-          f"{fig['plain_sum_seconds']:.4f} s: ratio {fig['server_over_plain_sum']:.2f}x "
-          f"(median over runs of run / neighbouring baseline)")
-    print(f"server unmask phase (reconstruction + mask removal) "
-          f"{fig['server_mask_removal_seconds']:.4f} s: ratio "
-          f"{fig['server_mask_removal_over_plain_sum']:.2f}x")
-    print(f"client masking {fig['client_masking_seconds_median']:.5f} s, bare keystream "
-          f"{fig['bare_keystream_seconds']:.5f} s: ratio "
-          f"{fig['client_masking_over_keystream']:.2f}x; "
-          f"whole masked-input step {fig['client_masked_input_phase_over_keystream']:.2f}x")
-    print(f"bytes per client: sent {fig['bytes_sent_per_client']:.0f}, received "
-          f"{fig['bytes_received_per_client']:.0f}; expansion vs float32: sent "
-          f"{fig['expansion_sent_vs_float32']:.3f}x, sent+received "
-          f"{fig['expansion_total_vs_float32']:.3f}x")
+    print(
+        f"server total {fig['server_seconds']:.4f} s, plain float32 sum "
+        f"{fig['plain_sum_seconds']:.4f} s: ratio {fig['server_over_plain_sum']:.2f}x "
+        f"(median over runs of run / neighbouring baseline)"
+    )
+    print(
+        f"server unmask phase (reconstruction + mask removal) "
+        f"{fig['server_mask_removal_seconds']:.4f} s: ratio "
+        f"{fig['server_mask_removal_over_plain_sum']:.2f}x"
+    )
+    print(
+        f"client masking {fig['client_masking_seconds_median']:.5f} s, bare keystream "
+        f"{fig['bare_keystream_seconds']:.5f} s: ratio "
+        f"{fig['client_masking_over_keystream']:.2f}x; "
+        f"whole masked-input step {fig['client_masked_input_phase_over_keystream']:.2f}x"
+    )
+    print(
+        f"bytes per client: sent {fig['bytes_sent_per_client']:.0f}, received "
+        f"{fig['bytes_received_per_client']:.0f}; expansion vs float32: sent "
+        f"{fig['expansion_sent_vs_float32']:.3f}x, sent+received "
+        f"{fig['expansion_total_vs_float32']:.3f}x"
+    )
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.json.with_suffix(args.json.suffix + ".tmp")

@@ -185,15 +185,22 @@ class SecAggClient:
         degree = resolve_degree(self.config, n)
         self.threshold = resolve_threshold(self.config, num_clients=n, degree=degree)
         self.session = session_id(
-            round_index=self.round_index, model_hash=self.model_hash, roster=roster,
-            graph=self.config.graph, degree=degree, threshold=self.threshold,
-            bits=self.config.bits, length=self.length,
+            round_index=self.round_index,
+            model_hash=self.model_hash,
+            roster=roster,
+            graph=self.config.graph,
+            degree=degree,
+            threshold=self.threshold,
+            bits=self.config.bits,
+            length=self.length,
         )
         graph = build_graph(roster, kind=self.config.graph, degree=degree, session=self.session)
         self.neighbours = graph[self.client_id]
         if len(self.neighbours) + 1 < self.threshold:
             raise TooFewSurvivors(
-                Stage.SHARE_KEYS.value, needed=self.threshold, alive=len(self.neighbours) + 1,
+                Stage.SHARE_KEYS.value,
+                needed=self.threshold,
+                alive=len(self.neighbours) + 1,
                 where=f"the neighbourhood of client {self.client_id}",
             )
         enc_key, mask_key = load_private(self._enc.private), load_private(self._mask.private)
@@ -201,12 +208,15 @@ class SecAggClient:
             c_pk, s_pk = roster[v]
             try:
                 self._env_keys[v] = derive_key(
-                    x25519(enc_key, c_pk), label=LABEL_SHARE_ENVELOPE,
+                    x25519(enc_key, c_pk),
+                    label=LABEL_SHARE_ENVELOPE,
                     session=self.session,
                 )
                 self._pair_keys[v] = derive_key(
-                    x25519(mask_key, s_pk), label=LABEL_PAIRWISE_MASK,
-                    session=self.session, length=MASK_KEY_BYTES,
+                    x25519(mask_key, s_pk),
+                    label=LABEL_PAIRWISE_MASK,
+                    session=self.session,
+                    length=MASK_KEY_BYTES,
                 )
             except ValueError:
                 raise ProtocolViolation(
@@ -232,10 +242,20 @@ class SecAggClient:
             if v == self.client_id:
                 self._held[v] = pair
                 continue
-            envelopes.append((v, env.seal_random(
-                self._env_keys[v], pair, session=self.session, round_index=self.round_index,
-                sender=self.client_id, receiver=v, random_bytes=self._random,
-            )))
+            envelopes.append(
+                (
+                    v,
+                    env.seal_random(
+                        self._env_keys[v],
+                        pair,
+                        session=self.session,
+                        round_index=self.round_index,
+                        sender=self.client_id,
+                        receiver=v,
+                        random_bytes=self._random,
+                    ),
+                )
+            )
         self.stage = Stage.MASKED_INPUT
         return ShareKeys(self.round_index, self.client_id, self.session, tuple(envelopes)).encode()
 
@@ -265,15 +285,21 @@ class SecAggClient:
                 )
             try:
                 self._held[sender] = env.open_envelope(
-                    self._env_keys[sender], sealed, session=self.session,
-                    round_index=self.round_index, sender=sender, receiver=self.client_id,
+                    self._env_keys[sender],
+                    sealed,
+                    session=self.session,
+                    round_index=self.round_index,
+                    sender=sender,
+                    receiver=self.client_id,
                 )
                 accepted.add(sender)
             except EnvelopeError:
                 rejected.add(sender)
         if len(accepted) + 1 < self.threshold:
             raise TooFewSurvivors(
-                Stage.MASKED_INPUT.value, needed=self.threshold, alive=len(accepted) + 1,
+                Stage.MASKED_INPUT.value,
+                needed=self.threshold,
+                alive=len(accepted) + 1,
                 where=f"the neighbourhood of client {self.client_id}",
             )
         self.accepted, self.rejected = frozenset(accepted), frozenset(rejected)
@@ -309,8 +335,9 @@ class SecAggClient:
         both = survivors & dropped
         if both:
             raise ClientRefusal(
-                stage, f"server asked client {self.client_id} for both shares of client(s) "
-                f"{sorted(both)}; refusing"
+                stage,
+                f"server asked client {self.client_id} for both shares of client(s) "
+                f"{sorted(both)}; refusing",
             )
         if self.client_id not in survivors:
             raise ClientRefusal(stage, f"server lists client {self.client_id} as not surviving")
@@ -321,7 +348,9 @@ class SecAggClient:
             )
         if len(survivors) < self.threshold:
             raise TooFewSurvivors(
-                stage, needed=self.threshold, alive=len(survivors),
+                stage,
+                needed=self.threshold,
+                alive=len(survivors),
                 where=f"the neighbourhood of client {self.client_id} (as claimed by the server)",
             )
         shares: list[tuple[int, ShareKind, bytes]] = []

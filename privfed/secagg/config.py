@@ -64,7 +64,8 @@ class SecAggConfig:
     def __post_init__(self) -> None:
         problems: list[str] = []
         if self.threshold is not None and (
-            not isinstance(self.threshold, int) or isinstance(self.threshold, bool)
+            not isinstance(self.threshold, int)
+            or isinstance(self.threshold, bool)
             or self.threshold < 2
         ):
             problems.append(f"threshold must be an integer >= 2 or None, got {self.threshold!r}")
@@ -79,8 +80,10 @@ class SecAggConfig:
                 problems.append(
                     "degree is only used with graph = 'harary'; remove it or set graph = 'harary'"
                 )
-            elif not isinstance(self.degree, int) or isinstance(self.degree, bool) or (
-                self.degree < 2
+            elif (
+                not isinstance(self.degree, int)
+                or isinstance(self.degree, bool)
+                or (self.degree < 2)
             ):
                 problems.append(f"degree must be an integer >= 2 or None, got {self.degree!r}")
         clip_ok = isinstance(self.clip, (int, float)) and math.isfinite(self.clip)
@@ -94,9 +97,12 @@ class SecAggConfig:
         if not sb_ok or not 0 <= self.scale_bits <= 52:
             problems.append(f"scale_bits must be between 0 and 52, got {self.scale_bits!r}")
             sb_ok = False
-        if bits_ok and clip_ok and sb_ok and 2**self.bits <= 2 * max_abs_encoded(
-            self.clip, self.scale_bits
-        ) + 1:
+        if (
+            bits_ok
+            and clip_ok
+            and sb_ok
+            and 2**self.bits <= 2 * max_abs_encoded(self.clip, self.scale_bits) + 1
+        ):
             problems.append(
                 f"bits must exceed log2(2 * clip * 2**scale_bits + 1) so one client fits, got "
                 f"bits={self.bits}, clip={self.clip}, scale_bits={self.scale_bits}; raise bits or "

@@ -95,7 +95,12 @@ def seal_random(
 ) -> bytes:
     """:func:`seal` with a fresh random nonce."""
     return seal(
-        key, shares, session=session, round_index=round_index, sender=sender, receiver=receiver,
+        key,
+        shares,
+        session=session,
+        round_index=round_index,
+        sender=sender,
+        receiver=receiver,
         nonce=random_bytes(NONCE_BYTES),
     )
 

@@ -69,7 +69,8 @@ def x25519(private: bytes | X25519PrivateKey, public: bytes) -> bytes:
         public: the peer's raw 32-byte public key.
     """
     key = (
-        private if isinstance(private, X25519PrivateKey)
+        private
+        if isinstance(private, X25519PrivateKey)
         else X25519PrivateKey.from_private_bytes(private)
     )
     return key.exchange(X25519PublicKey.from_public_bytes(public))

@@ -95,14 +95,18 @@ def _ids(ids: tuple[int, ...]) -> bytes:
 
 
 def frame(
-    kind: MsgType, *, round_index: int, sender: int,
+    kind: MsgType,
+    *,
+    round_index: int,
+    sender: int,
     body: bytes | bytearray | Sequence[bytes | bytearray | memoryview],
 ) -> bytes:
     """Prefix ``body`` (one buffer, or parts joined in order) with the header; one copy."""
     parts = [body] if isinstance(body, bytes | bytearray) else body
     size = sum(memoryview(p).nbytes for p in parts)
-    return b"".join([_HEADER.pack(MAGIC, WIRE_VERSION, int(kind), round_index, sender, size),
-                     *parts])
+    return b"".join(
+        [_HEADER.pack(MAGIC, WIRE_VERSION, int(kind), round_index, sender, size), *parts]
+    )
 
 
 @dataclass(frozen=True)
@@ -148,8 +152,12 @@ class AdvertiseKeys:
 
     def encode(self) -> bytes:
         """Serialize."""
-        return frame(MsgType.ADVERTISE_KEYS, round_index=self.round_index, sender=self.sender,
-                     body=self.enc_public + self.mask_public)
+        return frame(
+            MsgType.ADVERTISE_KEYS,
+            round_index=self.round_index,
+            sender=self.sender,
+            body=self.enc_public + self.mask_public,
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> AdvertiseKeys:
@@ -173,8 +181,9 @@ class KeyRoster:
         parts = [struct.pack(">I", len(self.entries))]
         for cid, c_pk, s_pk in self.entries:
             parts.append(struct.pack(">I", cid) + c_pk + s_pk)
-        return frame(MsgType.KEY_ROSTER, round_index=self.round_index, sender=SERVER_ID,
-                     body=b"".join(parts))
+        return frame(
+            MsgType.KEY_ROSTER, round_index=self.round_index, sender=SERVER_ID, body=b"".join(parts)
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> KeyRoster:
@@ -227,8 +236,11 @@ def _read_records(r: _Reader, what: str) -> np.ndarray:
 def _records_body(session: bytes, records: np.ndarray) -> list[bytes | memoryview]:
     if len(session) != SESSION_BYTES:
         raise MessageError("session id has the wrong length")
-    if records.dtype.names != ENVELOPE_RECORD.names or records.ndim != 1 or (
-            records.dtype["envelope"] != ENVELOPE_RECORD["envelope"]):
+    if (
+        records.dtype.names != ENVELOPE_RECORD.names
+        or records.ndim != 1
+        or (records.dtype["envelope"] != ENVELOPE_RECORD["envelope"])
+    ):
         raise MessageError("envelope records have the wrong layout")
     records = np.ascontiguousarray(records.astype(ENVELOPE_RECORD, copy=False))  # big-endian
     return [session, struct.pack(">I", records.shape[0]), records.data.cast("B")]
@@ -266,8 +278,12 @@ class EnvelopeRecords:
 
 def encode_forwarded(round_index: int, session: bytes, records: np.ndarray) -> bytes:
     """A ``FORWARDED_SHARES`` message from ``(sender, envelope)`` records."""
-    return frame(MsgType.FORWARDED_SHARES, round_index=round_index, sender=SERVER_ID,
-                 body=_records_body(session, records))
+    return frame(
+        MsgType.FORWARDED_SHARES,
+        round_index=round_index,
+        sender=SERVER_ID,
+        body=_records_body(session, records),
+    )
 
 
 @dataclass(frozen=True)
@@ -281,8 +297,12 @@ class ShareKeys:
 
     def encode(self) -> bytes:
         """Serialize."""
-        return frame(MsgType.SHARE_KEYS, round_index=self.round_index, sender=self.sender,
-                     body=_records_body(self.session, envelope_records(self.envelopes)))
+        return frame(
+            MsgType.SHARE_KEYS,
+            round_index=self.round_index,
+            sender=self.sender,
+            body=_records_body(self.session, envelope_records(self.envelopes)),
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> ShareKeys:
@@ -301,8 +321,7 @@ class ForwardedShares:
 
     def encode(self) -> bytes:
         """Serialize."""
-        return encode_forwarded(self.round_index, self.session,
-                                envelope_records(self.envelopes))
+        return encode_forwarded(self.round_index, self.session, envelope_records(self.envelopes))
 
     @classmethod
     def decode(cls, data: bytes) -> ForwardedShares:
@@ -336,11 +355,21 @@ class MaskedInput:
         data = np.ascontiguousarray(self.vector, dtype=dt)
         if data.ndim != 1:
             raise MessageError("MASKED_INPUT: the vector must be 1-D")
-        prefix = b"".join([self.session, struct.pack(">B", self.bits), _ids(self.rejected),
-                           struct.pack(">I", data.shape[0])])
+        prefix = b"".join(
+            [
+                self.session,
+                struct.pack(">B", self.bits),
+                _ids(self.rejected),
+                struct.pack(">I", data.shape[0]),
+            ]
+        )
         pad = bytes(-(HEADER_BYTES + len(prefix)) % VECTOR_ALIGN)
-        return frame(MsgType.MASKED_INPUT, round_index=self.round_index, sender=self.sender,
-                     body=[prefix, pad, data.data.cast("B")])
+        return frame(
+            MsgType.MASKED_INPUT,
+            round_index=self.round_index,
+            sender=self.sender,
+            body=[prefix, pad, data.data.cast("B")],
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> MaskedInput:
@@ -373,8 +402,12 @@ class UnmaskRequest:
 
     def encode(self) -> bytes:
         """Serialize."""
-        return frame(MsgType.UNMASK_REQUEST, round_index=self.round_index, sender=SERVER_ID,
-                     body=self.session + _ids(self.survivors) + _ids(self.dropped))
+        return frame(
+            MsgType.UNMASK_REQUEST,
+            round_index=self.round_index,
+            sender=SERVER_ID,
+            body=self.session + _ids(self.survivors) + _ids(self.dropped),
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> UnmaskRequest:
@@ -408,8 +441,9 @@ class UnmaskResponse:
             if len(share) != SHARE_BYTES:
                 raise MessageError("share has the wrong length")
             pack(buf, SESSION_BYTES + 4 + i * size, owner, int(kind), share)
-        return frame(MsgType.UNMASK_RESPONSE, round_index=self.round_index, sender=self.sender,
-                     body=buf)
+        return frame(
+            MsgType.UNMASK_RESPONSE, round_index=self.round_index, sender=self.sender, body=buf
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> UnmaskResponse:

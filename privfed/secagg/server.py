@@ -233,12 +233,18 @@ class SecAggServer:
         self.roster = roster
         self.u1 = frozenset(roster)
         self.session = session_id(
-            round_index=self.round_index, model_hash=self.model_hash, roster=roster,
-            graph=self.config.graph, degree=self.degree, threshold=self.threshold,
-            bits=self.config.bits, length=self.length,
+            round_index=self.round_index,
+            model_hash=self.model_hash,
+            roster=roster,
+            graph=self.config.graph,
+            degree=self.degree,
+            threshold=self.threshold,
+            bits=self.config.bits,
+            length=self.length,
         )
-        self.graph = build_graph(roster, kind=self.config.graph, degree=self.degree,
-                                 session=self.session)
+        self.graph = build_graph(
+            roster, kind=self.config.graph, degree=self.degree, session=self.session
+        )
         data = KeyRoster(self.round_index, tuple((c, *roster[c]) for c in sorted(roster))).encode()
         self.stage = Stage.SHARE_KEYS
         return {c: data for c in sorted(roster)}
@@ -269,8 +275,11 @@ class SecAggServer:
             holders = (self.graph[w] | {w}) & alive
             if len(holders) < self.threshold:
                 self.stage = Stage.ABORTED
-                where = "the cohort" if self.config.graph == "complete" else (
-                    f"the neighbourhood of client {w}")
+                where = (
+                    "the cohort"
+                    if self.config.graph == "complete"
+                    else (f"the neighbourhood of client {w}")
+                )
                 raise TooFewSurvivors(
                     stage.value, needed=self.threshold, alive=len(holders), where=where
                 )
@@ -304,8 +313,9 @@ class SecAggServer:
         bounds = np.searchsorted(receivers[order], senders + [max(senders, default=0) + 1])
         self.stage = Stage.MASKED_INPUT
         return {
-            c: encode_forwarded(self.round_index, self.session,
-                                relabelled[bounds[i] : bounds[i + 1]])
+            c: encode_forwarded(
+                self.round_index, self.session, relabelled[bounds[i] : bounds[i + 1]]
+            )
             for i, c in enumerate(senders)
         }
 
@@ -362,10 +372,14 @@ class SecAggServer:
                 holders.add(w)
             if len(holders) < self.threshold:
                 self.stage = Stage.ABORTED
-                where = "the cohort" if self.config.graph == "complete" else (
-                    f"the neighbourhood of client {w}")
-                raise TooFewSurvivors(Stage.MASKED_INPUT.value, needed=self.threshold,
-                                      alive=len(holders), where=where)
+                where = (
+                    "the cohort"
+                    if self.config.graph == "complete"
+                    else (f"the neighbourhood of client {w}")
+                )
+                raise TooFewSurvivors(
+                    Stage.MASKED_INPUT.value, needed=self.threshold, alive=len(holders), where=where
+                )
         out = {}
         for v in sorted(u3):
             surv = (self._maskset[v] & u3) | {v}
@@ -402,10 +416,14 @@ class SecAggServer:
     def _reconstruct(self, owner: int, shares: Mapping[int, int]) -> bytes:
         if len(shares) < self.threshold:
             self.stage = Stage.ABORTED
-            where = "the cohort" if self.config.graph == "complete" else (
-                f"the neighbourhood of client {owner}")
-            raise TooFewSurvivors(Stage.UNMASK.value, needed=self.threshold, alive=len(shares),
-                                  where=where)
+            where = (
+                "the cohort"
+                if self.config.graph == "complete"
+                else (f"the neighbourhood of client {owner}")
+            )
+            raise TooFewSurvivors(
+                Stage.UNMASK.value, needed=self.threshold, alive=len(shares), where=where
+            )
         try:
             return shamir.reconstruct(shares, threshold=self.threshold)
         except ValueError as exc:
@@ -435,8 +453,9 @@ class SecAggServer:
         jobs: list[tuple[bytes, bool]] = []  # (mask key, add?) applied to the sum of inputs
         for w in sorted(self.u3):
             seed = self._reconstruct(w, b_shares[w])
-            key = derive_key(seed, label=LABEL_SELF_MASK, session=self.session,
-                             length=MASK_KEY_BYTES)
+            key = derive_key(
+                seed, label=LABEL_SELF_MASK, session=self.session, length=MASK_KEY_BYTES
+            )
             jobs.append((key, False))
         dropped = sorted({w for v in self.u3 for w in self._maskset[v]} - self.u3)
         for w in dropped:
@@ -452,13 +471,18 @@ class SecAggServer:
             for v in sorted(self.graph[w] & self.u3):
                 if w not in self._maskset[v]:
                     continue
-                key = derive_key(x25519(sk_obj, self.roster[v][1]), label=LABEL_PAIRWISE_MASK,
-                                 session=self.session, length=MASK_KEY_BYTES)
+                key = derive_key(
+                    x25519(sk_obj, self.roster[v][1]),
+                    label=LABEL_PAIRWISE_MASK,
+                    session=self.session,
+                    length=MASK_KEY_BYTES,
+                )
                 # v added PRG(s_vw) if v < w and subtracted it otherwise: undo that.
                 jobs.append((key, v > w))
         vectors = [self._masked[v].vector for v in sorted(self.u3)]
-        total = combine(vectors, jobs, length=self.length, bits=self.config.bits,
-                        workers=self.config.workers)
+        total = combine(
+            vectors, jobs, length=self.length, bits=self.config.bits, workers=self.config.workers
+        )
         self.stage = Stage.DONE
         return ServerOutput(total, tuple(sorted(self.u3)), tuple(dropped), len(jobs))
 

@@ -129,12 +129,24 @@ def secure_sum(
     vecs = {c: check_vector(inputs[c], bits=config.bits, length=length) for c in ids}
     deliver = transport or _direct
     clients = {
-        c: SecAggClient(c, config=config, round_index=round_index, model_hash=model_hash,
-                        length=length, random_bytes=random_bytes, clock=clock)
+        c: SecAggClient(
+            c,
+            config=config,
+            round_index=round_index,
+            model_hash=model_hash,
+            length=length,
+            random_bytes=random_bytes,
+            clock=clock,
+        )
         for c in ids
     }
-    server = SecAggServer(config=config, round_index=round_index, model_hash=model_hash,
-                          length=length, client_ids=frozenset(ids))
+    server = SecAggServer(
+        config=config,
+        round_index=round_index,
+        model_hash=model_hash,
+        length=length,
+        client_ids=frozenset(ids),
+    )
     gone: set[int] = set()
     errors: dict[int, str] = {}
     sent = {c: dict.fromkeys(PHASES, 0) for c in ids}
@@ -175,7 +187,9 @@ def secure_sum(
             s_time[phase] += clock() - t0
 
     def run_clients(
-        phase: str, inbox: Mapping[int, list[bytes]] | None, step: Callable[..., bytes],
+        phase: str,
+        inbox: Mapping[int, list[bytes]] | None,
+        step: Callable[..., bytes],
         receive: Callable[[int, bytes], None],
     ) -> None:
         gone.update(dropouts.get(phase, ()))
@@ -212,24 +226,30 @@ def secure_sum(
             s_time[phase] += clock() - t0
 
     t_phase = clock()
-    run_clients("advertise_keys", None, lambda c: clients[c].advertise_keys(),
-                server.receive_advertise_keys)
+    run_clients(
+        "advertise_keys", None, lambda c: clients[c].advertise_keys(), server.receive_advertise_keys
+    )
     rosters = timed_close("advertise_keys", server.close_advertise_keys)
     survivors["advertise_keys"] = tuple(sorted(server.u1))
     wall["advertise_keys"] = clock() - t_phase
 
     t_phase = clock()
     inbox = down("share_keys", rosters)
-    run_clients("share_keys", inbox, lambda c, d: clients[c].share_keys(d),
-                server.receive_share_keys)
+    run_clients(
+        "share_keys", inbox, lambda c, d: clients[c].share_keys(d), server.receive_share_keys
+    )
     forwarded = timed_close("share_keys", server.close_share_keys)
     survivors["share_keys"] = tuple(sorted(server.u2))
     wall["share_keys"] = clock() - t_phase
 
     t_phase = clock()
     inbox = down("masked_input", forwarded)
-    run_clients("masked_input", inbox, lambda c, d: clients[c].masked_input(d, vecs[c]),
-                server.receive_masked_input)
+    run_clients(
+        "masked_input",
+        inbox,
+        lambda c, d: clients[c].masked_input(d, vecs[c]),
+        server.receive_masked_input,
+    )
     requests = timed_close("masked_input", server.close_masked_input)
     survivors["masked_input"] = tuple(sorted(server.u3))
     wall["masked_input"] = clock() - t_phase
@@ -263,8 +283,9 @@ def secure_sum(
         seconds_per_phase=wall,
         client_seconds=c_time,
         server_seconds=s_time,
-        masking_seconds={c: clients[c].masking_seconds for c in ids
-                         if clients[c].masking_seconds > 0},
+        masking_seconds={
+            c: clients[c].masking_seconds for c in ids if clients[c].masking_seconds > 0
+        },
         threshold=server.threshold,
         degree=server.degree,
         observed={c: v for c, v in observed.items() if c in set(included)},

@@ -29,3 +29,9 @@ def test_readme_commands_and_ci_agree():
     assert "pip install" in install_run and install_run.rstrip().endswith("privfed run")
     ci = (ROOT / ".ci" / "run").read_text()
     assert test_cmd.strip() in ci.splitlines()
+
+
+def test_ci_enforces_code_health():
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    for check in ("ruff check .", "ruff format --check .", "mypy"):
+        assert check in ci, f".ci/run must run {check!r}"

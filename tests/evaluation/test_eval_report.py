@@ -56,10 +56,24 @@ def test_results_csv_has_one_row_per_point_and_task(sweep_dir):
     assert len({r["point_id"] for r in rows}) == 12
     assert len(rows) == 12 * 5
     cols = rows[0].keys()
-    for c in ("dp.target_epsilon", "groups.image.partition.alpha", "federation.algorithm",
-              "seed", "config_hash", "mean_acc", "median_acc", "worst_acc", "val_mean_acc",
-              "mean_loss", "majority_acc", "epsilon_max", "epsilon_mean", "delta",
-              "accountant", "wall_time_s"):
+    for c in (
+        "dp.target_epsilon",
+        "groups.image.partition.alpha",
+        "federation.algorithm",
+        "seed",
+        "config_hash",
+        "mean_acc",
+        "median_acc",
+        "worst_acc",
+        "val_mean_acc",
+        "mean_loss",
+        "majority_acc",
+        "epsilon_max",
+        "epsilon_mean",
+        "delta",
+        "accountant",
+        "wall_time_s",
+    ):
         assert c in cols
     for r in rows:
         assert float(r["worst_acc"]) <= float(r["mean_acc"]) + 1e-12
@@ -75,8 +89,13 @@ def test_report_writes_markdown_and_valid_pngs(sweep_dir):
     md = (sweep_dir / "report.md").read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", md)
     names = {Path(x).name for x in links}
-    for expected in ("acc_vs_epsilon_image.identity.png", "acc_vs_epsilon_text.next.png",
-                     "acc_vs_alpha.png", "multitask.png", "client_spread.png"):
+    for expected in (
+        "acc_vs_epsilon_image.identity.png",
+        "acc_vs_epsilon_text.next.png",
+        "acc_vs_alpha.png",
+        "multitask.png",
+        "client_spread.png",
+    ):
         assert expected in names
     import matplotlib.image as mpimg
     from PIL import Image
@@ -99,8 +118,7 @@ def test_report_writes_markdown_and_valid_pngs(sweep_dir):
     assert "## Worst-10% client test accuracy" in md and "multi-task average" in md
 
 
-def test_report_epsilon_must_be_swept_and_missing_results_is_an_error(sweep_dir, tmp_path,
-                                                                     capsys):
+def test_report_epsilon_must_be_swept_and_missing_results_is_an_error(sweep_dir, tmp_path, capsys):
     assert main(["report", str(sweep_dir), "--epsilon", "3", "--out", str(tmp_path)]) == 2
     assert "--epsilon 3 was not swept" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "nowhere")]) == 2

@@ -12,16 +12,24 @@ from privfed.evaluation.reproduce import diff_json, reproduce
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    cfg = with_overrides(load_config(_quickstart_path()), {
-        "rounds": 2,
-        "federation.num_clients": 6,
-        "groups.text.source_params": {"vocab": 16, "num_owners": 6, "lam": 0.5,
-                                      "concentration": 0.1, "tokens_per_owner": 200},
-        "federation.aggregator": "plain",
-        "eval.every": 1,
-        "dp.target_epsilon": 30.0,
-        "dp.noise_multiplier": 1.0,
-    })
+    cfg = with_overrides(
+        load_config(_quickstart_path()),
+        {
+            "rounds": 2,
+            "federation.num_clients": 6,
+            "groups.text.source_params": {
+                "vocab": 16,
+                "num_owners": 6,
+                "lam": 0.5,
+                "concentration": 0.1,
+                "tokens_per_owner": 200,
+            },
+            "federation.aggregator": "plain",
+            "eval.every": 1,
+            "dp.target_epsilon": 30.0,
+            "dp.noise_multiplier": 1.0,
+        },
+    )
     out = tmp_path_factory.mktemp("repro") / "run"
     run_experiment(cfg, out, progress=False, echo=lambda _m: None)
     return out

@@ -61,7 +61,10 @@ def strip_wall(rows):
 
 
 def test_expand_grid_baselines_and_dedup(tmp_path):
-    spec = load_sweep(write_sweep(tmp_path, textwrap.dedent("""
+    spec = load_sweep(
+        write_sweep(
+            tmp_path,
+            textwrap.dedent("""
         [sweep.grid]
         "dp.target_epsilon" = [4, inf]
         "federation.algorithm" = ["fedavg", "local"]
@@ -76,7 +79,9 @@ def test_expand_grid_baselines_and_dedup(tmp_path):
         name = "ft"
         "federation.algorithm" = "fedavg-ft"
         "dp.target_epsilon" = inf
-    """)))
+    """),
+        )
+    )
     points = expand_points(spec)
     # 2*2*2 grid + 2 fine-tune seeds; the first baseline equals grid points and runs once
     assert len(points) == 10
@@ -91,10 +96,12 @@ def test_expand_grid_baselines_and_dedup(tmp_path):
 
 
 def test_unquoted_dotted_keys_are_the_same_axes(tmp_path):
-    quoted = load_sweep(write_sweep(tmp_path, '[sweep.grid]\n"dp.target_epsilon" = [4, inf]\n',
-                                    name="quoted"))
-    bare = load_sweep(write_sweep(tmp_path, "[sweep.grid]\ndp.target_epsilon = [4, inf]\n",
-                                  name="bare"))
+    quoted = load_sweep(
+        write_sweep(tmp_path, '[sweep.grid]\n"dp.target_epsilon" = [4, inf]\n', name="quoted")
+    )
+    bare = load_sweep(
+        write_sweep(tmp_path, "[sweep.grid]\ndp.target_epsilon = [4, inf]\n", name="bare")
+    )
     assert list(bare.axes) == ["dp.target_epsilon"] == list(quoted.axes)
     assert [p.id for p in expand_points(bare)] == [p.id for p in expand_points(quoted)]
     assert expand_points(bare)[1].config.dp.target_epsilon == float("inf")
@@ -110,14 +117,24 @@ def test_invalid_axis_value_names_the_axis(tmp_path):
     path = write_sweep(tmp_path, '[sweep.grid]\n"federation.algorithm" = ["fedavg", "nope"]\n')
     with pytest.raises(SweepError, match="federation.algorithm.*nope"):
         load_sweep(path)
-    path = write_sweep(tmp_path, '[sweep.grid]\nseed = []\n')
+    path = write_sweep(tmp_path, "[sweep.grid]\nseed = []\n")
     with pytest.raises(SweepError, match="non-empty"):
         load_sweep(path)
 
 
 def _sweep_cmd(path: Path, out: Path, workers: int) -> list[str]:
-    return [sys.executable, "-m", "privfed.cli", "sweep", str(path), "--out", str(out),
-            "--workers", str(workers), "--quiet"]
+    return [
+        sys.executable,
+        "-m",
+        "privfed.cli",
+        "sweep",
+        str(path),
+        "--out",
+        str(out),
+        "--workers",
+        str(workers),
+        "--quiet",
+    ]
 
 
 def test_sweep_killed_with_sigkill_resumes_to_the_same_results(tmp_path):

@@ -74,8 +74,9 @@ def test_randomized_hadamard_inverse_and_norm(d: int) -> None:
     y = randomized_hadamard(x, signs=signs)
     assert y.shape == (big_d,)
     assert np.linalg.norm(y) == pytest.approx(np.linalg.norm(x), rel=1e-12)
-    np.testing.assert_allclose(inverse_randomized_hadamard(y, signs=signs, dimension=d), x,
-                               rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        inverse_randomized_hadamard(y, signs=signs, dimension=d), x, rtol=0, atol=1e-12
+    )
 
 
 @settings(max_examples=40, deadline=None)
@@ -123,7 +124,8 @@ def test_rotation_flattens_a_spike() -> None:
 def test_rounded_l2_bound_known_answer() -> None:
     # norm 10, D 16, beta = e^-0.5: sqrt(100 + 4 + sqrt(2 * 0.5) * (10 + 2)) = sqrt(116)
     assert rounded_l2_bound(norm=10.0, beta=math.exp(-0.5), dimension=16) == pytest.approx(
-        math.sqrt(116.0), rel=1e-12)
+        math.sqrt(116.0), rel=1e-12
+    )
     assert rounded_l2_bound(norm=10.0, beta=0.0, dimension=16) == 14.0
     # tiny norm, huge D: the deterministic bound wins
     assert rounded_l2_bound(norm=0.1, beta=1e-9, dimension=4) == pytest.approx(2.1)
@@ -141,8 +143,7 @@ def test_conditional_rounding_is_unbiased_and_bounded() -> None:
     acc = np.zeros(d)
     tries = []
     for _ in range(reps):
-        res = conditional_randomized_rounding(x, gamma=gamma, bound=bound, rng=rng,
-                                              max_tries=100)
+        res = conditional_randomized_rounding(x, gamma=gamma, bound=bound, rng=rng, max_tries=100)
         assert res.values.dtype == np.int64
         assert res.norm <= bound
         assert np.all(np.abs(res.values - x / gamma) < 1)
@@ -156,10 +157,13 @@ def test_conditional_rounding_is_unbiased_and_bounded() -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(d=st.integers(1, 200), seed=st.integers(0, 2**32 - 1),
-       gamma=st.floats(1e-3, 1.0), beta=st.sampled_from([0.0, 1e-6, math.exp(-0.5), 0.9]))
-def test_rounding_respects_the_bound_property(d: int, seed: int, gamma: float,
-                                              beta: float) -> None:
+@given(
+    d=st.integers(1, 200),
+    seed=st.integers(0, 2**32 - 1),
+    gamma=st.floats(1e-3, 1.0),
+    beta=st.sampled_from([0.0, 1e-6, math.exp(-0.5), 0.9]),
+)
+def test_rounding_respects_the_bound_property(d: int, seed: int, gamma: float, beta: float) -> None:
     rng = np.random.default_rng(seed)
     x = rng.normal(size=d)
     x /= max(np.linalg.norm(x), 1e-300)  # clip = 1
@@ -171,8 +175,9 @@ def test_rounding_respects_the_bound_property(d: int, seed: int, gamma: float,
 def test_conditional_rounding_gives_up_loudly() -> None:
     x = np.full(16, 0.5)  # every coordinate rounds up or down: norm is never exactly |x|
     with pytest.raises(DDGError, match="failed 5 times"):
-        conditional_randomized_rounding(x, gamma=1.0, bound=1.0, rng=np.random.default_rng(0),
-                                        max_tries=5)
+        conditional_randomized_rounding(
+            x, gamma=1.0, bound=1.0, rng=np.random.default_rng(0), max_tries=5
+        )
 
 
 # --- discrete Gaussian sampler ------------------------------------------------------------
@@ -186,8 +191,9 @@ def test_exact_variance_below_sigma_squared() -> None:
     assert by_hand == pytest.approx(0.2150, abs=1e-4) and by_hand < 0.25
     assert discrete_gaussian_variance(sigma=1.0) < 1.0
     assert discrete_gaussian_variance(sigma=10.0) == pytest.approx(100.0, rel=1e-12)
-    assert float(np.sum(discrete_gaussian_pmf(np.arange(-100, 101), sigma=3.0))) == \
-        pytest.approx(1.0, rel=1e-12)
+    assert float(np.sum(discrete_gaussian_pmf(np.arange(-100, 101), sigma=3.0))) == pytest.approx(
+        1.0, rel=1e-12
+    )
 
 
 @pytest.mark.parametrize("sigma", [0.5, 1.0, 3.0, 25.0])
@@ -234,13 +240,16 @@ def test_sampler_matches_pmf_chi_square(sigma: float) -> None:
 
 def test_exact_reference_sampler_matches_pmf_and_fast_sampler() -> None:
     sigma2 = Fraction(9, 4)  # sigma = 1.5
-    exact = sample_discrete_gaussian_exact(2500, sigma_squared=sigma2,
-                                           rng=np.random.default_rng(7))
+    exact = sample_discrete_gaussian_exact(2500, sigma_squared=sigma2, rng=np.random.default_rng(7))
     assert _chi_square_pvalue(exact, 1.5) > 1e-3
     fast = sample_discrete_gaussian(2500, sigma=1.5, rng=np.random.default_rng(8))
     # two-sample chi-square on the bins -4..4 plus the pooled tails: same distribution
-    table = np.array([[np.sum(s <= -5), *(np.sum(s == k) for k in range(-4, 5)), np.sum(s >= 5)]
-                      for s in (exact, fast)])
+    table = np.array(
+        [
+            [np.sum(s <= -5), *(np.sum(s == k) for k in range(-4, 5)), np.sum(s >= 5)]
+            for s in (exact, fast)
+        ]
+    )
     assert stats.chi2_contingency(table).pvalue > 1e-3
 
 
@@ -261,9 +270,11 @@ def test_sampler_edge_cases() -> None:
 def test_tau_known_answer() -> None:
     assert ddg_tau(sigma_per_client=1.0, n_survivors=1) == 0.0
     assert ddg_tau(sigma_per_client=1.0, n_survivors=2) == pytest.approx(
-        10 * math.exp(-math.pi**2), rel=1e-12)
-    by_hand = 10 * (math.exp(-2 * math.pi**2 * 0.25 * 0.5)
-                    + math.exp(-2 * math.pi**2 * 0.25 * 2 / 3))
+        10 * math.exp(-(math.pi**2)), rel=1e-12
+    )
+    by_hand = 10 * (
+        math.exp(-2 * math.pi**2 * 0.25 * 0.5) + math.exp(-2 * math.pi**2 * 0.25 * 2 / 3)
+    )
     assert ddg_tau(sigma_per_client=0.5, n_survivors=3) == pytest.approx(by_hand, rel=1e-12)
 
 
@@ -274,8 +285,14 @@ def test_rdp_matches_hand_computed_proposition() -> None:
     tau = ddg_tau(sigma_per_client=sigma, n_survivors=n)
     s = math.sqrt(n) * sigma
     orders = (2.0, 8.0, 32.0)
-    got = ddg_rdp(l2_sensitivity=l2, n_survivors=n, sigma_per_client=sigma, dimension=big_d,
-                  steps=3, orders=orders)
+    got = ddg_rdp(
+        l2_sensitivity=l2,
+        n_survivors=n,
+        sigma_per_client=sigma,
+        dimension=big_d,
+        steps=3,
+        orders=orders,
+    )
     for a, value in zip(orders, got, strict=True):  # slow obvious loop
         t1 = a / 2 * (l2 / s) ** 2 + tau * big_d
         t2 = a / 2 * ((l2 / s) ** 2 + 2 * (l1 / s) * tau + tau**2 * big_d)
@@ -288,8 +305,14 @@ def test_single_client_is_the_gaussian_mechanism_known_answer() -> None:
     # sensitivity (CKS 2020); compare with Opacus's independent RDP code at q = 1.
     orders = [float(a) for a in range(2, 65)]
     for sigma, l2, steps in ((4.0, 3.0, 10), (50.0, 10.0, 200)):
-        ours = ddg_rdp(l2_sensitivity=l2, n_survivors=1, sigma_per_client=sigma, dimension=64,
-                       steps=steps, orders=orders)
+        ours = ddg_rdp(
+            l2_sensitivity=l2,
+            n_survivors=1,
+            sigma_per_client=sigma,
+            dimension=64,
+            steps=steps,
+            orders=orders,
+        )
         ref = compute_rdp(q=1.0, noise_multiplier=sigma / l2, steps=steps, orders=orders)
         np.testing.assert_allclose(ours, ref, rtol=1e-12)
 
@@ -301,11 +324,18 @@ def test_approaches_the_continuous_gaussian_and_never_below_it() -> None:
         central = math.sqrt(n) * sigma
         # keep the central noise multiplier fixed (l2 / central = 1) as sigma grows
         l2_s = central
-        eps = ddg_epsilon(l2_sensitivity=l2_s, n_survivors=n, sigma_per_client=sigma,
-                          dimension=big_d, delta=DELTA, steps=10)
+        eps = ddg_epsilon(
+            l2_sensitivity=l2_s,
+            n_survivors=n,
+            sigma_per_client=sigma,
+            dimension=big_d,
+            delta=DELTA,
+            steps=10,
+        )
         orders = np.asarray(DDG_ORDERS)
-        gauss = epsilon_from_rdp(10 * orders * l2_s**2 / (2 * central**2), delta=DELTA,
-                                 orders=DDG_ORDERS)
+        gauss = epsilon_from_rdp(
+            10 * orders * l2_s**2 / (2 * central**2), delta=DELTA, orders=DDG_ORDERS
+        )
         assert eps >= gauss - 1e-12  # never optimistic
         gaps.append(eps - gauss)
     assert gaps[0] > gaps[-1]
@@ -315,16 +345,21 @@ def test_approaches_the_continuous_gaussian_and_never_below_it() -> None:
 
 def test_realized_epsilon_decreases_with_survivors() -> None:
     params = DDGParams(dimension=500, clip=1.0, bits=32, gamma=1e-3, sigma=2000.0)
-    eps = [realized_epsilon(params=params, survivors_per_round=[n] * 50, delta=DELTA)
-           for n in (5, 10, 20, 40, 80)]
+    eps = [
+        realized_epsilon(params=params, survivors_per_round=[n] * 50, delta=DELTA)
+        for n in (5, 10, 20, 40, 80)
+    ]
     assert all(a > b for a, b in zip(eps, eps[1:], strict=False))
     # a round with fewer survivors costs more than a full one
     mixed = realized_epsilon(params=params, survivors_per_round=[40] * 49 + [10], delta=DELTA)
     assert eps[3] < mixed < eps[1]
     assert realized_epsilon(params=params, survivors_per_round=[0], delta=DELTA) == math.inf
     with pytest.raises(DDGError):
-        realized_epsilon(params=DDGParams(dimension=4, clip=1.0, bits=16, gamma=0.1, sigma=0.0),
-                         survivors_per_round=[3], delta=DELTA)
+        realized_epsilon(
+            params=DDGParams(dimension=4, clip=1.0, bits=16, gamma=0.1, sigma=0.0),
+            survivors_per_round=[3],
+            delta=DELTA,
+        )
 
 
 def test_calibration_hits_target_for_expected_survivors() -> None:
@@ -332,8 +367,14 @@ def test_calibration_hits_target_for_expected_survivors() -> None:
     sigma = ddg_calibrate_sigma(target_epsilon=3.0, expected_survivors=50, **kw)
     big_d = padded_dimension(1000)
     l2 = rounded_l2_bound(norm=1000.0, beta=math.exp(-0.5), dimension=big_d)
-    eps = ddg_epsilon(l2_sensitivity=l2, n_survivors=50, sigma_per_client=sigma,
-                      dimension=big_d, delta=DELTA, steps=100)
+    eps = ddg_epsilon(
+        l2_sensitivity=l2,
+        n_survivors=50,
+        sigma_per_client=sigma,
+        dimension=big_d,
+        delta=DELTA,
+        steps=100,
+    )
     assert eps <= 3.0 and eps == pytest.approx(3.0, rel=1e-4)
     # calibrated for 50, only 30 survive: the realized guarantee is worse than the target
     params = DDGParams(dimension=1000, clip=1.0, bits=32, gamma=1e-3, sigma=sigma)
@@ -343,8 +384,9 @@ def test_calibration_hits_target_for_expected_survivors() -> None:
 
 
 def test_subsampling_is_opt_in_and_never_worse() -> None:
-    kw = dict(l2_sensitivity=1000.0, n_survivors=20, sigma_per_client=300.0, dimension=256,
-              steps=100)
+    kw = dict(
+        l2_sensitivity=1000.0, n_survivors=20, sigma_per_client=300.0, dimension=256, steps=100
+    )
     full = ddg_rdp(**kw)
     np.testing.assert_array_equal(ddg_rdp(sample_rate=1.0, **kw), full)
     sampled = ddg_rdp(sample_rate=0.05, **kw)
@@ -355,11 +397,13 @@ def test_subsampling_is_opt_in_and_never_worse() -> None:
 def test_privacy_argument_checks() -> None:
     with pytest.raises(ValueError, match="0.5"):
         ddg_rdp(l2_sensitivity=1.0, n_survivors=3, sigma_per_client=0.3, dimension=4)
-    assert np.all(ddg_rdp(l2_sensitivity=1.0, n_survivors=3, sigma_per_client=1.0,
-                          dimension=4, steps=0) == 0)
+    assert np.all(
+        ddg_rdp(l2_sensitivity=1.0, n_survivors=3, sigma_per_client=1.0, dimension=4, steps=0) == 0
+    )
     with pytest.raises(ValueError):
-        ddg_rdp(l2_sensitivity=1.0, n_survivors=3, sigma_per_client=1.0, dimension=4,
-                sample_rate=0.0)
+        ddg_rdp(
+            l2_sensitivity=1.0, n_survivors=3, sigma_per_client=1.0, dimension=4, sample_rate=0.0
+        )
 
 
 # --- parameters and wrap ------------------------------------------------------------------
@@ -373,28 +417,47 @@ def test_params_validation_reports_every_field() -> None:
     p = DDGParams(dimension=1000, clip=2.0, bits=20, gamma=0.01, sigma=10.0)
     assert p.padded_dimension == 1024 and p.modulus == 2**20
     assert p.l2_sensitivity == pytest.approx(
-        rounded_l2_bound(norm=200.0, beta=math.exp(-0.5), dimension=1024))
+        rounded_l2_bound(norm=200.0, beta=math.exp(-0.5), dimension=1024)
+    )
     assert p.norm_inflation > 1 and p.expected_norm_inflation > 1
     assert p.expected_norm_inflation == pytest.approx(math.sqrt(1 + 1024 * 1e-4 / 16))
 
 
 def test_choose_gamma_meets_the_wrap_bound() -> None:
-    gamma = choose_gamma(clip=1.0, bits=16, n_clients=100, dimension=512, noise_std=0.5,
-                         max_wrap_probability=1e-6)
+    gamma = choose_gamma(
+        clip=1.0, bits=16, n_clients=100, dimension=512, noise_std=0.5, max_wrap_probability=1e-6
+    )
     params = DDGParams(dimension=512, clip=1.0, bits=16, gamma=gamma, sigma=0.5 / gamma)
     assert wrap_probability(params=params, n_clients=100) == pytest.approx(1e-6, rel=1e-6)
     assert wrap_probability(params=params, n_clients=50) < 1e-6
     with pytest.raises(DDGError, match="bits=6"):
-        choose_gamma(clip=1.0, bits=6, n_clients=100, dimension=512, noise_std=0.5,
-                     max_wrap_probability=1e-6)
+        choose_gamma(
+            clip=1.0, bits=6, n_clients=100, dimension=512, noise_std=0.5, max_wrap_probability=1e-6
+        )
 
 
 def test_too_small_bits_are_detected() -> None:
     with pytest.raises(DDGError, match="too small"):
-        ddg_configure(dimension=512, clip=1.0, bits=8, cohort_size=100, expected_survivors=80,
-                      target_epsilon=2.0, delta=DELTA, steps=100)
-    good = ddg_configure(dimension=512, clip=1.0, bits=16, cohort_size=100,
-                         expected_survivors=80, target_epsilon=2.0, delta=DELTA, steps=100)
+        ddg_configure(
+            dimension=512,
+            clip=1.0,
+            bits=8,
+            cohort_size=100,
+            expected_survivors=80,
+            target_epsilon=2.0,
+            delta=DELTA,
+            steps=100,
+        )
+    good = ddg_configure(
+        dimension=512,
+        clip=1.0,
+        bits=16,
+        cohort_size=100,
+        expected_survivors=80,
+        target_epsilon=2.0,
+        delta=DELTA,
+        steps=100,
+    )
     small = DDGParams(dimension=512, clip=1.0, bits=10, gamma=good.gamma, sigma=good.sigma)
     assert wrap_probability(params=small, n_clients=100) == 1.0
     with pytest.raises(DDGError, match="wrapped"):
@@ -422,13 +485,15 @@ def test_decoded_sum_is_true_sum_plus_noise_of_the_right_variance() -> None:
     residuals = []
     for rep in range(reps):
         data_rng = np.random.default_rng([rep, 0])
-        xs = [data_rng.normal(size=d) * data_rng.uniform(0.5, 2.0) / math.sqrt(d)
-              for _ in range(n)]
-        encs = [encode(x, params=params, rotation_seed=1000 + rep,
-                       rng=np.random.default_rng([rep, 1, i])) for i, x in enumerate(xs)]
+        xs = [data_rng.normal(size=d) * data_rng.uniform(0.5, 2.0) / math.sqrt(d) for _ in range(n)]
+        encs = [
+            encode(
+                x, params=params, rotation_seed=1000 + rep, rng=np.random.default_rng([rep, 1, i])
+            )
+            for i, x in enumerate(xs)
+        ]
         assert encs[0].dtype == dtype_for_bits(24) and int(encs[0].max()) < 2**24
-        out = decode(_secure_sum(encs, 24), params=params, n_clients=n,
-                     rotation_seed=1000 + rep)
+        out = decode(_secure_sum(encs, 24), params=params, n_clients=n, rotation_seed=1000 + rep)
         residuals.append(out - sum(_clip(x, params.clip) for x in xs))
     r = np.concatenate(residuals)
     m = r.size
@@ -444,13 +509,15 @@ def test_noise_free_pipeline_is_exact_up_to_rounding() -> None:
     params = DDGParams(dimension=d, clip=2.0, bits=32, gamma=1e-4, sigma=0.0)
     rng = np.random.default_rng(5)
     xs = [rng.normal(size=d) for _ in range(n)]
-    reports = [encode_report(x, params=params, rotation_seed=11, rng=np.random.default_rng(i))
-               for i, x in enumerate(xs)]
+    reports = [
+        encode_report(x, params=params, rotation_seed=11, rng=np.random.default_rng(i))
+        for i, x in enumerate(xs)
+    ]
     assert all(r.clipped for r in reports)
-    assert all(r.rounding_tries >= 1 and r.norm_inflation < params.norm_inflation
-               for r in reports)
-    out = decode(_secure_sum([r.values for r in reports], 32), params=params, n_clients=n,
-                 rotation_seed=11)
+    assert all(r.rounding_tries >= 1 and r.norm_inflation < params.norm_inflation for r in reports)
+    out = decode(
+        _secure_sum([r.values for r in reports], 32), params=params, n_clients=n, rotation_seed=11
+    )
     true = sum(_clip(x, 2.0) for x in xs)
     # rounding moves each rotated coordinate by < 1 unit per client; rotation is orthonormal
     assert np.linalg.norm(out - true) < n * params.gamma * math.sqrt(params.padded_dimension)
@@ -458,15 +525,26 @@ def test_noise_free_pipeline_is_exact_up_to_rounding() -> None:
 
 def test_no_wrap_with_configured_bits_even_for_aligned_updates() -> None:
     d, n = 512, 100
-    params = ddg_configure(dimension=d, clip=1.0, bits=16, cohort_size=n, expected_survivors=80,
-                           target_epsilon=2.0, delta=DELTA, steps=100)
+    params = ddg_configure(
+        dimension=d,
+        clip=1.0,
+        bits=16,
+        cohort_size=n,
+        expected_survivors=80,
+        target_epsilon=2.0,
+        delta=DELTA,
+        steps=100,
+    )
     assert wrap_probability(params=params, n_clients=n) <= 1e-6
-    assert realized_epsilon(params=params, survivors_per_round=[80] * 100,
-                            delta=DELTA) == pytest.approx(2.0, rel=1e-3)
+    assert realized_epsilon(
+        params=params, survivors_per_round=[80] * 100, delta=DELTA
+    ) == pytest.approx(2.0, rel=1e-3)
     # worst case for the signal: every client sends the same vector at the clip norm
     direction = _clip(np.random.default_rng(0).normal(size=d), 1.0)
-    encs = [encode(direction, params=params, rotation_seed=3, rng=np.random.default_rng(i))
-            for i in range(n)]
+    encs = [
+        encode(direction, params=params, rotation_seed=3, rng=np.random.default_rng(i))
+        for i in range(n)
+    ]
     out = decode(_secure_sum(encs, 16), params=params, n_clients=n, rotation_seed=3)
     # look in the rotated domain, where the modular sum lives: a wrap there is a jump of
     # 2^16 * gamma on one coordinate, far beyond the per-coordinate noise
@@ -482,8 +560,13 @@ def test_no_wrap_with_configured_bits_even_for_aligned_updates() -> None:
     encs_small = [e.astype(np.uint64) & np.uint64(2**10 - 1) for e in encs]
     with pytest.raises(DDGError, match="wrapped"):
         decode(_secure_sum(encs_small, 10), params=small, n_clients=n, rotation_seed=3)
-    garbage = decode(_secure_sum(encs_small, 10), params=small, n_clients=n, rotation_seed=3,
-                     max_wrap_probability=1.0)
+    garbage = decode(
+        _secure_sum(encs_small, 10),
+        params=small,
+        n_clients=n,
+        rotation_seed=3,
+        max_wrap_probability=1.0,
+    )
     jumps = randomized_hadamard(garbage - out, signs=signs) / (2**10 * params.gamma)
     np.testing.assert_allclose(jumps, np.round(jumps), atol=1e-6)
     assert np.mean(np.round(jumps) != 0) > 0.5

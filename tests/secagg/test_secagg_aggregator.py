@@ -27,10 +27,20 @@ def updates(n: int, length: int, seed: int = 0, counters: int = 3) -> dict[int, 
 def test_sum_close_to_plain_sum_and_counters_exact() -> None:
     ups = updates(10, 200)
     agg = SecAggAggregator(SecAggConfig())
-    res = agg.aggregate(ups, round_index=3, model_hash=b"h", seed=7,
-                        dropouts={"masked_input": [4], "share_keys": [1]})
-    plain = PlainSumAggregator().aggregate(ups, round_index=3, model_hash=b"h", seed=7,
-                                           dropouts={"masked_input": [4], "share_keys": [1]})
+    res = agg.aggregate(
+        ups,
+        round_index=3,
+        model_hash=b"h",
+        seed=7,
+        dropouts={"masked_input": [4], "share_keys": [1]},
+    )
+    plain = PlainSumAggregator().aggregate(
+        ups,
+        round_index=3,
+        model_hash=b"h",
+        seed=7,
+        dropouts={"masked_input": [4], "share_keys": [1]},
+    )
     assert res.included == plain.included and res.dropped == (1, 4)
     clipped = sum(np.clip(ups[c].astype(np.float64), -1, 1) for c in res.included)
     assert np.all(np.abs(res.total - clipped) <= len(res.included) * 2.0**-16)
@@ -59,8 +69,9 @@ def test_clamping_is_counted() -> None:
 
 def test_observed_vectors_are_masked() -> None:
     ups = updates(4, 50)
-    res = SecAggAggregator().aggregate(ups, round_index=0, model_hash=b"", seed=0,
-                                       keep_observed=True)
+    res = SecAggAggregator().aggregate(
+        ups, round_index=0, model_hash=b"", seed=0, keep_observed=True
+    )
     assert set(res.observed) == set(res.included)
     for c, y in res.observed.items():
         assert y.dtype == np.uint32
@@ -70,8 +81,13 @@ def test_observed_vectors_are_masked() -> None:
 
 def test_too_few_survivors_aborts() -> None:
     with pytest.raises(SecAggAbort):
-        SecAggAggregator().aggregate(updates(6, 10), round_index=0, model_hash=b"", seed=0,
-                                     dropouts={"masked_input": [0, 1, 2]})
+        SecAggAggregator().aggregate(
+            updates(6, 10),
+            round_index=0,
+            model_hash=b"",
+            seed=0,
+            dropouts={"masked_input": [0, 1, 2]},
+        )
 
 
 def test_overflowing_cohort_is_refused() -> None:
@@ -109,7 +125,8 @@ def test_forked_mask_removal_inside_a_training_run_changes_nothing(
     summaries = []
     for workers in (1, 2):
         cfg = tiny(federation={"aggregator": "secagg"}, secagg={"workers": workers})
-        summaries.append(run_experiment(cfg, tmp_path / str(workers), progress=False,
-                                        echo=lambda _m: None))
+        summaries.append(
+            run_experiment(cfg, tmp_path / str(workers), progress=False, echo=lambda _m: None)
+        )
     assert forks  # the second run really forked
     assert summaries[0].tasks == summaries[1].tasks

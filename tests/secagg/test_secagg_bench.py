@@ -26,8 +26,24 @@ def test_analytic_wire_bytes_match_a_real_run(graph: str, degree: int | None) ->
 
 def test_bench_runs_and_checks_the_sum(tmp_path: Path) -> None:
     out = tmp_path / "b.json"
-    code = main(["--clients", "12", "--length", "4096", "--graph", "harary", "--dropout", "0.1",
-                 "--repeats", "1", "--protocol-repeats", "1", "--json", str(out)])
+    code = main(
+        [
+            "--clients",
+            "12",
+            "--length",
+            "4096",
+            "--graph",
+            "harary",
+            "--dropout",
+            "0.1",
+            "--repeats",
+            "1",
+            "--protocol-repeats",
+            "1",
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 0
     fig = json.loads(out.read_text())
     assert fig["correct"] and fig["dropped"] == 1 and fig["included"] == 11
@@ -40,9 +56,27 @@ def test_bench_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path) -> No
 
     assert gc.isenabled()
     out = tmp_path / "b.json"
-    assert main(["--clients", "5", "--length", "256", "--repeats", "1", "--protocol-repeats", "1",
-                 "--keep-gc", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--clients",
+                "5",
+                "--length",
+                "256",
+                "--repeats",
+                "1",
+                "--protocol-repeats",
+                "1",
+                "--keep-gc",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads(out.read_text())["gc_paused_while_timing"] is False
-    assert main(["--clients", "5", "--length", "256", "--repeats", "1",
-                 "--protocol-repeats", "1"]) == 0
+    assert (
+        main(["--clients", "5", "--length", "256", "--repeats", "1", "--protocol-repeats", "1"])
+        == 0
+    )
     assert gc.isenabled()

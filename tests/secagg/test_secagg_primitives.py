@@ -90,8 +90,12 @@ def test_any_t_subset_reconstructs(secret: bytes, n: int, data: st.DataObject) -
 
 
 @settings(max_examples=25, deadline=None)
-@given(s0=st.integers(0, 2**256 - 1), s1=st.integers(0, 2**256 - 1), t=st.integers(2, 6),
-       seed=st.integers(0, 2**32))
+@given(
+    s0=st.integers(0, 2**256 - 1),
+    s1=st.integers(0, 2**256 - 1),
+    t=st.integers(2, 6),
+    seed=st.integers(0, 2**32),
+)
 def test_t_minus_1_shares_fit_every_secret_exactly_once(
     s0: int, s1: int, t: int, seed: int
 ) -> None:
@@ -123,9 +127,7 @@ def test_single_share_bits_do_not_depend_on_the_secret() -> None:
     """Statistical check, t = 2: the low bit of one share is a fair coin for two secrets."""
     counts = []
     for secret in (bytes(32), b"\xff" * 32):
-        ones = sum(
-            shamir.share_secret(secret, threshold=2, xs=[1, 2])[1] & 1 for _ in range(2000)
-        )
+        ones = sum(shamir.share_secret(secret, threshold=2, xs=[1, 2])[1] & 1 for _ in range(2000))
         counts.append(ones)
     for ones in counts:
         assert abs(ones - 1000) < 4 * math.sqrt(2000 * 0.25)
@@ -161,8 +163,9 @@ def test_pairwise_masks_cancel() -> None:
         for v in ids:
             if u == v:
                 continue
-            k = derive_key(x25519(keys[u].private, keys[v].public), label=LABEL_PAIRWISE_MASK,
-                           session=SESSION)
+            k = derive_key(
+                x25519(keys[u].private, keys[v].public), label=LABEL_PAIRWISE_MASK, session=SESSION
+            )
             m = expand_mask(k, length=257, bits=32)
             total = total + m if u < v else total - m
     assert not total.any()
@@ -173,8 +176,10 @@ def test_pairwise_masks_cancel() -> None:
 def test_combine_matches_slow_reference(n_vectors: int, n_jobs: int) -> None:
     rng = np.random.default_rng(0)
     for bits in (12, 32, 40):
-        vecs = [rng.integers(0, 2**bits, size=1000, dtype=np.uint64).astype(dtype_for_bits(bits))
-                for _ in range(n_vectors)]
+        vecs = [
+            rng.integers(0, 2**bits, size=1000, dtype=np.uint64).astype(dtype_for_bits(bits))
+            for _ in range(n_vectors)
+        ]
         jobs = [(bytes([i]) * 32, i % 2 == 0) for i in range(n_jobs)]
         fast = combine(vecs, jobs, length=1000, bits=bits, workers=2, chunk=96)
         assert np.array_equal(apply_masks(vecs, jobs, length=1000, bits=bits, chunk=128), fast)
@@ -250,8 +255,9 @@ def test_harary_graph_depends_on_session() -> None:
 )
 def test_fixed_point_error_bound(xs: list[float], scale_bits: int, seed: int) -> None:
     x = np.asarray(xs, dtype=np.float32)
-    enc = encode_fixed_point(x, clip=1.5, scale_bits=scale_bits, bits=48,
-                             rng=np.random.default_rng(seed))
+    enc = encode_fixed_point(
+        x, clip=1.5, scale_bits=scale_bits, bits=48, rng=np.random.default_rng(seed)
+    )
     back = decode_fixed_point(enc.values, bits=48, scale_bits=scale_bits)
     clipped = np.clip(x.astype(np.float64), -1.5, 1.5)
     assert np.all(np.abs(back - clipped) <= 2.0**-scale_bits)
@@ -261,8 +267,9 @@ def test_fixed_point_error_bound(xs: list[float], scale_bits: int, seed: int) ->
 def test_integers_encode_exactly() -> None:
     x = np.array([0.0, 1.0, -1.0, 1.0, 0.0], dtype=np.float32)
     for seed in range(5):
-        enc = encode_fixed_point(x, clip=1.0, scale_bits=16, bits=32,
-                                 rng=np.random.default_rng(seed))
+        enc = encode_fixed_point(
+            x, clip=1.0, scale_bits=16, bits=32, rng=np.random.default_rng(seed)
+        )
         assert np.array_equal(decode_fixed_point(enc.values, bits=32, scale_bits=16), x)
 
 
@@ -281,10 +288,12 @@ def test_no_overflow_rule_is_exact(n: int, bits: int, scale_bits: int) -> None:
     except ConfigError:
         return
     extreme = np.full(1, 1.0)
-    enc = encode_fixed_point(extreme, clip=1.0, scale_bits=scale_bits, bits=bits,
-                             rng=np.random.default_rng(0)).values.astype(object)
-    low = encode_fixed_point(-extreme, clip=1.0, scale_bits=scale_bits, bits=bits,
-                             rng=np.random.default_rng(0)).values.astype(object)
+    enc = encode_fixed_point(
+        extreme, clip=1.0, scale_bits=scale_bits, bits=bits, rng=np.random.default_rng(0)
+    ).values.astype(object)
+    low = encode_fixed_point(
+        -extreme, clip=1.0, scale_bits=scale_bits, bits=bits, rng=np.random.default_rng(0)
+    ).values.astype(object)
     fits = True
     try:
         check_no_overflow(cfg, num_clients=n)
@@ -359,8 +368,12 @@ def test_masked_input_packs_at_bits() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(rejected=st.lists(st.integers(0, 2**32 - 2), unique=True, max_size=9),
-       bits=st.integers(1, 64), length=st.integers(0, 40), round_index=st.integers(0, 2**64 - 1))
+@given(
+    rejected=st.lists(st.integers(0, 2**32 - 2), unique=True, max_size=9),
+    bits=st.integers(1, 64),
+    length=st.integers(0, 40),
+    round_index=st.integers(0, 2**64 - 1),
+)
 def test_masked_input_vector_is_aligned_and_roundtrips(
     rejected: list[int], bits: int, length: int, round_index: int
 ) -> None:
@@ -372,14 +385,17 @@ def test_masked_input_vector_is_aligned_and_roundtrips(
     back = MaskedInput.decode(data)
     assert back.vector.dtype == dt and np.array_equal(back.vector, vec)
     assert back.rejected == tuple(rejected) and back.round_index == round_index
-    assert MaskedInput(round_index, 4, SESSION, bits, tuple(rejected), vec.astype(np.uint64)
-                       ).encode() == data  # packed at the dtype of bits whatever it came in
+    assert (
+        MaskedInput(round_index, 4, SESSION, bits, tuple(rejected), vec.astype(np.uint64)).encode()
+        == data
+    )  # packed at the dtype of bits whatever it came in
 
 
 def test_unmask_response_rejects_two_shares_for_one_client() -> None:
     share = bytes(33)
-    msg = UnmaskResponse(0, 1, SESSION, ((5, ShareKind.SELF_MASK, share),
-                                         (5, ShareKind.MASK_KEY, share)))
+    msg = UnmaskResponse(
+        0, 1, SESSION, ((5, ShareKind.SELF_MASK, share), (5, ShareKind.MASK_KEY, share))
+    )
     with pytest.raises(MessageError, match="two shares"):
         UnmaskResponse.decode(msg.encode())
 
@@ -461,8 +477,7 @@ def test_forked_workers_give_the_same_sum_and_survive_a_failing_child() -> None:
     from privfed.secagg import prg
 
     rng = np.random.default_rng(3)
-    vecs = [rng.integers(0, 2**32, size=5000, dtype=np.uint64).astype(np.uint32)
-            for _ in range(4)]
+    vecs = [rng.integers(0, 2**32, size=5000, dtype=np.uint64).astype(np.uint32) for _ in range(4)]
     jobs = [(bytes([i]) * 16, i % 3 == 0) for i in range(6)]
     serial = apply_masks(vecs, jobs, length=5000, bits=32, workers=1, chunk=512)
     got = apply_masks(vecs, jobs, length=5000, bits=32, workers=3, chunk=512)
@@ -496,5 +511,7 @@ def test_ranges_run_here_when_no_process_can_be_forked(monkeypatch: pytest.Monke
     rng = np.random.default_rng(4)
     vecs = [rng.integers(0, 2**20, size=3000, dtype=np.uint64).astype(np.uint32)]
     jobs = [(bytes([9]) * 16, True)]
-    assert np.array_equal(apply_masks(vecs, jobs, length=3000, bits=20, workers=3, chunk=256),
-                          apply_masks(vecs, jobs, length=3000, bits=20))
+    assert np.array_equal(
+        apply_masks(vecs, jobs, length=3000, bits=20, workers=3, chunk=256),
+        apply_masks(vecs, jobs, length=3000, bits=20),
+    )

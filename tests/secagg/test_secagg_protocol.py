@@ -153,9 +153,11 @@ def test_bytes_are_counted_per_phase_and_vectors_travel_packed() -> None:
     for c in range(6):
         assert all(res.bytes_sent[c][p] > 0 for p in PHASES)
         assert 2000 < res.bytes_sent[c]["masked_input"] < 2200  # uint16 on the wire
-    assert res.bytes_per_phase["masked_input"] == sum(
-        res.bytes_sent[c]["masked_input"] for c in range(6)
-    ) + res.server_bytes_sent["masked_input"]
+    assert (
+        res.bytes_per_phase["masked_input"]
+        == sum(res.bytes_sent[c]["masked_input"] for c in range(6))
+        + res.server_bytes_sent["masked_input"]
+    )
 
 
 # -- aborts --------------------------------------------------------------------------------------
@@ -197,8 +199,13 @@ class Session:
             c: SecAggClient(c, config=self.cfg, round_index=1, model_hash=b"m", length=length)
             for c in range(n)
         }
-        self.server = SecAggServer(config=self.cfg, round_index=1, model_hash=b"m",
-                                   length=length, client_ids=frozenset(range(n)))
+        self.server = SecAggServer(
+            config=self.cfg,
+            round_index=1,
+            model_hash=b"m",
+            length=length,
+            client_ids=frozenset(range(n)),
+        )
         self.share_msgs: dict[int, bytes] = {}
 
     def to_masked_input(self) -> dict[int, bytes]:
@@ -250,8 +257,9 @@ def test_stage_order_is_enforced() -> None:
     expected = "expected stage 'advertise_keys', received 'masked_input'"
     with pytest.raises(StageError, match=expected):
         c.masked_input(b"", np.zeros(4, dtype=np.uint32))
-    server = SecAggServer(config=SecAggConfig(), round_index=0, model_hash=b"", length=4,
-                          client_ids=frozenset({0, 1}))
+    server = SecAggServer(
+        config=SecAggConfig(), round_index=0, model_hash=b"", length=4, client_ids=frozenset({0, 1})
+    )
     with pytest.raises(StageError, match="expected stage 'advertise_keys', received 'unmask'"):
         server.finish()
 
@@ -342,8 +350,13 @@ def test_corrupt_mask_key_share_is_caught_by_public_key_check() -> None:
         if p == "unmask" and sender == 1:
             msg = UnmaskResponse.decode(data)
             shares = tuple(
-                (o, k, (int.from_bytes(s, "big") ^ 1).to_bytes(33, "big")
-                 if k is ShareKind.MASK_KEY else s)
+                (
+                    o,
+                    k,
+                    (int.from_bytes(s, "big") ^ 1).to_bytes(33, "big")
+                    if k is ShareKind.MASK_KEY
+                    else s,
+                )
                 for o, k, s in msg.shares
             )
             return [UnmaskResponse(msg.round_index, msg.sender, msg.session, shares).encode()]
@@ -351,16 +364,20 @@ def test_corrupt_mask_key_share_is_caught_by_public_key_check() -> None:
 
     inputs = make_inputs(8, 10, 32)
     with pytest.raises(SecAggAbort, match="does not match its advertised public key"):
-        secure_sum(inputs, config=SecAggConfig(), dropouts={"masked_input": [6]},
-                   transport=transport)
+        secure_sum(
+            inputs, config=SecAggConfig(), dropouts={"masked_input": [6]}, transport=transport
+        )
 
 
 def test_masked_input_with_wrong_length_drops_sender() -> None:
     def transport(p: str, sender: int, receiver: int, data: bytes) -> list[bytes]:
         if p == "masked_input" and sender == 2:
             m = MaskedInput.decode(data)
-            return [MaskedInput(m.round_index, m.sender, m.session, m.bits, m.rejected,
-                                m.vector[:-1]).encode()]
+            return [
+                MaskedInput(
+                    m.round_index, m.sender, m.session, m.bits, m.rejected, m.vector[:-1]
+                ).encode()
+            ]
         return [data]
 
     inputs = make_inputs(8, 10, 32)
