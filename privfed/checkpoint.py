@@ -32,8 +32,8 @@ What a reader checks (:func:`read_state`), in this order: the file size against
 ``max_bytes``; the magic and format number (an old ``torch.save`` pickle is recognised and
 refused without being opened); the trailing sha256 (any flipped or missing byte); the whole-file
 sha256 against ``expected_sha256`` when given (a valid checkpoint that is not the expected one);
-the header length, its UTF-8 and strict JSON (no duplicate keys, no ``NaN`` literal, no integer
-of more than 20 digits, no float that overflows); the exact keys of the header and of every
+the header length, its UTF-8 and strict JSON (no duplicate keys, no ``NaN`` literal, no float
+that overflows, no integer outside the range above); the exact keys of the header and of every
 array entry; every dtype against an allow-list of numeric dtypes; every shape (at most
 ``MAX_NDIM`` non-negative dimensions) and ``nbytes == prod(shape) * itemsize``, computed with
 Python integers so nothing overflows; every offset against the packed layout above, so arrays
@@ -172,51 +172,70 @@ def _chunks(head: bytes, arrays: tuple[np.ndarray, ...]) -> list[bytes | memoryv
     return out
 
 
-def _tree_error(where: str, problem: str) -> CheckpointError:
+_Path = tuple[Any, Any] | None
+"""Where a node is: None for the root, else (parent path, key or index); formatted on error."""
+
+
+def _where(path: _Path) -> str:
+    keys = []
+    while path is not None:
+        path, key = path
+        keys.append(key)
+    return "state" + "".join(f"[{k!r}]" for k in reversed(keys))
+
+
+def _tree_error(path: _Path, problem: str) -> CheckpointError:
     return CheckpointError(
-        f"cannot write a checkpoint: {where} {problem}; convert it in the code that builds the "
-        "checkpoint tree (allowed: dict with str keys, list, tuple, str, int, float, bool, None, "
-        "numpy arrays of bool/int/uint/float/complex dtypes)"
+        f"cannot write a checkpoint: {_where(path)} {problem}; convert it in the code that builds "
+        "the checkpoint tree (allowed: dict with str keys, list, tuple, str, int, float, bool, "
+        "None, numpy arrays of bool/int/uint/float/complex dtypes)"
     )
 
 
-def _encode_node(node: Any, where: str, depth: int, arrays: list[np.ndarray]) -> Any:
-    if depth > MAX_DEPTH:
-        raise _tree_error(where, f"is nested more than {MAX_DEPTH} levels deep (or is a cycle)")
-    if node is None or isinstance(node, (bool, str)):
+def _encode_float(node: float) -> Any:
+    if math.isfinite(node):
         return node
-    if isinstance(node, np.ndarray):
-        dt = node.dtype.newbyteorder("<") if node.dtype.byteorder != "|" else node.dtype
-        if dt.str not in _ALLOWED_DTYPES:
-            raise _tree_error(where, f"is an array of dtype {node.dtype} (not a numeric dtype)")
-        if node.ndim > MAX_NDIM:
-            raise _tree_error(where, f"has {node.ndim} dimensions, more than {MAX_NDIM}")
-        arrays.append(np.asarray(node, dtype=dt, order="C"))
-        return {"$array": len(arrays) - 1}
-    if isinstance(node, np.generic) and not isinstance(node, (np.complexfloating, np.void)):
-        item = node.item()
-        if isinstance(item, (bool, int, float)):
-            return _encode_node(item, where, depth, arrays)
-    if isinstance(node, int):
+    return {"$float": "nan" if math.isnan(node) else ("inf" if node > 0 else "-inf")}
+
+
+def _encode_node(node: Any, path: _Path, depth: int, arrays: list[np.ndarray]) -> Any:
+    t = type(node)
+    if t is str or t is bool or node is None:
+        return node
+    if t is float:
+        return _encode_float(node)
+    if t is int:
         if not _INT_MIN <= node < _INT_END:
-            raise _tree_error(where, f"is the integer {node}, outside [-2**63, 2**64)")
-        return int(node)
-    if isinstance(node, float):
-        if math.isfinite(node):
-            return float(node)
-        return {"$float": "nan" if math.isnan(node) else ("inf" if node > 0 else "-inf")}
-    if isinstance(node, (list, tuple)):
-        return [_encode_node(v, f"{where}[{i}]", depth + 1, arrays) for i, v in enumerate(node)]
-    if isinstance(node, Mapping):
+            raise _tree_error(path, f"is the integer {node}, outside [-2**63, 2**64)")
+        return node
+    if t is dict or t is list or t is tuple or isinstance(node, (Mapping, list, tuple)):
+        if depth >= MAX_DEPTH:
+            raise _tree_error(path, f"is nested more than {MAX_DEPTH} levels deep (or is a cycle)")
+        if isinstance(node, (list, tuple)):
+            return [_encode_node(v, (path, i), depth + 1, arrays) for i, v in enumerate(node)]
         out: dict[str, Any] = {}
         for k, v in node.items():
             if type(k) is not str:
-                raise _tree_error(f"{where}[{k!r}]", f"has a key of type {type(k).__name__}")
-            out[("$" + k) if k.startswith("$") else k] = _encode_node(
-                v, f"{where}[{k!r}]", depth + 1, arrays
-            )
+                raise _tree_error((path, k), f"has a key of type {type(k).__name__}")
+            out["$" + k if k[:1] == "$" else k] = _encode_node(v, (path, k), depth + 1, arrays)
         return out
-    raise _tree_error(where, f"is a {type(node).__name__}")
+    if isinstance(node, np.ndarray):
+        dt = node.dtype.newbyteorder("<") if node.dtype.byteorder != "|" else node.dtype
+        if dt.str not in _ALLOWED_DTYPES:
+            raise _tree_error(path, f"is an array of dtype {node.dtype} (not a numeric dtype)")
+        if node.ndim > MAX_NDIM:
+            raise _tree_error(path, f"has {node.ndim} dimensions, more than {MAX_NDIM}")
+        arrays.append(np.asarray(node, dtype=dt, order="C"))
+        return {"$array": len(arrays) - 1}
+    if isinstance(node, (np.bool_, np.integer, np.floating)):
+        return _encode_node(node.item(), path, depth, arrays)
+    if isinstance(node, str):
+        return str(node)
+    if isinstance(node, (bool, int)):  # int subclasses (IntEnum)
+        return _encode_node(int(node), path, depth, arrays)
+    if isinstance(node, float):
+        return _encode_float(float(node))
+    raise _tree_error(path, f"is a {t.__name__}")
 
 
 def encode_state(tree: Mapping[str, Any]) -> EncodedState:
@@ -227,11 +246,11 @@ def encode_state(tree: Mapping[str, Any]) -> EncodedState:
             where), or is nested too deeply.
     """
     if not isinstance(tree, Mapping):
-        raise _tree_error("the root", f"is a {type(tree).__name__}, not a mapping")
+        raise _tree_error(None, f"is a {type(tree).__name__}, not a mapping")
     arrays: list[np.ndarray] = []
-    root = _encode_node(tree, "state", 0, arrays)
+    root = _encode_node(tree, None, 0, arrays)
     if len(arrays) > MAX_ARRAYS:
-        raise _tree_error("the tree", f"holds {len(arrays)} arrays, more than {MAX_ARRAYS}")
+        raise _tree_error(None, f"holds {len(arrays)} arrays, more than {MAX_ARRAYS}")
     table = []
     pos = 0
     for i, a in enumerate(arrays):
@@ -245,7 +264,7 @@ def encode_state(tree: Mapping[str, Any]) -> EncodedState:
         {"arrays": table, "tree": root}, allow_nan=False, separators=(",", ":")
     ).encode("ascii")
     if len(header) > MAX_HEADER_BYTES:
-        raise _tree_error("the tree", f"needs a {len(header)}-byte header (> {MAX_HEADER_BYTES})")
+        raise _tree_error(None, f"needs a {len(header)}-byte header (> {MAX_HEADER_BYTES})")
     head = _PREFIX.pack(MAGIC, FORMAT, len(header)) + header
     head += bytes(_align(len(head)) - len(head))
     frozen = tuple(arrays)
@@ -284,21 +303,6 @@ def write_state(path: str | Path, tree: Mapping[str, Any]) -> str:
 
 class _Bad(Exception):
     """A problem found while reading; becomes a CheckpointError naming the file."""
-
-
-def _parse_int(text: str) -> int:
-    if len(text.lstrip("-")) > 20:
-        raise ValueError(f"integer of {len(text)} digits")
-    return int(text)
-
-
-def _parse_float(text: str) -> float:
-    if len(text) > 64:
-        raise ValueError(f"number of {len(text)} characters")
-    v = float(text)
-    if not math.isfinite(v):
-        raise ValueError(f"number {text} overflows a float")
-    return v
 
 
 def _check_arrays(table: Any, data_len: int, buf: bytearray, data_start: int) -> list[np.ndarray]:
@@ -347,46 +351,54 @@ def _check_arrays(table: Any, data_len: int, buf: bytearray, data_start: int) ->
     return out
 
 
-def _decode_node(
-    node: Any, where: str, depth: int, arrays: list[np.ndarray], used: list[bool]
+def _decode_tag(
+    node: dict[str, Any], tag: str, path: _Path, arrays: list[np.ndarray], used: list[bool]
 ) -> Any:
-    if depth > MAX_DEPTH:
-        raise _Bad(f"{where} is nested more than {MAX_DEPTH} levels deep")
-    if node is None or isinstance(node, (bool, str, float)):
+    if len(node) != 1:
+        raise _Bad(f"{_where(path)} mixes the tag {tag!r} with other keys")
+    value = node[tag]
+    if tag == "$float":
+        if value not in _NONFINITE:
+            raise _Bad(f"{_where(path)} has $float {value!r}; expected 'inf', '-inf' or 'nan'")
+        return _NONFINITE[value]
+    if tag == "$array":
+        if not is_int(value) or not 0 <= value < len(arrays):
+            raise _Bad(f"{_where(path)} refers to array {value!r}; the file has {len(arrays)}")
+        if used[value]:
+            raise _Bad(f"{_where(path)} refers to array {value}, which is used twice")
+        used[value] = True
+        return arrays[value]
+    raise _Bad(f"{_where(path)} has the unknown tag {tag!r}")
+
+
+def _decode_node(
+    node: Any, path: _Path, depth: int, arrays: list[np.ndarray], used: list[bool]
+) -> Any:
+    t = type(node)
+    if t is str or t is bool or node is None:
         return node
-    if isinstance(node, int):
+    if t is float:
+        if not math.isfinite(node):
+            raise _Bad(f"{_where(path)} is a number that overflows a float")
+        return node
+    if t is int:
         if not _INT_MIN <= node < _INT_END:
-            raise _Bad(f"{where} is the integer {node}, outside [-2**63, 2**64)")
+            raise _Bad(f"{_where(path)} is the integer {node}, outside [-2**63, 2**64)")
         return node
-    if isinstance(node, list):
-        return [
-            _decode_node(v, f"{where}[{i}]", depth + 1, arrays, used) for i, v in enumerate(node)
-        ]
-    if not isinstance(node, dict):  # pragma: no cover - JSON has no other types
-        raise _Bad(f"{where} is a {type(node).__name__}")
-    tags = [k for k in node if k.startswith("$") and not k.startswith("$$")]
-    if tags:
-        if len(node) != 1:
-            raise _Bad(f"{where} mixes the tag {tags[0]!r} with other keys")
-        tag, value = tags[0], node[tags[0]]
-        if tag == "$float":
-            if value not in _NONFINITE:
-                raise _Bad(f"{where} has $float {value!r}; expected 'inf', '-inf' or 'nan'")
-            return _NONFINITE[value]
-        if tag == "$array":
-            if not is_int(value) or not 0 <= value < len(arrays):
-                raise _Bad(f"{where} refers to array {value!r}; the file has {len(arrays)}")
-            if used[value]:
-                raise _Bad(f"{where} refers to array {value}, which is used twice")
-            used[value] = True
-            return arrays[value]
-        raise _Bad(f"{where} has the unknown tag {tag!r}")
-    return {
-        (k[1:] if k.startswith("$") else k): _decode_node(
-            v, f"{where}[{k!r}]", depth + 1, arrays, used
-        )
-        for k, v in node.items()
-    }
+    if depth >= MAX_DEPTH:
+        raise _Bad(f"{_where(path)} is nested more than {MAX_DEPTH} levels deep")
+    if t is list:
+        return [_decode_node(v, (path, i), depth + 1, arrays, used) for i, v in enumerate(node)]
+    if t is not dict:  # pragma: no cover - JSON has no other types
+        raise _Bad(f"{_where(path)} is a {t.__name__}")
+    out: dict[str, Any] = {}
+    for k, v in node.items():
+        if k[:1] == "$":
+            if k[:2] != "$$":
+                return _decode_tag(node, k, path, arrays, used)
+            k = k[1:]
+        out[k] = _decode_node(v, (path, k), depth + 1, arrays, used)
+    return out
 
 
 def _expected_set(expected: str | Collection[str] | None) -> frozenset[str] | None:
@@ -487,18 +499,14 @@ def _read(
     if any(buf[_PREFIX.size + header_len : data_start]):
         raise _Bad("the padding after its header is not zero")
     try:
-        header = parse_json(
-            bytes(buf[_PREFIX.size : _PREFIX.size + header_len]).decode("utf-8"),
-            parse_int=_parse_int,
-            parse_float=_parse_float,
-        )
+        header = parse_json(bytes(buf[_PREFIX.size : _PREFIX.size + header_len]).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise _Bad(f"its header is not valid JSON ({exc})") from None
     if not isinstance(header, dict) or set(header) != {"arrays", "tree"}:
         raise _Bad("its header must be an object with exactly the keys 'arrays' and 'tree'")
     arrays = _check_arrays(header["arrays"], body_end - data_start, buf, data_start)
     used = [False] * len(arrays)
-    tree = _decode_node(header["tree"], "state", 0, arrays, used)
+    tree = _decode_node(header["tree"], None, 0, arrays, used)
     if not isinstance(tree, dict):
         raise _Bad("its tree is not an object")
     if not all(used):
