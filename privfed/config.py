@@ -230,6 +230,13 @@ class DPConfig(_Checked):
     planned_participation: float = 1.0
     """Fraction of rounds a client is planned to take part in when calibrating noise
     (1.0: every round; the budget check stops a client that would exceed its budget)."""
+    public_sampling: bool = False
+    """Derive every client's sampling rate and noise multiplier from public parameters
+    (``nominal_records``, the config) instead of its own record count; off means each client's
+    record count is treated as public (stated in ``privacy.json``)."""
+    nominal_records: int = 0
+    """Public nominal records per client and data source for ``public_sampling``: every client
+    samples at rate ``1 / ceil(nominal_records / batch_size)``."""
 
     @property
     def private(self) -> bool:
@@ -243,6 +250,17 @@ class DPConfig(_Checked):
         _range(p, "max_grad_norm", self.max_grad_norm, lo=0.0, lo_open=True)
         _range(p, "noise_multiplier", self.noise_multiplier, lo=0.0)
         _range(p, "planned_participation", self.planned_participation, lo=0.0, hi=1.0, lo_open=True)
+        _range(p, "nominal_records", self.nominal_records, lo=0)
+        if self.public_sampling and self.nominal_records < 1:
+            p.append(
+                "nominal_records must be >= 1 with public_sampling = true (the public record "
+                "count every client's sampling rate is derived from)"
+            )
+        if self.nominal_records and not self.public_sampling:
+            p.append(
+                "nominal_records is only used with public_sampling = true; set public_sampling "
+                "or remove nominal_records"
+            )
         return p
 
 
@@ -440,11 +458,31 @@ class ExperimentConfig(_Checked):
                     f"{self.federation.algorithm!r}: client-level DP protects a noisy sum, and "
                     "this algorithm releases individual models"
                 )
+        first_on_source: dict[str, str] = {}
         for gname, g in self.groups.items():
             try:
                 PARTITIONERS.get(g.partition.kind)
             except RegistryError as exc:
                 p.append(f"groups.{gname}.partition.kind: {exc}")
+            first = first_on_source.setdefault(g.source, gname)
+            if first != gname:
+                f = self.groups[first]
+                differ = [
+                    name
+                    for name, mine, theirs in (
+                        ("source_params", dict(g.source_params), dict(f.source_params)),
+                        ("partition", g.partition, f.partition),
+                        ("split", tuple(g.split), tuple(f.split)),
+                    )
+                    if mine != theirs
+                ]
+                if differ:
+                    p.append(
+                        f"groups.{gname}: shares source {g.source!r} with groups.{first} but its "
+                        f"{', '.join(differ)} differ; a source's records belong to one client "
+                        "whatever the group (one partition per source, one privacy ledger per "
+                        "client and source): make them equal or use another source"
+                    )
         if self.attacks:
             from attacks.base import ATTACKS
 
@@ -669,21 +707,27 @@ def dump_config(cfg: ExperimentConfig) -> str:
     return tomli_w.dumps(to_dict(cfg))
 
 
-#: Top-level fields added after the hash was first defined, left out of the hash while they
-#: hold their default, so adding them did not change the hash (and the run-directory names) of
-#: every existing config.
+#: Fields (dotted paths) added after the hash was first defined, left out of the hash while
+#: they hold their default, so adding them did not change the hash (and the run-directory
+#: names) of every existing config.
 _HASHED_ONLY_WHEN_SET: dict[str, Any] = {
     "attacks": [],
     "audit": {"canaries": 0, "guesses": 0, "client": 0, "group": "", "confidence": 0.95},
+    "dp.public_sampling": False,
+    "dp.nominal_records": 0,
 }
 
 
 def config_hash(cfg: ExperimentConfig) -> str:
     """A short stable hash of the resolved config (sha256 of canonical JSON, 16 hex digits)."""
     data = to_dict(cfg)
-    for key, default in _HASHED_ONLY_WHEN_SET.items():
-        if data.get(key) == default:
-            data.pop(key, None)
+    for dotted, default in _HASHED_ONLY_WHEN_SET.items():
+        *parents, key = dotted.split(".")
+        node: Any = data
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and node.get(key) == default:
+            node.pop(key, None)
     canon = json.dumps(data, sort_keys=True, default=str, allow_nan=True)
     return hashlib.sha256(canon.encode()).hexdigest()[:16]
 

@@ -30,7 +30,7 @@ from torch import nn
 from privfed.aggregation import PHASES, AggregateResult, Aggregator, PlainSumAggregator
 from privfed.algorithms import ALGORITHMS, Algorithm
 from privfed.algorithms.server import ServerAdam, ServerOptimizer
-from privfed.client import UnitSpec, UnitTrainer, sample_rate_for
+from privfed.client import UnitSpec, UnitTrainer
 from privfed.config import ExperimentConfig, config_hash, dump_config, load_config
 from privfed.data.partition import (
     PARTITIONERS,
@@ -51,8 +51,7 @@ from privfed.io import (
     to_json,
 )
 from privfed.models import flat_parameters, load_flat_parameters
-from privfed.privacy import client_dp
-from privfed.privacy.accounting import calibrate_noise
+from privfed.privacy import client_dp, planning
 from privfed.privacy.ledger import PrivacyLedger, SourceLedger
 from privfed.repro import build_manifest
 from privfed.rng import int_seed, numpy_rng, torch_generator
@@ -86,6 +85,7 @@ class GroupState:
     name: str
     source: SourceData
     ledger_key: str
+    """The data source's name: every group on one source shares its clients' ledgers."""
     units: list[UnitSpec]
     clients: dict[int, ClientGroupData]
     partition_hash: str
@@ -188,29 +188,37 @@ class Federation:
         )
         self.groups: dict[str, GroupState] = {}
         self.audit: AuditPlan | None = None
-        sources_used: dict[str, int] = {}
-        for g in cfg.groups.values():
-            sources_used[g.source] = sources_used.get(g.source, 0) + 1
+        # A data source is partitioned once (by the first group that names it): its records
+        # belong to one client whatever the group, so the client's (client, source) ledger
+        # covers every training on them. Later groups on the source reuse the partition and
+        # each client's train/val/test split (the config loader requires equal settings).
+        shared: dict[str, tuple[str, SourceData, list[np.ndarray]]] = {}
+        splits: dict[tuple[str, int], ClientGroupData | None] = {}
         for gname, g in cfg.groups.items():
-            try:
-                src = load_source(g.source, seed=cfg.seed, **dict(g.source_params))
-            except ConfigError as exc:
-                raise ConfigError(
-                    [f"groups.{gname}.source_params.{p}" for p in exc.problems]
-                ) from None
-            parts = _partition(cfg, gname, src)
+            if g.source not in shared:
+                try:
+                    loaded = load_source(g.source, seed=cfg.seed, **dict(g.source_params))
+                except ConfigError as exc:
+                    raise ConfigError(
+                        [f"groups.{gname}.source_params.{p}" for p in exc.problems]
+                    ) from None
+                shared[g.source] = (gname, loaded, _partition(cfg, gname, loaded))
+            first, src, parts = shared[g.source]
             clients: dict[int, ClientGroupData] = {}
             for c, idx in enumerate(parts):
                 if gname not in held[c] or len(idx) == 0:
                     continue
-                s = split_client(
-                    idx,
-                    rng=numpy_rng(cfg.seed, f"split:{gname}", c),
-                    fractions=(g.split[0], g.split[1], g.split[2]),
-                )
-                if len(s.train) == 0 or len(s.test) == 0:
-                    continue
-                clients[c] = ClientGroupData(s.train, s.val, s.test)
+                if (g.source, c) not in splits:
+                    s = split_client(
+                        idx,
+                        rng=numpy_rng(cfg.seed, f"split:{first}", c),
+                        fractions=(g.split[0], g.split[1], g.split[2]),
+                    )
+                    ok = len(s.train) > 0 and len(s.test) > 0
+                    splits[(g.source, c)] = ClientGroupData(s.train, s.val, s.test) if ok else None
+                cg = splits[(g.source, c)]
+                if cg is not None:
+                    clients[c] = cg
             audit_group = cfg.audit.group or next(iter(cfg.groups))
             if cfg.audit.canaries and gname == audit_group:
                 src, clients = self._insert_canaries(gname, src, clients)
@@ -222,7 +230,7 @@ class Federation:
             self.groups[gname] = GroupState(
                 name=gname,
                 source=src,
-                ledger_key=g.source if sources_used[g.source] == 1 else f"{gname}/{g.source}",
+                ledger_key=g.source,
                 units=_unit_specs(gname, cfg, src),
                 clients=clients,
                 partition_hash=partition_hash(parts),
@@ -355,6 +363,8 @@ class RunSummary:
     accountant: str
     attacks: Mapping[str, Any] = field(default_factory=dict)
     audit: Mapping[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    client_level: Mapping[str, Any] = field(default_factory=dict)
 
 
 def make_server_optimizer(cfg: ExperimentConfig) -> ServerOptimizer:
@@ -389,6 +399,49 @@ def configure_distributed_dp(cfg: ExperimentConfig, *, dimension: int) -> Any:
         raise ConfigError(
             f"client_dp (distributed): {exc}; raise secagg.bits or client_dp.target_epsilon"
         ) from None
+
+
+def plan_record_privacy(
+    cfg: ExperimentConfig, fed: Federation, algorithm: Algorithm
+) -> planning.RecordPlan:
+    """The record-level noise plan of every (client, data source), checked before training.
+
+    Lists, per (client, source), the units the client trains on those records (in the order
+    :meth:`Engine.run_round` trains them) and hands them to
+    :func:`privfed.privacy.planning.plan_record_level`.
+
+    Raises:
+        ConfigError: an impossible budget or a delta too large for some client's records.
+    """
+    units: dict[tuple[int, str], list[tuple[str, int]]] = {}
+    records: dict[tuple[int, str], np.ndarray] = {}
+    by_source: dict[str, list[tuple[str, int]]] = {}
+    tpp = algorithm.trainings_per_participation
+    for unit in fed.units:
+        gs = fed.unit_group[unit.name]
+        by_source.setdefault(gs.ledger_key, []).append((unit.name, tpp))
+        for c, cg in gs.clients.items():
+            key = (c, gs.ledger_key)
+            units.setdefault(key, []).append((unit.name, len(cg.train)))
+            records[key] = np.union1d(records.get(key, cg.train[:0]), cg.train)
+    dp = cfg.dp
+    return planning.plan_record_level(
+        target_epsilon=dp.target_epsilon,
+        delta=dp.delta,
+        noise_multiplier=dp.noise_multiplier,
+        planned_participation=dp.planned_participation,
+        public_sampling=dp.public_sampling,
+        nominal_records=dp.nominal_records,
+        rounds=cfg.rounds,
+        local_steps=cfg.train.local_steps,
+        batch_size=cfg.train.batch_size,
+        trainings_per_participation=tpp,
+        holdings={
+            key: planning.SourceHolding(records=len(records[key]), units=tuple(us))
+            for key, us in sorted(units.items())
+        },
+        units_by_source=by_source,
+    )
 
 
 def make_aggregator(cfg: ExperimentConfig) -> Aggregator:
@@ -426,6 +479,13 @@ class Engine:
             lr=cfg.train.lr,
         )
         self.server_opt = make_server_optimizer(cfg)
+        self.record_plan: planning.RecordPlan | None = (
+            plan_record_privacy(cfg, self.fed, self.algorithm) if cfg.dp.private else None
+        )
+        self.warnings: list[str] = list(self.record_plan.warnings if self.record_plan else ())
+        self._plans_of: dict[int, list[planning.SourcePlan]] = {}
+        for plan in self.record_plan.sources.values() if self.record_plan else ():
+            self._plans_of.setdefault(plan.client, []).append(plan)
         cdp = cfg.client_dp
         q = cfg.federation.cohort_fraction
         self.expected_cohort = {
@@ -459,34 +519,32 @@ class Engine:
             )
         self.trainers: dict[tuple[int, str], UnitTrainer] = {}
         self._eval_models = {u.name: u.build() for u in self.fed.units}
-        self._sigma: dict[tuple[int, str], float] = {}
         self.last_aggregate: AggregateResult | None = None
         self.last_updates: dict[int, np.ndarray] = {}
 
     # ------------------------------------------------------------------ privacy
     def noise_multiplier(self, client: int, group: str) -> float | None:
-        """The client's noise multiplier on ``group``'s records (None: no DP)."""
-        dp = self.cfg.dp
-        if not dp.private:
+        """The client's noise multiplier on ``group``'s data source (None: no DP).
+
+        One sigma per (client, source), calibrated at start for every training on the source's
+        records (:func:`plan_record_privacy`).
+        """
+        if self.record_plan is None:
             return None
-        key = (client, group)
-        if key not in self._sigma:
-            if dp.noise_multiplier > 0:
-                self._sigma[key] = dp.noise_multiplier
-            else:
-                gs = self.fed.groups[group]
-                q = sample_rate_for(len(gs.clients[client].train), self.cfg.train.batch_size)
-                participations = math.ceil(self.cfg.rounds * dp.planned_participation)
-                steps = (
-                    participations
-                    * self.cfg.train.local_steps
-                    * len(gs.units)
-                    * self.algorithm.trainings_per_participation
-                )
-                self._sigma[key] = calibrate_noise(
-                    target_epsilon=dp.target_epsilon, delta=dp.delta, sample_rate=q, steps=steps
-                )
-        return self._sigma[key]
+        return self.record_plan.noise_multiplier(client, self.fed.groups[group].ledger_key)
+
+    def admitted_units(self, client: int, state: RunState) -> dict[str, bool]:
+        """Which of the client's units may train this round without exceeding a budget.
+
+        The pre-dispatch budget check: per data source, the client's planned trainings
+        (:meth:`privfed.privacy.planning.SourcePlan.events`) are admitted greedily against its
+        ledger (:meth:`privfed.privacy.ledger.SourceLedger.admit`).
+        """
+        out: dict[str, bool] = {}
+        for plan in self._plans_of.get(client, ()):
+            flags = state.ledger.get(client, plan.source).admit(plan.events())
+            out.update({t.unit: ok for t, ok in zip(plan.trainings, flags, strict=True)})
+        return out
 
     def trainer(self, client: int, unit_index: int, *, personal: bool = False) -> UnitTrainer:
         """The persistent (Opacus-wrapped) trainer of (client, unit).
@@ -499,6 +557,7 @@ class Engine:
         tr = self.trainers.get(key)
         if tr is None:
             x, ys = self.fed.tensors(unit.group, "train", client)
+            plan = self.record_plan
             tr = UnitTrainer(
                 unit,
                 x=x,
@@ -509,7 +568,18 @@ class Engine:
                 max_grad_norm=self.cfg.dp.max_grad_norm,
                 seed=self.cfg.seed,
                 stream=(client, unit_index, 1) if personal else (client, unit_index),
+                public_sample_rate=plan.public_sample_rate if plan else None,
+                public_batch_size=plan.public_batch_size if plan else None,
             )
+            if plan is not None:
+                source = self.fed.unit_group[unit.name].ledger_key
+                planned = {t.unit: t.sample_rate for t in plan.sources[(client, source)].trainings}
+                if planned[unit.name] != tr.sample_rate:
+                    raise PrivfedError(
+                        f"client {client}, unit {unit.name}: the trainer samples at rate "
+                        f"{tr.sample_rate} but the privacy plan assumed {planned[unit.name]}; "
+                        "this is a bug in privfed (please report it)"
+                    )
             self.trainers[key] = tr
         return tr
 
@@ -641,20 +711,17 @@ class Engine:
                 if self.algorithm.aggregates
                 else None
             )
+            admitted = self.admitted_units(c, state)
             for ui, unit in enumerate(fed.units):
                 gs = fed.unit_group[unit.name]
                 if c not in gs.clients:
                     continue
+                if not admitted.get(unit.name, True):
+                    skipped_budget += 1
+                    continue
                 tr = self.trainer(c, ui)
                 ledger = state.ledger.get(c, gs.ledger_key)
                 alg = self.algorithm
-                if tr.private and ledger.would_exceed(
-                    noise_multiplier=tr.noise_multiplier,
-                    sample_rate=tr.sample_rate,
-                    steps=cfg.train.local_steps * alg.trainings_per_participation,
-                ):
-                    skipped_budget += 1
-                    continue
                 global_vec = state.globals[unit.name]
                 personal = state.personal.get((c, unit.name))
                 start = alg.start_vector(unit=unit.name, global_vec=global_vec, personal=personal)
@@ -909,6 +976,8 @@ class Engine:
             atomic_write_text(self.out / "config.toml", dump_config(cfg))
             rows = []
         self._write_manifest(state, finished=False)
+        for w in self.warnings:
+            self.echo(f"WARNING (privacy): {w}")
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -971,6 +1040,8 @@ class Engine:
             accountant=report["accountant"],
             attacks=attack_results,
             audit=audit,
+            warnings=tuple(self.warnings),
+            client_level=report["client_level"],
         )
 
     def run_audit(self, state: RunState) -> dict[str, Any]:
@@ -1108,6 +1179,17 @@ class Engine:
             "target_epsilon": cfg.dp.target_epsilon,
             "accountant": accountant,
             "complete": final,
+            "assumptions": list(self.record_plan.assumptions) if self.record_plan else [],
+            "warnings": list(self.warnings),
+            "public_sampling": (
+                {
+                    "sample_rate": self.record_plan.public_sample_rate,
+                    "batch_size": self.record_plan.public_batch_size,
+                    "nominal_records": cfg.dp.nominal_records,
+                }
+                if self.record_plan is not None and self.record_plan.public_sample_rate
+                else None
+            ),
             "summary": summary,
             "ledgers": ledgers,
             "client_level": self._client_level_report(state, accountant),

@@ -21,7 +21,7 @@ because JSON has no infinity.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, TypedDict
 
 import numpy as np
@@ -200,6 +200,39 @@ class SourceLedger:
         if rdp_eps <= self.target_epsilon or self.accountant == "rdp":
             return rdp_eps > self.target_epsilon
         return prv_epsilon([*self._events, planned], delta=self.delta) > self.target_epsilon
+
+    def admit(self, planned: Sequence[DPEvent]) -> tuple[bool, ...]:
+        """Which of a participation's planned trainings fit in the remaining budget.
+
+        Greedy in the given order: a training is admitted if the events recorded so far, the
+        trainings admitted before it and itself stay within ``target_epsilon``; a training
+        that does not fit is skipped and the next one is tried (a smaller one may still fit).
+        Nothing is recorded. This is the pre-dispatch check: a client takes only admitted
+        trainings, so the ledger never exceeds its target (with the RDP accountant; with PRV,
+        a training RDP refuses is re-checked with PRV as :meth:`would_exceed` does).
+
+        Args:
+            planned: the trainings one participation would take on this source, in order.
+
+        Returns:
+            One flag per planned training.
+        """
+        if math.isinf(self.target_epsilon):
+            return tuple(True for _ in planned)
+        total = self._total.copy()
+        history = list(self._events)
+        out = []
+        for event in planned:
+            trial = total + _event_rdp(event)
+            eps = epsilon_from_rdp(trial, delta=self.delta)
+            fits = eps <= self.target_epsilon
+            if not fits and self.accountant == "prv":
+                fits = prv_epsilon([*history, event], delta=self.delta) <= self.target_epsilon
+            if fits:
+                total = trial
+                history.append(event)
+            out.append(fits)
+        return tuple(out)
 
     # ---------------------------------------------------------- serialization
     def to_dict(self) -> dict[str, Any]:
