@@ -295,9 +295,23 @@ class ClientDPConfig(_Checked):
     count_noise_multiplier: float = 0.0
     """Noise on the count of clipped clients (adaptive only); 0 means expected cohort / 20 as
     recommended by Andrew et al. 2021, Sec. 3."""
+    max_colluders: int = -1
+    """Distributed mode: clients whose noise the adversary may know (colluding with the server);
+    their shares and the protected client's own are not counted. -1 derives it from the
+    secure-aggregation threshold t of the planned cohort: ``2t - (k + 1) - 1`` with ``k + 1``
+    the closed neighbourhood (the whole cohort on the complete graph), the largest coalition
+    that cannot obtain both shares of an honest client's secrets."""
 
     def _problems(self) -> list[str]:
         p: list[str] = []
+        _range(p, "max_colluders", self.max_colluders, lo=-1)
+        if self.max_colluders != -1 and self.mode != "distributed":
+            p.append("max_colluders is only used with mode = 'distributed'; remove it or set mode")
+        if self.mode == "distributed" and self.noise_multiplier > 0:
+            p.append(
+                "noise_multiplier must be 0 with mode = 'distributed': the clients' discrete "
+                "Gaussian noise is calibrated to target_epsilon (set target_epsilon instead)"
+            )
         _range(p, "clip", self.clip, lo=0.0, lo_open=True)
         _range(p, "target_epsilon", self.target_epsilon, lo=0.0, lo_open=True)
         _range(p, "delta", self.delta, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
@@ -512,6 +526,29 @@ class ExperimentConfig(_Checked):
                     "client_dp.adaptive must be false with mode = 'distributed' (adaptive "
                     "clipping is implemented for the central mode only)"
                 )
+        if self.client_dp.mode != "off":
+            from privfed.privacy.planning import check_delta
+
+            delta_check = check_delta(
+                delta=self.client_dp.delta,
+                n=self.federation.num_clients,
+                field_name="client_dp.delta",
+                unit="clients of the population (federation.num_clients)",
+            )
+            if delta_check.refuse:
+                p.append(delta_check.message)
+        if self.client_dp.mode == "central":
+            from privfed.privacy.client_dp import central_budget_problems
+
+            p.extend(
+                central_budget_problems(
+                    target_epsilon=self.client_dp.target_epsilon,
+                    delta=self.client_dp.delta,
+                    noise_multiplier=self.client_dp.noise_multiplier,
+                    sample_rate=self.federation.cohort_fraction,
+                    rounds=self.rounds,
+                )
+            )
         if self.client_dp.mode != "off" and self.federation.algorithm == "local":
             p.append(
                 "client_dp.mode must be 'off' with federation.algorithm = 'local' (nothing is "
@@ -715,6 +752,7 @@ _HASHED_ONLY_WHEN_SET: dict[str, Any] = {
     "audit": {"canaries": 0, "guesses": 0, "client": 0, "group": "", "confidence": 0.95},
     "dp.public_sampling": False,
     "dp.nominal_records": 0,
+    "client_dp.max_colluders": -1,
 }
 
 

@@ -31,7 +31,7 @@ from privfed.algorithms import ALGORITHMS, Algorithm
 from privfed.algorithms.server import ServerAdam, ServerOptimizer
 from privfed.client import UnitTrainer
 from privfed.config import ExperimentConfig, config_hash, dump_config, load_config
-from privfed.errors import CheckpointError, ConfigError, PrivfedError
+from privfed.errors import CheckpointError, PrivfedError
 from privfed.evaluation.metrics import summarize
 from privfed.federation import Federation, _features
 from privfed.io import (
@@ -44,7 +44,8 @@ from privfed.io import (
 )
 from privfed.models import load_flat_parameters
 from privfed.privacy import client_dp, planning
-from privfed.privacy.ledger import PrivacyLedger, SourceLedger
+from privfed.privacy.distributed import DistributedPlan, NoiseShares
+from privfed.privacy.ledger import DistributedLedger, DistributedRound, PrivacyLedger, SourceLedger
 from privfed.repro import build_manifest
 from privfed.rng import int_seed, numpy_rng
 
@@ -71,7 +72,8 @@ class RunState:
     timings: dict[str, float] = field(default_factory=dict)
     client_ledger: SourceLedger | None = None
     client_clip: float = 0.0
-    ddg_survivors: list[int] = field(default_factory=list)
+    ddg_ledger: DistributedLedger | None = None
+    client_refused_rounds: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -100,28 +102,27 @@ def make_server_optimizer(cfg: ExperimentConfig) -> ServerOptimizer:
     return ServerOptimizer(lr=f.server_lr)
 
 
-def configure_distributed_dp(cfg: ExperimentConfig, *, dimension: int) -> Any:
-    """DDG parameters for the run: noise calibrated for the cohort expected to survive."""
-    from privfed.privacy.distributed import DDGError, ddg_configure
+def configure_distributed_dp(cfg: ExperimentConfig, *, dimension: int) -> DistributedPlan:
+    """The distributed-DP plan of the run (:func:`privfed.privacy.distributed.plan_distributed`).
+
+    Noise is calibrated for the worst round secure aggregation admits with the planned cohort
+    (``ceil(cohort_fraction * num_clients)``): ``t`` survivors, ``client_dp.max_colluders`` of
+    them colluding, the protected client's own share excluded.
+    """
+    from privfed.privacy.distributed import plan_distributed
 
     cdp, fed = cfg.client_dp, cfg.federation
-    cohort = max(1, math.ceil(fed.cohort_fraction * fed.num_clients))
-    survivors = max(1, math.floor(fed.cohort_fraction * fed.num_clients * (1.0 - fed.dropout)))
-    try:
-        return ddg_configure(
-            dimension=dimension,
-            clip=cdp.clip,
-            bits=cfg.secagg.bits,
-            cohort_size=fed.num_clients,
-            expected_survivors=min(survivors, cohort),
-            target_epsilon=cdp.target_epsilon,
-            delta=cdp.delta,
-            steps=cfg.rounds,
-        )
-    except DDGError as exc:
-        raise ConfigError(
-            f"client_dp (distributed): {exc}; raise secagg.bits or client_dp.target_epsilon"
-        ) from None
+    return plan_distributed(
+        dimension=dimension,
+        clip=cdp.clip,
+        secagg=cfg.secagg,
+        num_clients=fed.num_clients,
+        cohort=max(1, math.ceil(fed.cohort_fraction * fed.num_clients)),
+        max_colluders=cdp.max_colluders,
+        target_epsilon=cdp.target_epsilon,
+        delta=cdp.delta,
+        rounds=cfg.rounds,
+    )
 
 
 def plan_record_privacy(
@@ -226,6 +227,15 @@ class Engine:
                 count_noise_multiplier=cdp.count_noise_multiplier,
                 expected_cohort=q * cfg.federation.num_clients,
             )
+        if cdp.mode != "off":
+            check = planning.check_delta(
+                delta=cdp.delta,
+                n=cfg.federation.num_clients,
+                field_name="client_dp.delta",
+                unit="clients of the population (federation.num_clients)",
+            )
+            if check.warn:
+                self.warnings.append(check.message)
         # Under client-level DP (either mode) each client's joint update is clipped, no
         # participation counters are sent and each unit is divided by its expected count.
         self.client_level = cdp.mode != "off"
@@ -235,8 +245,10 @@ class Engine:
         self.vector_length = self.fed.vector_length + (1 if cdp.adaptive else 0)
         self.aggregator = make_aggregator(cfg)
         self.ddg: Any = None
+        self.ddg_plan: DistributedPlan | None = None
         if cdp.mode == "distributed":
-            self.ddg = configure_distributed_dp(cfg, dimension=self.fed.counter_base)
+            self.ddg_plan = configure_distributed_dp(cfg, dimension=self.fed.counter_base)
+            self.ddg = self.ddg_plan.params
             self.aggregator = client_dp.DistributedDPAggregator(
                 self.ddg, cfg.secagg, root_seed=cfg.seed
             )
@@ -268,6 +280,47 @@ class Engine:
             flags = state.ledger.get(client, plan.source).admit(plan.events())
             out.update({t.unit: ok for t, ok in zip(plan.trainings, flags, strict=True)})
         return out
+
+    def client_level_gate(
+        self, r: int, cohort: list[int], state: RunState
+    ) -> NoiseShares | bool | None:
+        """The pre-dispatch client-level budget check of round ``r``.
+
+        Central mode: the round is one more subsampled Gaussian release on the population's
+        ledger. Distributed mode: the round guarantees ``t - 1 - colluders`` honest noise
+        shares for this cohort (:func:`privfed.privacy.distributed.noise_shares`). A round that
+        could push the guaranteed client-level epsilon above the target is refused before any
+        client trains (the run stops at its budget, as record-level ledgers do per client).
+
+        Returns:
+            None if the round is refused; the round's noise shares in distributed mode; True
+            otherwise.
+        """
+        refused = False
+        shares: NoiseShares | bool = True
+        if self.ddg_plan is not None and state.ddg_ledger is not None:
+            from privfed.privacy.distributed import noise_shares
+
+            shares = noise_shares(
+                self.cfg.secagg, cohort=len(cohort), colluders=self.ddg_plan.colluders
+            )
+            refused = bool(cohort) and state.ddg_ledger.would_exceed(shares.worst)
+        elif self.client_dp is not None and state.client_ledger is not None:
+            refused = state.client_ledger.would_exceed(
+                noise_multiplier=self.client_dp.noise_multiplier,
+                sample_rate=self.client_dp.sample_rate,
+                steps=1,
+            )
+        if not refused:
+            return shares
+        if not state.client_refused_rounds:
+            self.echo(
+                f"round {r + 1}: refused: releasing it could exceed client_dp.target_epsilon = "
+                f"{self.cfg.client_dp.target_epsilon:g} (client-level epsilon so far "
+                f"{self.client_epsilon(state) or 0.0:.4g}); rounds that do not fit are skipped"
+            )
+        state.client_refused_rounds.append(r)
+        return None
 
     def trainer(self, client: int, unit_index: int, *, personal: bool = False) -> UnitTrainer:
         """The persistent (Opacus-wrapped) trainer of (client, unit).
@@ -324,6 +377,15 @@ class Engine:
                 else None
             ),
             client_clip=self.cfg.client_dp.clip,
+            ddg_ledger=(
+                DistributedLedger(
+                    self.ddg,
+                    delta=self.cfg.client_dp.delta,
+                    target_epsilon=self.cfg.client_dp.target_epsilon,
+                )
+                if self.ddg is not None
+                else None
+            ),
         )
 
     def save_checkpoint(self, state: RunState) -> None:
@@ -345,7 +407,8 @@ class Engine:
                 "algorithm": self.algorithm.state_dict(),
                 "client_ledger": state.client_ledger.to_dict() if state.client_ledger else None,
                 "client_clip": state.client_clip,
-                "ddg_survivors": state.ddg_survivors,
+                "ddg_ledger": state.ddg_ledger.to_dict() if state.ddg_ledger else None,
+                "client_refused_rounds": state.client_refused_rounds,
             },
             buf,
         )
@@ -384,7 +447,12 @@ class Engine:
                 SourceLedger.from_dict(data["client_ledger"]) if data.get("client_ledger") else None
             ),
             client_clip=float(data.get("client_clip", self.cfg.client_dp.clip)),
-            ddg_survivors=list(data.get("ddg_survivors", [])),
+            ddg_ledger=(
+                DistributedLedger.from_dict(data["ddg_ledger"], params=self.ddg)
+                if data.get("ddg_ledger")
+                else None
+            ),
+            client_refused_rounds=list(data.get("client_refused_rounds", [])),
         )
 
     # ------------------------------------------------------------------ round
@@ -424,6 +492,9 @@ class Engine:
         cfg = self.cfg
         fed = self.fed
         cohort = self.select_cohort(r)
+        shares = self.client_level_gate(r, cohort, state)
+        if shares is None:
+            return {"trained": 0.0, "budget_skips": 0.0, "diverged": 0.0, "client_refused": 1.0}
         updates: dict[int, np.ndarray] = {}
         trained = 0
         skipped_budget = 0
@@ -584,8 +655,18 @@ class Engine:
             state.globals[unit.name] = self.server_opt.step(
                 unit=unit.name, global_vec=state.globals[unit.name], mean_update=mean
             )
-        if self.ddg is not None:
-            state.ddg_survivors.append(len(result.included))
+        if state.ddg_ledger is not None and isinstance(shares, NoiseShares):
+            state.ddg_ledger.record(
+                DistributedRound(
+                    round=r,
+                    cohort=shares.cohort,
+                    threshold=shares.threshold,
+                    survivors=len(result.included),
+                    colluders=shares.colluders,
+                    honest_worst=shares.worst,
+                    honest_realized=shares.realized(len(result.included)),
+                )
+            )
         info["included"] = float(len(result.included))
         info["dropped"] = float(len(result.dropped))
         if observe:
@@ -918,54 +999,68 @@ class Engine:
             "client_level": self._client_level_report(state, accountant),
         }
 
-    def expected_survivors(self) -> int:
-        """Clients per round the distributed noise was calibrated for."""
-        f = self.cfg.federation
-        return max(1, math.floor(f.cohort_fraction * f.num_clients * (1.0 - f.dropout)))
-
     def client_epsilon(self, state: RunState) -> float | None:
-        """Client-level epsilon spent so far (None without client-level DP)."""
-        if self.ddg is not None:
-            if not state.ddg_survivors:
-                return 0.0
-            from privfed.privacy.distributed import realized_epsilon
+        """Client-level epsilon guaranteed so far (None without client-level DP).
 
-            return realized_epsilon(
-                params=self.ddg,
-                survivors_per_round=state.ddg_survivors,
-                delta=self.cfg.client_dp.delta,
-            )
+        Distributed mode: every round composed at the honest noise shares the protocol
+        guarantees (:class:`privfed.privacy.ledger.DistributedLedger`), never fewer.
+        """
+        if state.ddg_ledger is not None:
+            return state.ddg_ledger.epsilon()
         if state.client_ledger is not None:
             return state.client_ledger.epsilon() if state.client_ledger.steps else 0.0
         return None
 
     def _client_level_report(self, state: RunState, accountant: str) -> dict[str, Any]:
         cdp = self.cfg.client_dp
-        if self.ddg is not None:
+        common = {
+            "unit": "client (everything one client contributes over the whole run)",
+            "delta": cdp.delta,
+            "target_epsilon": cdp.target_epsilon,
+            "refused_rounds": list(state.client_refused_rounds),
+        }
+        if self.ddg_plan is not None and state.ddg_ledger is not None:
             from privfed.privacy.distributed import wrap_probability
 
-            n = max(state.ddg_survivors) if state.ddg_survivors else 0
+            plan, lg = self.ddg_plan, state.ddg_ledger
+            n = max((e.survivors for e in lg.rounds), default=0)
             return {
                 "mode": "distributed",
-                "unit": "client (everything one client contributes over the whole run)",
+                **common,
                 "mechanism": "distributed discrete Gaussian (Kairouz, Liu, Steinke 2021): "
                 "clip, randomized Hadamard, conditional randomized rounding, discrete Gaussian "
                 "noise added by each client, secure aggregation modulo 2^bits; no amplification "
                 "by client sampling is claimed",
-                "delta": cdp.delta,
-                "target_epsilon": cdp.target_epsilon,
-                "accountant": "rdp (sum of discrete Gaussians, Kairouz et al. 2021)",
+                "accountant": "rdp (sum of discrete Gaussians, Kairouz et al. 2021, Prop. 14)",
                 "params": {
                     "dimension": self.ddg.dimension,
+                    "padded_dimension": self.ddg.padded_dimension,
                     "clip": self.ddg.clip,
                     "bits": self.ddg.bits,
                     "gamma": self.ddg.gamma,
                     "sigma_per_client": self.ddg.sigma,
                     "beta": self.ddg.beta,
+                    "l2_sensitivity": self.ddg.l2_sensitivity,
+                    "l1_sensitivity": self.ddg.l1_sensitivity,
                 },
-                "expected_survivors": self.expected_survivors(),
-                "survivors_per_round": state.ddg_survivors,
-                "epsilon": self.client_epsilon(state),
+                "max_colluders": plan.colluders,
+                "max_colluders_derived": plan.colluders_derived,
+                "planned": {
+                    "cohort": plan.planned.cohort,
+                    "threshold": plan.planned.threshold,
+                    "honest_noise_shares": plan.planned.worst,
+                },
+                "epsilon": lg.epsilon(),
+                "epsilon_realized": lg.epsilon(realized=True),
+                "rounds": lg.history(),
+                "assumptions": [
+                    "epsilon counts, every round, only the noise of t - 1 - max_colluders "
+                    "clients: t survivors (the fewest secure aggregation completes with), "
+                    "max_colluders of them colluding with the server, the protected client's "
+                    "own share excluded; epsilon_realized counts the survivors reported",
+                    "noise is simulation randomness drawn from the run seed; deployed clients "
+                    "must draw it from a cryptographically secure generator",
+                ],
                 "wrap_probability_bound": wrap_probability(params=self.ddg, n_clients=n)
                 if n
                 else 0.0,
@@ -973,23 +1068,26 @@ class Engine:
             }
         if self.client_dp is None or state.client_ledger is None:
             return {"mode": "off"}
-        lg = state.client_ledger
+        central = state.client_ledger
         return {
             "mode": cdp.mode,
-            "unit": "client (everything one client contributes over the whole run)",
+            **common,
             "mechanism": "DP-FedAvg: per-client L2 clipping, Gaussian noise on the sum added by "
             "the server (trusted), fixed denominator, Poisson client sampling"
             + (", adaptive clipping" if cdp.adaptive else ""),
-            "delta": cdp.delta,
-            "target_epsilon": cdp.target_epsilon,
             "noise_multiplier": self.client_dp.noise_multiplier,
             "update_noise_multiplier": self.client_dp.update_noise_multiplier,
             "count_noise_std": self.client_dp.count_noise_std,
             "sample_rate": self.client_dp.sample_rate,
             "clip": state.client_clip,
             "accountant": accountant,
-            "epsilon": lg.epsilon(accountant) if lg.steps else 0.0,
-            "ledger": lg.to_dict(),
+            "epsilon": central.epsilon(accountant) if central.steps else 0.0,
+            "ledger": central.to_dict(),
+            "assumptions": [
+                "the server adding the noise is trusted; the client sampling is hidden from "
+                "the adversary (amplification by Poisson sampling)",
+                "noise is simulation randomness drawn from the run seed",
+            ],
         }
 
     def _write_manifest(self, state: RunState, *, finished: bool) -> None:

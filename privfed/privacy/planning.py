@@ -125,8 +125,8 @@ def check_delta(*, delta: float, n: int, field_name: str, unit: str) -> DeltaChe
             refuse=True,
             message=(
                 f"{field_name} = {delta:g} is at least 1/n for the {n} {unit} (delta * n = "
-                f"{exposure:.3g}): such a guarantee allows publishing a whole record; set "
-                f"{field_name} below {DELTA_WARN / n:.3g} (at most {1.0 / n:.3g} is required)"
+                f"{exposure:.3g}): such a guarantee allows publishing one of them outright; "
+                f"set {field_name} below {DELTA_WARN / n:.3g} (below {1.0 / n:.3g} is required)"
             ),
         )
     if exposure >= DELTA_WARN:
