@@ -48,7 +48,7 @@ def _dp_accounting_epsilon(events, delta: float) -> float:
 def _pld_epsilon(events, delta: float) -> float:
     """dp-accounting's PLD epsilon (pessimistic discretization: an upper bound on the truth)."""
     acc = PLDAccountant(
-        dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE, value_discretization_interval=1e-3
+        dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE, value_discretization_interval=1e-2
     )
     for sigma, q, steps in events:
         acc.compose(
@@ -225,3 +225,58 @@ def test_record_delta_at_one_over_n_is_refused(tmp_path: Path) -> None:
         echo=lambda m: None,
     )
     assert any("dp.delta = 0.001 is within a factor 10" in w for w in warned.warnings)
+
+
+def test_public_sampling_uses_only_public_parameters(tmp_path: Path) -> None:
+    import json
+
+    from privfed.engine import run_experiment
+
+    cfg = from_dict(
+        tiny_dict(
+            rounds=2,
+            dp={
+                "target_epsilon": 8.0,
+                "delta": 1e-4,
+                "public_sampling": True,
+                "nominal_records": 50,
+            },
+        )
+    )
+    engine = Engine(cfg, tmp_path / "e", progress=False, echo=lambda m: None)
+    plan = engine.record_plan
+    assert plan is not None and plan.public_sample_rate == public_sample_rate(
+        nominal_records=50, batch_size=16
+    )
+    # one sigma per source, the same for every client whatever its record count
+    for source in ("digits", "markov"):
+        sigmas = {p.noise_multiplier for (c, s), p in plan.sources.items() if s == source}
+        assert len(sigmas) == 1
+    state = engine.fresh_state()
+    for r in range(cfg.rounds):
+        engine.run_round(r, state)
+    for (_, _), tr in engine.trainers.items():
+        assert tr.sample_rate == plan.public_sample_rate
+        assert tr.loader.sample_rate == plan.public_sample_rate
+        assert tr.optimizer.expected_batch_size == plan.public_batch_size
+        assert {h[1] for h in tr.engine.accountant.history} == {plan.public_sample_rate}
+    for lg in state.ledger:
+        assert {e.sample_rate for e in lg.events} == {plan.public_sample_rate}
+        assert lg.epsilon() <= cfg.dp.target_epsilon
+    run_experiment(cfg, tmp_path / "r", progress=False, echo=lambda m: None)
+    report = json.loads((tmp_path / "r" / "privacy.json").read_text())
+    assert report["public_sampling"]["sample_rate"] == plan.public_sample_rate
+    assert not any("treated as public" in a for a in report["assumptions"])
+    run_experiment(
+        from_dict(tiny_dict(rounds=1)), tmp_path / "p", progress=False, echo=lambda m: None
+    )
+    plain = json.loads((tmp_path / "p" / "privacy.json").read_text())
+    assert plain["public_sampling"] is None
+    assert any("record count is treated as public" in a for a in plain["assumptions"])
+
+
+def test_public_sampling_needs_a_nominal_count() -> None:
+    with pytest.raises(ConfigError, match="nominal_records must be >= 1 with public_sampling"):
+        from_dict(tiny_dict(dp={"public_sampling": True}))
+    with pytest.raises(ConfigError, match="nominal_records is only used with public_sampling"):
+        from_dict(tiny_dict(dp={"nominal_records": 10}))
