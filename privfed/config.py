@@ -19,7 +19,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import tomli_w
 import tomllib
@@ -151,6 +151,13 @@ class GroupConfig(_Checked):
 class FederationConfig(_Checked):
     """Population, cohort selection and the server update."""
 
+    #: Fields that no longer exist, with what to write instead (reported by the loader).
+    _REMOVED: ClassVar[Mapping[str, str]] = {
+        "mu": "was replaced by per-algorithm parameters: write [federation.algorithm_params] "
+        "with mu = ... for fedprox, or lambda = ... for ditto and mocha (`privfed list` shows "
+        "each algorithm's parameters)",
+    }
+
     num_clients: int = 20
     """Number of clients in the population."""
     cohort_fraction: float = 1.0
@@ -164,9 +171,10 @@ class FederationConfig(_Checked):
     aggregator: Literal["secagg", "plain"] = "secagg"
     """``secagg``: the server learns only the sum (secure aggregation); ``plain``: the sum is
     computed in the clear."""
-    mu: float = 0.01
-    """Proximal weight: FedProx's mu (pull toward the round's global model) and Ditto's lambda
-    (the personal model's pull toward the global one); unused by other algorithms."""
+    algorithm_params: Mapping[str, Any] = field(default_factory=dict)
+    """Parameters of the chosen algorithm, checked against the ones it declares (``privfed
+    list`` names them): ``mu`` for fedprox, ``lambda`` for ditto and mocha; unset ones take
+    the algorithm's defaults."""
     server_optimizer: Literal["sgd", "adam"] = "sgd"
     """How the mean update moves the global model: ``sgd`` (FedAvg when server_lr = 1) or
     ``adam`` (FedAdam, Reddi et al. 2021)."""
@@ -186,7 +194,6 @@ class FederationConfig(_Checked):
         _range(p, "dropout", self.dropout, lo=0.0, hi=1.0, hi_open=True)
         _range(p, "groups_per_client", self.groups_per_client, lo=0)
         _range(p, "server_lr", self.server_lr, lo=0.0, lo_open=True)
-        _range(p, "mu", self.mu, lo=0.0)
         _range(p, "server_beta1", self.server_beta1, lo=0.0, hi=1.0, hi_open=True)
         _range(p, "server_beta2", self.server_beta2, lo=0.0, hi=1.0, hi_open=True)
         _range(p, "server_tau", self.server_tau, lo=0.0, lo_open=True)
@@ -459,6 +466,13 @@ class ExperimentConfig(_Checked):
         except RegistryError as exc:
             p.append(f"federation.algorithm: {exc}")
         else:
+            from privfed.algorithms import parse_params
+
+            fed = self.federation
+            try:
+                parse_params(alg.Params, fed.algorithm_params, algorithm=fed.algorithm)
+            except ConfigError as exc:
+                p.extend(f"federation.algorithm_params.{q}" for q in exc.problems)
             if alg.needs_individual_updates and self.federation.aggregator == "secagg":
                 p.append(
                     f"federation.algorithm = {self.federation.algorithm!r} needs each client's "
@@ -568,10 +582,6 @@ class ExperimentConfig(_Checked):
                 p.extend(f"secagg.{q}" if not q.startswith("secagg.") else q for q in exc.problems)
         return p
 
-    def task_names(self) -> list[str]:
-        """Every task as ``group.task``, in config order."""
-        return [f"{g}.{t}" for g, cfg in self.groups.items() for t in cfg.tasks]
-
 
 # --------------------------------------------------------------------------------------------
 # Generic dict <-> dataclass conversion with path-prefixed errors
@@ -646,7 +656,11 @@ def _build(cls: type[C], data: Mapping[str, Any], path: str, problems: list[str]
     kwargs: dict[str, Any] = {}
     failed: set[str] = set()
     n_before = len(problems)
+    removed: Mapping[str, str] = getattr(cls, "_REMOVED", {})
     for key, value in data.items():
+        if key in removed:
+            problems.append(f"{prefix}{key} {removed[key]}")
+            continue
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from privfed.aggregation import PHASES, AggregateResult, Aggregator, PlainSumAggregator
-from privfed.algorithms import ALGORITHMS, Algorithm
+from privfed.algorithms import Algorithm, make_algorithm
 from privfed.algorithms.server import ServerAdam, ServerOptimizer
 from privfed.client import UnitTrainer
 from privfed.config import ExperimentConfig, config_hash, dump_config, load_config
@@ -196,7 +196,9 @@ class Engine:
         t0 = time.perf_counter()
         self.fed = Federation(cfg)
         self.setup_seconds = time.perf_counter() - t0
-        self.algorithm: Algorithm = ALGORITHMS.get(cfg.federation.algorithm)(mu=cfg.federation.mu)
+        self.algorithm: Algorithm = make_algorithm(
+            cfg.federation.algorithm, cfg.federation.algorithm_params
+        )
         self.algorithm.setup(
             self.fed.units,
             holders={u.name: self.fed.clients_of(u) for u in self.fed.units},
@@ -681,6 +683,9 @@ class Engine:
         loss_fn = nn.CrossEntropyLoss(reduction="sum")
         tasks: dict[str, Any] = {}
         per_client: dict[str, dict[str, float]] = {}
+        # A client's test and validation features (and training labels, for the majority
+        # baseline) are built once per evaluation and shared by the units of its group.
+        data: dict[tuple[str, int], Any] = {}
         for unit in self.fed.units:
             gs = self.fed.unit_group[unit.name]
             model = self._eval_models[unit.name]
@@ -700,9 +705,14 @@ class Engine:
                 if key != loaded:
                     load_flat_parameters(model, vec)
                     loaded = key
-                x, ys = self.fed.tensors(unit.group, "test", c)
-                xv, yv = self.fed.tensors(unit.group, "val", c)
-                _, ytr = self.fed.tensors(unit.group, "train", c)
+                if (unit.group, c) not in data:
+                    data = {k: v for k, v in data.items() if k[0] == unit.group}
+                    data[(unit.group, c)] = (
+                        *self.fed.tensors(unit.group, "test", c),
+                        *self.fed.tensors(unit.group, "val", c),
+                        self.fed.labels(unit.group, "train", c),
+                    )
+                x, ys, xv, yv, ytr = data[(unit.group, c)]
                 with torch.no_grad():
                     out = model(x)
                     outv = model(xv) if len(xv) else None
@@ -856,7 +866,7 @@ class Engine:
         correct guesses give a pure-DP epsilon lower bound (Steinke et al. 2023, Thm. 3.1),
         compared with the accountant's epsilon of the client's ledger for that data source.
         """
-        from attacks.audit import one_run_epsilon_lower_bound
+        from privfed.evaluation.audit import guess_canaries
 
         plan = self.fed.audit
         assert plan is not None
@@ -883,12 +893,8 @@ class Engine:
                 y = torch.from_numpy(gs.source.labels[t][plan.canaries])
                 loss += ce(out[t], y).double().numpy()
         k = self.cfg.audit.guesses or len(plan.canaries) // 4
-        order = np.argsort(loss)  # lowest loss first: most likely trained on
-        guess_in, guess_out = order[:k], order[-k:]
-        correct = int(plan.included[guess_in].sum() + (~plan.included[guess_out]).sum())
-        lower = one_run_epsilon_lower_bound(
-            guesses=2 * k, correct=correct, confidence=self.cfg.audit.confidence
-        )
+        guessed = guess_canaries(loss, plan.included, k=k, confidence=self.cfg.audit.confidence)
+        correct, lower = guessed.correct, guessed.epsilon_lower_bound
         ledger = state.ledger.get(plan.client, gs.ledger_key)
         eps = ledger.epsilon() if ledger.steps else 0.0
         result = {

@@ -215,7 +215,6 @@ class Federation:
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int)
         self.counter_base = int(self.offsets[-1])
         self.vector_length = self.counter_base + len(self.units)
-        self._tensors: dict[tuple[str, str], tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
 
     def _insert_canaries(
         self, gname: str, src: SourceData, clients: dict[int, ClientGroupData]
@@ -293,6 +292,15 @@ class Federation:
             for t in gs.source.labels
         }
         return x, ys
+
+    def labels(self, group: str, split: str, client: int) -> dict[str, torch.Tensor]:
+        """Label columns of one client's split as int64 tensors (no features built)."""
+        gs = self.groups[group]
+        idx = getattr(gs.clients[client], split)
+        return {
+            t: torch.from_numpy(np.asarray(gs.source.labels[t][idx], dtype=np.int64))
+            for t in gs.source.labels
+        }
 
     def clients_of(self, unit: UnitSpec) -> list[int]:
         """Clients that hold the unit's task group."""
