@@ -171,7 +171,10 @@ def test_record_level_ledgers_match_steps_and_independent_accountants(
 ) -> None:
     data = tiny_dict(rounds=2)
     data["federation"]["algorithm"] = algorithm
-    data["federation"]["mu"] = 0.1
+    if algorithm == "fedprox":
+        data["federation"]["algorithm_params"] = {"mu": 0.1}
+    elif algorithm in ("ditto", "mocha"):
+        data["federation"]["algorithm_params"] = {"lambda": 0.1}
     if algorithm in ("fedper", "fedrep"):
         data["groups"]["text"]["hidden"] = [8]
     engine, report, counts, _ = _run(from_dict(data), tmp_path / "r", monkeypatch)
