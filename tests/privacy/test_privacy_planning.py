@@ -5,18 +5,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import dp_accounting
 import numpy as np
 import pytest
-from dp_accounting.pld import PLDAccountant
-from dp_accounting.rdp import RdpAccountant
-from support import tiny_dict
+from support import dp_accounting_pld_epsilon, dp_accounting_rdp_epsilon, tiny_dict
 
 from privfed.config import from_dict
 from privfed.engine import Engine
 from privfed.errors import ConfigError, PrivacyBudgetError
 from privfed.privacy.accounting import (
-    DEFAULT_ORDERS,
     DPEvent,
     calibrate_noise,
     calibrate_noise_composed,
@@ -27,34 +23,6 @@ from privfed.privacy.ledger import SourceLedger
 from privfed.privacy.planning import check_delta, public_sample_rate, sample_rate_for
 
 DELTA = 1e-5
-
-
-def _dp_accounting_epsilon(events, delta: float) -> float:
-    """dp-accounting's RDP epsilon of ``(sigma, q, steps)`` events at Opacus's orders.
-
-    At fractional orders its series differs from the exact value (checked by numerical
-    integration: 0.0272397 vs 0.0272373 at q = 0.1, sigma = 1.341, order 5.3; Opacus and
-    privfed give the exact value), so it agrees with privfed to ~1e-3 relative at small sigma,
-    not bit for bit; the PLD accountant is the soundness check.
-    """
-    acc = RdpAccountant(orders=list(DEFAULT_ORDERS))
-    for sigma, q, steps in events:
-        acc.compose(
-            dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(sigma)), steps
-        )
-    return float(acc.get_epsilon(delta))
-
-
-def _pld_epsilon(events, delta: float) -> float:
-    """dp-accounting's PLD epsilon (pessimistic discretization: an upper bound on the truth)."""
-    acc = PLDAccountant(
-        dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE, value_discretization_interval=1e-2
-    )
-    for sigma, q, steps in events:
-        acc.compose(
-            dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(sigma)), steps
-        )
-    return float(acc.get_epsilon(delta))
 
 
 def test_composed_calibration_single_mechanism_is_the_old_calibration() -> None:
@@ -72,15 +40,16 @@ def test_composed_calibration_is_tight_against_dp_accounting() -> None:
     sigma = calibrate_noise_composed(target_epsilon=4.0, delta=DELTA, plan=plan)
     events = [(sigma, q, s) for q, s in plan]
     assert plan_epsilon(plan, noise_multiplier=sigma, delta=DELTA) <= 4.0
-    assert _dp_accounting_epsilon(events, DELTA) == pytest.approx(4.0, rel=1e-4)
-    assert _pld_epsilon(events, DELTA) < 4.0  # the tighter accountant: never above ours
-    below = _dp_accounting_epsilon([(sigma * 0.99, q, s) for q, s in plan], DELTA)
+    assert dp_accounting_rdp_epsilon(events, DELTA) == pytest.approx(4.0, rel=1e-4)
+    # the tighter accountant: never above ours
+    assert dp_accounting_pld_epsilon(events, DELTA) < 4.0
+    below = dp_accounting_rdp_epsilon([(sigma * 0.99, q, s) for q, s in plan], DELTA)
     assert below > 4.0
     # calibrating each part separately to the target would spend far more on the records
     parts = [
         calibrate_noise(target_epsilon=4.0, delta=DELTA, sample_rate=q, steps=s) for q, s in plan
     ]
-    naive = _dp_accounting_epsilon(
+    naive = dp_accounting_rdp_epsilon(
         [(z, q, s) for z, (q, s) in zip(parts, plan, strict=True)], DELTA
     )
     assert naive > 5.0
@@ -175,12 +144,12 @@ def test_two_groups_on_one_source_compose_on_one_ledger(tmp_path: Path) -> None:
             for h in tr.engine.accountant.history
         ]
         assert sum(h[2] for h in history) == lg.steps
-        theirs = _dp_accounting_epsilon(history, cfg.dp.delta)
+        theirs = dp_accounting_rdp_epsilon(history, cfg.dp.delta)
         assert lg.epsilon() == pytest.approx(theirs, rel=2e-3)
-        assert lg.epsilon() >= _pld_epsilon(history, cfg.dp.delta)
+        assert lg.epsilon() >= dp_accounting_pld_epsilon(history, cfg.dp.delta)
         assert lg.epsilon() <= cfg.dp.target_epsilon * (1 + 1e-9)
         # the group-a steps alone spend less: keying by group would have under-reported
-        alone = _dp_accounting_epsilon(
+        alone = dp_accounting_rdp_epsilon(
             [
                 h
                 for (c, u), tr in engine.trainers.items()
