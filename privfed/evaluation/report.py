@@ -554,6 +554,16 @@ def _markdown(
         "Privacy spent",
         f"- results table: `{RESULTS_CSV}` ({len(rows)} rows; one per point and task, with "
         "config hash and seed)",
+    ]
+    warned = sorted({r["run_dir"] for r in rows if int(r.get("privacy_warnings") or 0) > 0})
+    if warned:
+        L.append(
+            f"- **privacy warnings** in {len(warned)} point(s) (e.g. a delta within a factor 10 "
+            f"of 1/n): read `warnings` in their privacy.json ({', '.join(warned[:3])}"
+            + (", ..." if len(warned) > 3 else "")
+            + ")"
+        )
+    L += [
         "",
         "## Provenance",
         "",

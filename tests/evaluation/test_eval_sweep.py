@@ -241,7 +241,7 @@ def test_results_and_report_show_epsilon_and_delta_of_every_guarantee(tmp_path):
         "dp.target_epsilon" = inf
         "client_dp.mode" = "central"
         "client_dp.target_epsilon" = 20.0
-        "client_dp.delta" = 1e-3
+        "client_dp.delta" = 0.02
         "rounds" = 1
     """),
         )
@@ -258,10 +258,13 @@ def test_results_and_report_show_epsilon_and_delta_of_every_guarantee(tmp_path):
         assert r["client_dp"] == "off" and r["client_epsilon"] == r["client_delta"] == ""
     for r in client:
         assert r["epsilon_max"] == "inf"  # no record-level guarantee on this point
-        assert r["client_dp"] == "central" and r["client_delta"] == "0.001"
+        assert r["client_dp"] == "central" and r["client_delta"] == "0.02"
         assert float(r["client_target_epsilon"]) == 20.0 and 0 < float(r["client_epsilon"]) <= 20.0
-        assert r["privacy_warnings"] == "0"
+        assert r["privacy_warnings"] == "1"  # delta * 6 clients = 0.12: warned, not refused
     md = make_report(out).markdown.read_text()
     assert "| target ε | δ | source |" in md
     assert "| mode | target ε | δ | ε guaranteed (max over points) |" in md
-    assert "| central | 20 | 0.001 |" in md
+    assert "| central | 20 | 0.02 |" in md
+    assert "**privacy warnings** in 1 point(s)" in md
+    for r in record:
+        assert r["privacy_warnings"] == "0"
