@@ -32,7 +32,7 @@ from typing import Any
 from privfed.errors import PrivfedError
 from privfed.evaluation.metrics import MeanCI, mean_ci
 from privfed.evaluation.sweep import RESULTS_CSV, SWEEP_JSON, read_results
-from privfed.io import atomic_write_bytes, atomic_write_text, read_jsonl
+from privfed.io import atomic_write_bytes, atomic_write_text, read_json, read_jsonl, storage_error
 
 __all__ = ["Report", "make_report"]
 
@@ -247,11 +247,10 @@ def _manifests(sweep_dir: Path, rows: Sequence[Row]) -> dict[str, dict[str, Any]
         if r["point_id"] in out:
             continue
         try:
-            out[r["point_id"]] = json.loads(
-                (sweep_dir / r["run_dir"] / "manifest.json").read_text(encoding="utf-8")
-            )
+            data = read_json(sweep_dir / r["run_dir"] / "manifest.json")
         except (OSError, ValueError):
-            out[r["point_id"]] = {}
+            data = {}
+        out[r["point_id"]] = data if isinstance(data, dict) else {}
     return out
 
 
@@ -304,8 +303,10 @@ def make_report(
         )
     plt = _pyplot()
     try:
-        sweep = json.loads((sweep_dir / SWEEP_JSON).read_text(encoding="utf-8"))
+        sweep = read_json(sweep_dir / SWEEP_JSON)
     except (OSError, ValueError):
+        sweep = {}
+    if not isinstance(sweep, dict):
         sweep = {}
     header = list(rows[0])
     swept = sweep.get("swept_fields") or header[2 : header.index("seed")]
@@ -337,7 +338,10 @@ def make_report(
         vals = [_f(r["majority_acc"]) for r in rows if r["task"] == t]
         majority[t] = sum(vals) / len(vals)
     figures: list[Path] = []
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise storage_error(out, exc, action="create the report directory") from None
     ylabel = "mean client test accuracy (fraction)"
 
     def alpha_title(a: float) -> str:

@@ -66,7 +66,8 @@ import tomllib
 
 from privfed.config import ExperimentConfig, config_hash, load_config, to_dict, with_overrides
 from privfed.errors import ConfigError, PrivfedError
-from privfed.io import atomic_write_json, atomic_write_text, read_jsonl
+from privfed.io import atomic_write_json, atomic_write_text, read_json, read_jsonl, storage_error
+from privfed.rundir import CHECKPOINT
 
 __all__ = [
     "RESULT_COLUMNS",
@@ -228,6 +229,11 @@ def load_sweep(path: str | Path) -> SweepSpec:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SweepError(f"{path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise SweepError(
+            f"{path}: arrays or tables are nested too deeply to parse; a sweep file nests a "
+            "few levels"
+        ) from None
     extra = sorted(set(data) - {"sweep"})
     sw = data.get("sweep")
     if not isinstance(sw, dict) or extra:
@@ -477,9 +483,10 @@ def swept_fields(spec: SweepSpec) -> list[str]:
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
+        data = read_json(path)
     except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def point_status(run_dir: Path) -> str:
@@ -487,7 +494,7 @@ def point_status(run_dir: Path) -> str:
     manifest = _read_json(run_dir / "manifest.json")
     if manifest is not None and manifest.get("finished") is True:
         return "finished"
-    if (run_dir / "checkpoint" / "state.pt").exists() and (run_dir / "config.toml").exists():
+    if (run_dir / CHECKPOINT).exists() and (run_dir / "config.toml").exists():
         return "partial"
     return "missing"
 
@@ -598,8 +605,14 @@ def build_results(spec: SweepSpec, points: Sequence[SweepPoint], out_dir: Path) 
         run_dir = out_dir / POINTS_DIR / p.id
         if point_status(run_dir) != "finished":
             continue
-        rows = _point_rows(swept_fields(spec), p, run_dir, out_dir)
-        attack_cells = _attack_cells(run_dir)
+        try:
+            rows = _point_rows(swept_fields(spec), p, run_dir, out_dir)
+            attack_cells = _attack_cells(run_dir)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise SweepError(
+                f"{run_dir} holds malformed result files ({type(exc).__name__}: {exc}); delete "
+                "the point directory and re-run the sweep"
+            ) from None
         attack_columns.update(attack_cells)
         for row in rows:
             row.update(attack_cells)
@@ -770,8 +783,11 @@ def run_sweep(
         raise SweepError(f"--workers must be >= 1, got {workers}")
     out = Path(out_dir)
     points = expand_points(spec)
-    out.mkdir(parents=True, exist_ok=True)
-    lock = _acquire_sweep_lock(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = _acquire_sweep_lock(out)
+    except OSError as exc:
+        raise storage_error(out, exc, action="create the sweep directory") from None
     try:
         _write_sweep_json(spec, points, out)
         status = {p.id: point_status(out / POINTS_DIR / p.id) for p in points}
@@ -872,5 +888,11 @@ def read_results(path: str | Path) -> list[dict[str, str]]:
     p = Path(path)
     if not p.exists():
         raise SweepError(f"{p} does not exist; run `privfed sweep` first")
-    with open(p, encoding="utf-8", newline="") as fh:
-        return list(csv.DictReader(fh))
+    try:
+        with open(p, encoding="utf-8", newline="") as fh:
+            return list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise SweepError(
+            f"{p} cannot be read as CSV ({exc}); rebuild it by running the same "
+            "`privfed sweep` command again"
+        ) from None
