@@ -249,3 +249,42 @@ def test_public_sampling_needs_a_nominal_count() -> None:
         from_dict(tiny_dict(dp={"public_sampling": True}))
     with pytest.raises(ConfigError, match="nominal_records is only used with public_sampling"):
         from_dict(tiny_dict(dp={"nominal_records": 10}))
+
+
+def test_plan_is_a_pure_function_of_public_plan_inputs() -> None:
+    """plan_record_level without an engine: composed per (client, source), warnings, refusals."""
+    from privfed.privacy.planning import SourceHolding, plan_record_level
+
+    holdings = {
+        (0, "digits"): SourceHolding(records=40, units=(("a.x", 40), ("b.y", 40))),
+        (1, "digits"): SourceHolding(records=400, units=(("a.x", 400),)),
+    }
+    common = dict(
+        target_epsilon=2.0,
+        delta=1e-5,
+        planned_participation=1.0,
+        public_sampling=False,
+        nominal_records=0,
+        rounds=5,
+        local_steps=4,
+        batch_size=16,
+        trainings_per_participation=1,
+        holdings=holdings,
+        units_by_source={"digits": [("a.x", 1), ("b.y", 1)]},
+    )
+    plan = plan_record_level(noise_multiplier=0.0, **common)
+    p0 = plan.sources[(0, "digits")]
+    assert [t.sample_rate for t in p0.trainings] == [1 / 3, 1 / 3]
+    assert p0.planned_epsilon <= 2.0 and p0.planned_epsilon == pytest.approx(2.0, rel=1e-4)
+    # client 0 trains two units on the same records: more noise than client 1's single unit
+    assert p0.noise_multiplier > plan.sources[(1, "digits")].noise_multiplier
+    assert any("treated as public" in a for a in plan.assumptions)
+    # a fixed sigma that only the large client can afford: a warning, not a refusal
+    sigma = 1.2
+    small = plan_epsilon([(1 / 3, 4)], noise_multiplier=sigma, delta=1e-5)
+    large = plan_epsilon([(1 / 25, 4)], noise_multiplier=sigma, delta=1e-5)
+    assert large < 2.0 < small
+    warned = plan_record_level(noise_multiplier=sigma, **common)
+    assert len(warned.warnings) == 1 and "1 of 2 (client, source) pairs" in warned.warnings[0]
+    with pytest.raises(ConfigError, match="no client would ever train"):
+        plan_record_level(noise_multiplier=0.2, **common)
