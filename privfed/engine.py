@@ -33,9 +33,10 @@ from privfed.algorithms.server import ServerAdam, ServerOptimizer
 from privfed.checkpoint import TreeReader, encode_state, is_int, is_number
 from privfed.client import UnitTrainer
 from privfed.config import ExperimentConfig, config_hash, dump_config, load_config
+from privfed.data.inputs import model_inputs
 from privfed.errors import CheckpointError, PrivfedError, StorageError
 from privfed.evaluation.metrics import summarize
-from privfed.federation import Federation, _features
+from privfed.federation import Federation
 from privfed.io import (
     append_text,
     atomic_write_json,
@@ -1027,9 +1028,7 @@ class Engine:
         plan = self.fed.audit
         assert plan is not None
         gs = self.fed.groups[plan.group]
-        x = torch.from_numpy(
-            np.ascontiguousarray(_features(gs.source, plan.canaries), dtype=np.float32)
-        ).reshape(len(plan.canaries), -1)
+        x = torch.from_numpy(model_inputs(gs.source, plan.canaries))
         loss = np.zeros(len(plan.canaries))
         ce = nn.CrossEntropyLoss(reduction="none")
         for unit in gs.units:

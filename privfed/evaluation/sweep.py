@@ -102,8 +102,12 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "target_epsilon",
     "epsilon_max",
     "epsilon_mean",
-    "client_epsilon",
     "delta",
+    "client_dp",
+    "client_target_epsilon",
+    "client_epsilon",
+    "client_delta",
+    "privacy_warnings",
     "accountant",
     "algorithm",
     "aggregator",
@@ -523,6 +527,9 @@ def _point_rows(
     timings = manifest.get("timings", {})
     wall = float(timings.get("setup_s", 0.0)) + float(timings.get("run_s", 0.0))
     summary = privacy.get("summary", {})
+    cdp = point.config.client_dp
+    client_on = cdp.mode != "off"
+    client_level = privacy.get("client_level", {})
     out: list[dict[str, str]] = []
     for task, m in last["tasks"].items():
         src = m.get("source", "")
@@ -545,11 +552,23 @@ def _point_rows(
                 "val_mean_acc": format_value(_float(m.get("val_mean_acc"))),
                 "mean_loss": format_value(_float(m.get("mean_loss"))),
                 "majority_acc": format_value(_float(m.get("majority_acc"))),
+                # record level: (epsilon, delta) per (client, data source)
                 "target_epsilon": format_value(point.config.dp.target_epsilon),
                 "epsilon_max": format_value(_float(eps.get("max", m.get("epsilon_max")))),
                 "epsilon_mean": format_value(_float(eps.get("mean", m.get("epsilon_mean")))),
-                "client_epsilon": format_value(_float(m.get("client_epsilon"))),
                 "delta": format_value(float(privacy.get("delta", point.config.dp.delta))),
+                # client level: (epsilon, delta) per client, empty when off
+                "client_dp": cdp.mode,
+                "client_target_epsilon": format_value(cdp.target_epsilon) if client_on else "",
+                "client_epsilon": format_value(
+                    _float(client_level.get("epsilon", m.get("client_epsilon")))
+                )
+                if client_on
+                else "",
+                "client_delta": format_value(float(client_level.get("delta", cdp.delta)))
+                if client_on
+                else "",
+                "privacy_warnings": str(len(privacy.get("warnings", []))),
                 "accountant": str(privacy.get("accountant", point.config.dp.accountant)),
                 "algorithm": point.config.federation.algorithm,
                 "aggregator": str(manifest.get("aggregator", point.config.federation.aggregator)),

@@ -217,23 +217,6 @@ def test_diverged_training_is_not_sent(tmp_path: Path):
     assert all(lg.steps > 0 for lg in state.ledger)  # the privacy was spent all the same
 
 
-def test_token_id_sources_are_one_hot(tmp_path: Path):
-    from privfed.data.sources import SourceData
-    from privfed.federation import _features, _token_vocab
-
-    src = SourceData(
-        name="toy",
-        x=np.array([[0, 2], [1, 1]], dtype=np.int64),
-        labels={"next": np.array([1, 0], dtype=np.int64)},
-        num_classes={"next": 3},
-        meta={"input_kind": "token_ids", "vocab": "abc"},
-    )
-    assert _token_vocab(src) == 4  # three characters and the unknown id
-    out = _features(src, np.array([0, 1]))
-    assert out.shape == (2, 2, 4)
-    assert out[0, 1].tolist() == [0, 0, 1, 0] and out[1, 0].tolist() == [0, 1, 0, 0]
-
-
 def test_leaf_shakespeare_directory_trains_end_to_end(tmp_path: Path):
     import json as _json
 
