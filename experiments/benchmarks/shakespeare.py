@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(rows, key=lambda r: (r["target_epsilon"] != "inf", r["aggregator"])):
-        weighted = _weighted(Path(r["run_dir"]), counts, split)
+        weighted = _weighted(Path(args.out) / r["run_dir"], counts, split)  # relative to out
         table.append(
             f"| {r['target_epsilon']} | {r['aggregator']} | {float(r['mean_acc']):.3f} | "
             f"{weighted:.3f} | {float(r['median_acc']):.3f} | {float(r['worst_acc']):.3f} | "
