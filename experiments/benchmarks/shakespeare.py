@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     fill = dict(
         roles=roles,
         role_seed=args.role_seed,
-        eligible=meta["eligible_roles"],
+        eligible=f"{meta['eligible_roles']:,}",
         min_samples=args.min_samples,
         all_roles=f"{meta['speaking_roles']:,}",
         all_windows=f"{meta['speaking_windows']:,}",
@@ -281,9 +281,19 @@ def main(argv: list[str] | None = None) -> int:
     mcmahan = "\n".join(
         f"| {name} | {non_iid} | {iid} |" for name, (non_iid, iid) in MCMAHAN_ROUNDS.items()
     )
+    smoke = spec.name.endswith("smoke")
     lines = [
         "# LEAF Shakespeare: next-character prediction, one client per speaking role",
         "",
+        *(
+            [
+                "**Smoke run** (a few roles and rounds, to exercise the pipeline): these are NOT "
+                "results. Regenerate the benchmark with `experiments/benchmarks/shakespeare.sh`.",
+                "",
+            ]
+            if smoke
+            else []
+        ),
         *provenance_lines(
             script="experiments/benchmarks/shakespeare.py",
             argv=list(argv if argv is not None else sys.argv[1:]),
@@ -335,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *refs,
         "This is a subsample sized for 2 hours on 2 cores: "
-        f"{roles} of {meta['eligible_roles']} eligible roles, a {model.get('layers', 2)}-layer "
+        f"{roles} of {meta['eligible_roles']:,} eligible roles, a {model.get('layers', 2)}-layer "
         f"{model.get('hidden', 256)}-unit LSTM instead of 2 x 256, {base.rounds} rounds of "
         f"~{round(q * roles)} clients taking {base.train.local_steps} steps each (McMahan et "
         "al.'s best setting takes 5 epochs per client per round), one seed. The comparison is "
