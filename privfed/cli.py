@@ -30,6 +30,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.resume and args.out is None:
         raise PrivfedError("--resume needs --out DIR naming the run directory to continue")
+    if args.out is not None:
+        from privfed.rundir import check_out_dir
+
+        # Refuse a bad --out before anything is read or written (the engine checks again).
+        check_out_dir(Path(args.out), resume=args.resume)
     if args.resume and args.config is None:
         cfg_path = Path(args.out) / "config.toml"
     else:

@@ -751,19 +751,38 @@ def from_dict(data: Mapping[str, Any], *, source: str | None = None) -> Experime
     return cfg
 
 
+MAX_CONFIG_BYTES = 16 * 2**20
+"""Largest experiment file :func:`load_config` reads."""
+
+
 def load_config(path: str | Path) -> ExperimentConfig:
     """Load and validate a TOML experiment file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(
             f"cannot read config file {path}: {exc.strerror}", source=str(path)
         ) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"the file is larger than {MAX_CONFIG_BYTES} bytes; an experiment file is a few "
+            "kilobytes: check the path",
+            source=str(path),
+        )
     try:
-        data = tomllib.loads(text)
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text: {exc}", source=str(path)) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", source=str(path)) from None
+    except RecursionError:
+        raise ConfigError(
+            "arrays or tables are nested too deeply to parse; an experiment file nests a few "
+            "levels",
+            source=str(path),
+        ) from None
     return from_dict(data, source=str(path))
 
 

@@ -432,7 +432,7 @@ SOURCES.register(
     "cifar10",
     cifar10_source,
     description=(
-        "CIFAR-10 from local python batches (path=), restricted unpickler; never downloads"
+        "CIFAR-10 from local python batches (path=), read as data, never unpickled; never downloads"
     ),
 )
 SOURCES.register(

@@ -23,7 +23,7 @@ def test_run_writes_run_directory(tmp_path: Path, tiny_config):
         "manifest.json",
         "metrics.jsonl",
         "privacy.json",
-        "checkpoint/state.pt",
+        "checkpoint/state.ckpt",
     ):
         assert (out / name).exists(), name
     rows = read_jsonl(out / "metrics.jsonl")
@@ -187,13 +187,19 @@ def test_local_only_algorithm_keeps_models_apart(tmp_path: Path):
     assert len(state.personal) == 4 * len(engine.fed.units)
 
 
-def test_resume_before_first_checkpoint_starts_over(tmp_path: Path, tiny_config):
+def test_resume_before_first_checkpoint_starts_over(tmp_path: Path, tiny_config, monkeypatch):
     _run(tiny_config, tmp_path / "full")
     out = tmp_path / "cut"
-    out.mkdir()
-    (out / "config.toml").write_text((tmp_path / "full" / "config.toml").read_text())
-    first = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()[0]
-    (out / "metrics.jsonl").write_text(first + "\n")  # killed between metrics and checkpoint
+
+    def killed(self, state):  # killed between the metrics line and the first checkpoint
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(Engine, "save_checkpoint", killed)
+        with pytest.raises(KeyboardInterrupt):
+            _run(tiny_config, out)
+    assert len(read_jsonl(out / "metrics.jsonl")) == 1
+    assert not (out / "checkpoint" / "state.ckpt").exists()
     run_experiment(tiny_config, out, resume=True, progress=False, echo=lambda m: None)
     assert (out / "metrics.jsonl").read_text() == (tmp_path / "full" / "metrics.jsonl").read_text()
 
