@@ -94,12 +94,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         ("partitioners", PARTITIONERS),
         ("algorithms", ALGORITHMS),
     ]
-    try:
-        from attacks.base import ATTACKS
+    from privfed.attack_api import ATTACKS
 
-        sections.append(("attacks", ATTACKS))
-    except ImportError:
-        pass
+    sections.append(("attacks", ATTACKS))
     for title, reg in sections:
         print(f"{title}:")
         for e in reg.entries():
@@ -148,10 +145,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_evaluation(sub)
 
-    from attacks.commands import register as register_attacks
-
-    register_attacks(sub)
+    _plugin_commands(sub)
     return parser
+
+
+def _plugin_commands(sub: argparse._SubParsersAction) -> None:
+    """Sub-commands plug-in packages add (entry-point group ``privfed.commands``).
+
+    Each entry point is a function ``register(subparsers)``; the built-in ``attack`` and
+    ``poison`` commands arrive this way from the ``attacks`` package. A plug-in that fails to
+    load is reported on stderr and skipped.
+    """
+    from importlib import metadata
+
+    for ep in sorted(metadata.entry_points(group="privfed.commands"), key=lambda e: e.name):
+        try:
+            ep.load()(sub)
+        except Exception as exc:  # a broken plug-in must not break the command line
+            print(
+                f"privfed: warning: the commands of plug-in {ep.name!r} ({ep.value}) failed to "
+                f"load: {exc}; fix or uninstall the package that provides them",
+                file=sys.stderr,
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -460,7 +460,7 @@ class ExperimentConfig(_Checked):
             except RegistryError as exc:
                 p.append(f"groups.{gname}.partition.kind: {exc}")
         if self.attacks:
-            from attacks.base import ATTACKS
+            from privfed.attack_api import ATTACKS
 
             for i, a in enumerate(self.attacks):
                 try:

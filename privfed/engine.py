@@ -1,21 +1,27 @@
-"""The round loop: select -> broadcast -> local DP training -> encode -> (secure) sum -> update.
+"""Orchestration: plan -> participate (on a backend) -> sum -> apply -> record -> evaluate.
 
-:func:`run_experiment` is the entry point behind ``privfed run``. It builds a
-:class:`Federation` (data, partitions, clients, model units) from a config and a seed, then runs
-the rounds, writing the run directory as it goes (see ``docs/concepts.md``):
+:func:`run_experiment` is the entry point behind ``privfed run``. The :class:`Engine` holds the
+three kinds of code of a round apart (see ``docs/architecture.md``): the server side
+(:class:`privfed.server.Server`: plan the tasks, apply the sum), the client side
+(:func:`privfed.participation.participate`, run by a :mod:`backend <privfed.backends>` wherever
+the clients live) and the orchestration here, which moves their messages, runs the
+secure-aggregation session, writes the clients' DP events and kept state in a fixed order, and
+returns each round as a :class:`~privfed.round.RoundRecord`.
+
+A run writes one directory as it goes (see ``docs/concepts.md``):
 
 * ``config.toml`` (resolved), ``manifest.json`` (seed, versions, commit, platform, timings),
 * ``metrics.jsonl`` (one line per evaluation), ``privacy.json`` (the ledger),
+* ``costs.jsonl`` (one line per round: bytes and compute seconds per client; measurements,
+  so not part of the numbers that must be identical across backends),
 * ``checkpoint/state.pt`` after every round, from which ``--resume`` continues.
 
 Every random draw comes from a stream named by (purpose, round, client, unit), so the same config
-and seed give the same numbers, resumed or not.
+and seed give the same numbers on every backend, resumed or not.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,16 +30,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from privfed.aggregation import PHASES, AggregateResult, Aggregator, PlainSumAggregator
-from privfed.algorithms import Algorithm, make_algorithm
-from privfed.algorithms.server import ServerAdam, ServerOptimizer
-from privfed.client import UnitTrainer, sample_rate_for
+from privfed.aggregation import RoundContext, plain_sum
+from privfed.algorithms import Algorithm
+from privfed.backends import Backend, BackendOptions, Delivery, make_backend
 from privfed.config import ExperimentConfig, config_hash, dump_config, load_config
-from privfed.errors import CheckpointError, ConfigError, PrivfedError
-from privfed.evaluation.metrics import summarize
-from privfed.federation import Federation, _features
+from privfed.errors import CheckpointError, PrivfedError
+from privfed.evaluation.clients import evaluate_clients
+from privfed.federation import Federation
 from privfed.io import (
     atomic_write_bytes,
     atomic_write_json,
@@ -42,42 +46,44 @@ from privfed.io import (
     rewrite_jsonl,
     to_json,
 )
-from privfed.models import load_flat_parameters
-from privfed.privacy import client_dp
-from privfed.privacy.accounting import calibrate_noise
+from privfed.participation import Participate
+from privfed.privacy import report as privacy
 from privfed.privacy.ledger import PrivacyLedger, SourceLedger
 from privfed.repro import build_manifest
-from privfed.rng import int_seed, numpy_rng
+from privfed.round import ClientCost, RoundRecord
+from privfed.server import (
+    Inbox,
+    RoundPlan,
+    RunState,
+    Server,
+    configure_distributed_dp,
+    make_server_optimizer,
+)
+
+__all__ = [
+    "CHECKPOINT",
+    "COSTS",
+    "Engine",
+    "PlayedRound",
+    "RunState",
+    "RunSummary",
+    "configure_distributed_dp",
+    "make_server_optimizer",
+    "run_experiment",
+]
 
 CHECKPOINT = "checkpoint/state.pt"
-
-
-def _model_hash(vectors: Mapping[str, np.ndarray]) -> bytes:
-    h = hashlib.sha256()
-    for name in sorted(vectors):
-        h.update(name.encode())
-        h.update(np.ascontiguousarray(vectors[name], dtype=np.float32).tobytes())
-    return h.digest()
-
-
-@dataclass
-class RunState:
-    """What a checkpoint holds: everything that is not re-derived from config and seed."""
-
-    next_round: int
-    globals: dict[str, np.ndarray]
-    personal: dict[tuple[int, str], np.ndarray]
-    ledger: PrivacyLedger
-    aborted_rounds: list[int] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-    client_ledger: SourceLedger | None = None
-    client_clip: float = 0.0
-    ddg_survivors: list[int] = field(default_factory=list)
+COSTS = "costs.jsonl"
 
 
 @dataclass(frozen=True)
 class RunSummary:
-    """The final evaluation of a run."""
+    """The final evaluation of a run.
+
+    Attributes:
+        costs: totals over the run's rounds (participations, bytes up and down, compute
+            seconds; see :func:`cost_totals`).
+    """
 
     out_dir: Path
     rounds: int
@@ -87,53 +93,35 @@ class RunSummary:
     accountant: str
     attacks: Mapping[str, Any] = field(default_factory=dict)
     audit: Mapping[str, Any] = field(default_factory=dict)
+    costs: Mapping[str, float] = field(default_factory=dict)
 
 
-def make_server_optimizer(cfg: ExperimentConfig) -> ServerOptimizer:
-    """The configured server optimizer (``sgd`` with lr 1 is FedAvg; ``adam`` is FedAdam)."""
-    f = cfg.federation
-    if f.server_optimizer == "adam":
-        return ServerAdam(
-            lr=f.server_lr, beta1=f.server_beta1, beta2=f.server_beta2, tau=f.server_tau
-        )
-    return ServerOptimizer(lr=f.server_lr)
+@dataclass(frozen=True)
+class PlayedRound:
+    """A round's record and, apart from it, the clients' true updates (if asked for).
 
+    Attributes:
+        record: what the round did, as the server and the wire saw it.
+        updates: client -> its joint float update before encoding: the ground truth of attack
+            metrics, never part of an observation.
+    """
 
-def configure_distributed_dp(cfg: ExperimentConfig, *, dimension: int) -> Any:
-    """DDG parameters for the run: noise calibrated for the cohort expected to survive."""
-    from privfed.privacy.distributed import DDGError, ddg_configure
-
-    cdp, fed = cfg.client_dp, cfg.federation
-    cohort = max(1, math.ceil(fed.cohort_fraction * fed.num_clients))
-    survivors = max(1, math.floor(fed.cohort_fraction * fed.num_clients * (1.0 - fed.dropout)))
-    try:
-        return ddg_configure(
-            dimension=dimension,
-            clip=cdp.clip,
-            bits=cfg.secagg.bits,
-            cohort_size=fed.num_clients,
-            expected_survivors=min(survivors, cohort),
-            target_epsilon=cdp.target_epsilon,
-            delta=cdp.delta,
-            steps=cfg.rounds,
-        )
-    except DDGError as exc:
-        raise ConfigError(
-            f"client_dp (distributed): {exc}; raise secagg.bits or client_dp.target_epsilon"
-        ) from None
-
-
-def make_aggregator(cfg: ExperimentConfig) -> Aggregator:
-    """The configured aggregator (secure aggregation by default)."""
-    if cfg.federation.aggregator == "plain":
-        return PlainSumAggregator()
-    from privfed.secagg.aggregator import SecAggAggregator
-
-    return SecAggAggregator(cfg.secagg)
+    record: RoundRecord
+    updates: Mapping[int, np.ndarray] = field(default_factory=dict)
 
 
 class Engine:
-    """Runs the rounds of one experiment into one run directory."""
+    """Runs the rounds of one experiment into one run directory.
+
+    Args:
+        cfg: the experiment.
+        out_dir: the run directory.
+        progress: show a progress bar.
+        echo: where one-line messages go.
+        backend: where participations run (a run option; default: serial, in this process).
+        behaviours: client -> a participate function replacing the honest one (a malicious
+            client; serial backend only).
+    """
 
     def __init__(
         self,
@@ -142,6 +130,8 @@ class Engine:
         *,
         progress: bool = True,
         echo: Callable[[str], None] = print,
+        backend: BackendOptions | None = None,
+        behaviours: Mapping[int, Participate] | None = None,
     ) -> None:
         self.cfg = cfg
         self.out = Path(out_dir)
@@ -150,123 +140,209 @@ class Engine:
         torch.set_num_threads(cfg.threads)
         t0 = time.perf_counter()
         self.fed = Federation(cfg)
+        self.server = Server(cfg, self.fed)
         self.setup_seconds = time.perf_counter() - t0
-        self.algorithm: Algorithm = make_algorithm(
-            cfg.federation.algorithm, cfg.federation.algorithm_params
-        )
-        self.algorithm.setup(
-            self.fed.units,
-            holders={u.name: self.fed.clients_of(u) for u in self.fed.units},
-            lr=cfg.train.lr,
-        )
-        self.server_opt = make_server_optimizer(cfg)
-        cdp = cfg.client_dp
-        q = cfg.federation.cohort_fraction
-        self.expected_cohort = {
-            u.name: q * len(self.fed.unit_group[u.name].clients) for u in self.fed.units
-        }
-        self.client_dp: client_dp.ClientDPParams | None = None
-        if cdp.mode == "central":
-            self.client_dp = client_dp.resolve_params(
-                target_epsilon=cdp.target_epsilon,
-                delta=cdp.delta,
-                noise_multiplier=cdp.noise_multiplier,
-                sample_rate=q,
-                rounds=cfg.rounds,
-                adaptive=cdp.adaptive,
-                count_noise_multiplier=cdp.count_noise_multiplier,
-                expected_cohort=q * cfg.federation.num_clients,
-            )
-        # Under client-level DP (either mode) each client's joint update is clipped, no
-        # participation counters are sent and each unit is divided by its expected count.
-        self.client_level = cdp.mode != "off"
-        # Joint vector: every unit's update, one participation counter per unit, and the
-        # centred clip bit of adaptive clipping.
-        self.bit_index = self.fed.vector_length
-        self.vector_length = self.fed.vector_length + (1 if cdp.adaptive else 0)
-        self.aggregator = make_aggregator(cfg)
-        self.ddg: Any = None
-        if cdp.mode == "distributed":
-            self.ddg = configure_distributed_dp(cfg, dimension=self.fed.counter_base)
-            self.aggregator = client_dp.DistributedDPAggregator(
-                self.ddg, cfg.secagg, root_seed=cfg.seed
-            )
-        self.trainers: dict[tuple[int, str], UnitTrainer] = {}
+        self.backend_options = backend or BackendOptions()
+        self.behaviours = dict(behaviours or {})
+        self._backend: Backend | None = None
         self._eval_models = {u.name: u.build() for u in self.fed.units}
-        self._sigma: dict[tuple[int, str], float] = {}
-        self.last_aggregate: AggregateResult | None = None
-        self.last_updates: dict[int, np.ndarray] = {}
 
-    # ------------------------------------------------------------------ privacy
-    def noise_multiplier(self, client: int, group: str) -> float | None:
-        """The client's noise multiplier on ``group``'s records (None: no DP)."""
-        dp = self.cfg.dp
-        if not dp.private:
-            return None
-        key = (client, group)
-        if key not in self._sigma:
-            if dp.noise_multiplier > 0:
-                self._sigma[key] = dp.noise_multiplier
-            else:
-                gs = self.fed.groups[group]
-                q = sample_rate_for(len(gs.clients[client].train), self.cfg.train.batch_size)
-                participations = math.ceil(self.cfg.rounds * dp.planned_participation)
-                steps = (
-                    participations
-                    * self.cfg.train.local_steps
-                    * len(gs.units)
-                    * self.algorithm.trainings_per_participation
-                )
-                self._sigma[key] = calibrate_noise(
-                    target_epsilon=dp.target_epsilon, delta=dp.delta, sample_rate=q, steps=steps
-                )
-        return self._sigma[key]
+    @property
+    def algorithm(self) -> Algorithm:
+        """The server's algorithm object (its server-side state: e.g. MOCHA's Omega)."""
+        return self.server.algorithm
 
-    def trainer(self, client: int, unit_index: int, *, personal: bool = False) -> UnitTrainer:
-        """The persistent (Opacus-wrapped) trainer of (client, unit).
+    @property
+    def ddg(self) -> Any:
+        """The distributed-DP parameters (None unless ``client_dp.mode = "distributed"``)."""
+        return self.server.ddg
 
-        ``personal=True`` gives the second trainer of algorithms that train a separate personal
-        model (Ditto): same records, same ledger, its own random streams.
-        """
-        unit = self.fed.units[unit_index]
-        key = (client, unit.name + ("#personal" if personal else ""))
-        tr = self.trainers.get(key)
-        if tr is None:
-            x, ys = self.fed.tensors(unit.group, "train", client)
-            tr = UnitTrainer(
-                unit,
-                x=x,
-                y=ys,
-                batch_size=self.cfg.train.batch_size,
-                lr=self.cfg.train.lr,
-                noise_multiplier=self.noise_multiplier(client, unit.group),
-                max_grad_norm=self.cfg.dp.max_grad_norm,
-                seed=self.cfg.seed,
-                stream=(client, unit_index, 1) if personal else (client, unit_index),
-            )
-            self.trainers[key] = tr
-        return tr
+    @property
+    def backend(self) -> Backend:
+        """The started backend (started on first use)."""
+        if self._backend is None:
+            t0 = time.perf_counter()
+            backend = make_backend(self.backend_options)
+            backend.start(self.cfg, behaviours=self.behaviours)
+            self._backend = backend
+            self.backend_seconds = time.perf_counter() - t0
+        return self._backend
 
-    # ------------------------------------------------------------------ state
+    def close(self) -> None:
+        """Stop the backend's workers (the engine restarts them if used again)."""
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def fresh_state(self) -> RunState:
         """Round-0 state: common initialization, empty ledgers."""
-        return RunState(
-            next_round=0,
-            globals=self.fed.initial_vectors(),
-            personal={},
-            ledger=PrivacyLedger(
-                delta=self.cfg.dp.delta, target_epsilon=self.cfg.dp.target_epsilon
-            ),
-            client_ledger=(
-                client_dp.new_client_ledger(
-                    delta=self.cfg.client_dp.delta, target_epsilon=self.cfg.client_dp.target_epsilon
+        return self.server.fresh_state()
+
+    # ------------------------------------------------------------------ round
+    def run_round(self, r: int, state: RunState) -> RoundRecord:
+        """One federated round; updates ``state`` and returns the round's record."""
+        return self.play_round(r, state).record
+
+    def play_round(self, r: int, state: RunState, *, keep_updates: bool = False) -> PlayedRound:
+        """One federated round, optionally keeping the clients' true updates apart.
+
+        Args:
+            r: round index (0-based).
+            state: the run state, updated in place.
+            keep_updates: also return each client's true joint update (for attack metrics).
+        """
+        plan = self.server.plan_tasks(r, state)  # server: cohort, budgets, one task each
+        deliveries = self.backend.map(plan.tasks, keep_updates=keep_updates)  # clients
+        self._keep(state, deliveries)  # ledgers and kept state, in cohort order
+        record = self._sum_and_apply(r, state, plan, deliveries)  # sum, then the server update
+        updates = {
+            d.participation.client: d.participation.update
+            for d in deliveries
+            if keep_updates and d.participation.update is not None
+        }
+        return PlayedRound(record, updates)
+
+    def _keep(self, state: RunState, deliveries: list[Delivery]) -> None:
+        """Write each client's DP events and kept state, in sorted client order."""
+        for d in sorted(deliveries, key=lambda d: d.participation.client):
+            p = d.participation
+            for e in p.events:
+                state.ledger.get(p.client, e.source).record(
+                    noise_multiplier=e.noise_multiplier,
+                    sample_rate=e.sample_rate,
+                    steps=e.steps,
+                    task=e.task,
                 )
-                if self.client_dp is not None
-                else None
-            ),
-            client_clip=self.cfg.client_dp.clip,
+            for unit, vec in p.personal.items():
+                state.personal[(p.client, unit)] = np.array(vec, dtype=np.float32)
+
+    def _sum_and_apply(
+        self, r: int, state: RunState, plan: RoundPlan, deliveries: list[Delivery]
+    ) -> RoundRecord:
+        """Obtain what the server receives (in the clear or securely) and apply it."""
+        alg, encoding = self.server.algorithm, self.server.encoding
+        parts = {d.participation.client: d.participation for d in deliveries}
+        trained = sum(p.trained for p in parts.values())
+        diverged = sum(p.diverged for p in parts.values())
+        if diverged:
+            self.echo(
+                f"round {r + 1}: {diverged} local trainings diverged (non-finite weights) and "
+                "were not sent; lower train.lr or raise train.batch_size"
+            )
+        down = {d.participation.client: {"task": d.task_bytes} for d in deliveries}
+        up = {
+            d.participation.client: {"update": d.upload_bytes} for d in deliveries if d.upload_bytes
+        }
+        observed: dict[int, np.ndarray] = {}
+        aggregate: np.ndarray | None = None
+        included: tuple[int, ...] = ()
+        dropped: tuple[int, ...] = ()
+        aborted = ""
+        inbox: Inbox | None = None
+        if alg.needs_individual_updates:
+            observed = {c: p.upload for c, p in sorted(parts.items()) if p.upload is not None}
+            inbox = Inbox(total=None, included=tuple(observed), individual=observed)
+            included = tuple(observed)
+        elif alg.aggregates and parts:
+            senders = sorted(parts)
+            ctx = RoundContext(round_index=r, model_hash=plan.model_hash, dropouts=plan.dropouts)
+            try:
+                if encoding.secure:
+                    session = self._secure_session(r, plan, senders)
+                    total, included, observed = session.total, session.included, session.observed
+                    for c in senders:
+                        down[c].update(session.bytes_received.get(c, {}))
+                        up[c] = dict(session.bytes_sent.get(c, {}))
+                else:
+                    vectors = {c: parts[c].upload for c in senders}
+                    total, included, _ = plain_sum(vectors, ctx)  # type: ignore[arg-type]
+                    observed = {c: vectors[c] for c in included}  # type: ignore[misc]
+                dropped = tuple(c for c in senders if c not in set(included))
+                inbox = Inbox(total=total, included=included)
+                aggregate = self.server.apply_round(r, state, inbox)
+            except PrivfedError as exc:
+                # Too few survivors (or another protocol abort): the round is lost, the run is not.
+                state.aborted_rounds.append(r)
+                aborted = str(exc)
+                self.echo(f"round {r + 1}: aggregation aborted ({exc}); global models unchanged")
+                inbox = None
+        if inbox is not None and alg.needs_individual_updates:
+            self.server.apply_round(r, state, inbox)
+        seconds = self._backend.protocol_seconds() if self._backend is not None else {}
+        costs = {
+            c: ClientCost(
+                download=down[c],
+                upload=up.get(c, {}),
+                compute_seconds=parts[c].compute_seconds,
+                protocol_seconds=seconds.get(c, 0.0),
+            )
+            for c in sorted(parts)
+        }
+        return RoundRecord(
+            round_index=r,
+            cohort=plan.cohort,
+            model_hash=plan.model_hash,
+            encoding=encoding.name,
+            trained=trained,
+            budget_skips=plan.budget_skips,
+            diverged=diverged,
+            events=tuple((c, e) for c in sorted(parts) for e in parts[c].events),
+            dropouts=dict(plan.dropouts),
+            included=included,
+            dropped=dropped,
+            aborted=aborted,
+            observed=observed,
+            aggregate=aggregate,
+            costs=costs,
         )
 
+    def _secure_session(self, r: int, plan: RoundPlan, senders: list[int]) -> Any:
+        """The secure-aggregation session: the server here, each client on its worker."""
+        from privfed.backends.parties import run_session
+
+        return run_session(
+            self.backend,
+            senders,
+            config=self.cfg.secagg,
+            round_index=r,
+            model_hash=plan.model_hash,
+            length=self.server.encoding.encoded_length(self.server.layout.length),
+            dropouts=plan.dropouts,
+            keep_observed=True,
+        )
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, r: int, state: RunState) -> dict[str, Any]:
+        """Per-task metrics over clients with the model each client would use."""
+        return evaluate_clients(
+            self.fed,
+            self.server.algorithm,
+            state,
+            cfg=self.cfg,
+            models=self._eval_models,
+            round_index=r,
+            client_epsilon=self.client_epsilon(state),
+        )
+
+    def client_epsilon(self, state: RunState) -> float | None:
+        """Client-level epsilon spent so far (None without client-level DP)."""
+        return privacy.client_epsilon(self.server, state)
+
+    def expected_survivors(self) -> int:
+        """Clients per round the distributed noise was calibrated for."""
+        return privacy.expected_survivors(self.cfg)
+
+    def privacy_report(self, state: RunState, *, final: bool = False) -> dict[str, Any]:
+        """The content of ``privacy.json`` (see :func:`privfed.privacy.report.privacy_report`)."""
+        return privacy.privacy_report(self.server, state, final=final)
+
+    # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, state: RunState) -> None:
         """Write the checkpoint atomically."""
         import io
@@ -282,8 +358,7 @@ class Engine:
                 "ledger": state.ledger.to_dict(),
                 "aborted_rounds": state.aborted_rounds,
                 "timings": state.timings,
-                "server_optimizer": self.server_opt.state_dict(),
-                "algorithm": self.algorithm.state_dict(),
+                **self.server.state_dict(),
                 "client_ledger": state.client_ledger.to_dict() if state.client_ledger else None,
                 "client_clip": state.client_clip,
                 "ddg_survivors": state.ddg_survivors,
@@ -308,8 +383,7 @@ class Engine:
                 f"{path} was written by a different config; resume with the run's own "
                 f"config.toml or pick a new --out directory"
             )
-        self.server_opt.load_state_dict(data.get("server_optimizer", {}))
-        self.algorithm.load_state_dict(data.get("algorithm", {}))
+        self.server.load_state_dict(data)
         personal = {}
         for k, v in data["personal"].items():
             c, u = k.split("|", 1)
@@ -328,328 +402,46 @@ class Engine:
             ddg_survivors=list(data.get("ddg_survivors", [])),
         )
 
-    # ------------------------------------------------------------------ round
-    def select_cohort(self, round_index: int) -> list[int]:
-        """Poisson-sample the round's cohort (every client when cohort_fraction is 1)."""
-        n = self.cfg.federation.num_clients
-        q = self.cfg.federation.cohort_fraction
-        if q >= 1.0:
-            return list(range(n))
-        draws = numpy_rng(self.cfg.seed, "cohort", round_index).random(n)
-        return [c for c in range(n) if draws[c] < q]
-
-    def draw_dropouts(self, round_index: int, cohort: list[int]) -> dict[str, list[int]]:
-        """Which selected clients vanish, and before which protocol phase."""
-        p = self.cfg.federation.dropout
-        out: dict[str, list[int]] = {ph: [] for ph in PHASES}
-        if p <= 0:
-            return out
-        rng = numpy_rng(self.cfg.seed, "dropout", round_index)
-        drop = rng.random(len(cohort)) < p
-        phase = rng.integers(0, len(PHASES), size=len(cohort))
-        for c, d, ph in zip(cohort, drop, phase, strict=True):
-            if d:
-                out[PHASES[int(ph)]].append(c)
-        return out
-
-    def run_round(self, r: int, state: RunState, *, observe: bool = False) -> dict[str, float]:
-        """One federated round; returns figures for the progress bar.
-
-        Args:
-            r: round index (0-based).
-            state: the run state, updated in place.
-            observe: keep what the server saw (``self.last_aggregate.observed``: masked vectors
-                under secure aggregation) and, for evaluating attacks only, the clients' true
-                joint vectors (``self.last_updates``). Off in normal runs.
-        """
-        cfg = self.cfg
-        fed = self.fed
-        cohort = self.select_cohort(r)
-        updates: dict[int, np.ndarray] = {}
-        trained = 0
-        skipped_budget = 0
-        diverged = 0
-        for c in cohort:
-            vec = (
-                np.zeros(self.vector_length, dtype=np.float32)
-                if self.algorithm.aggregates
-                else None
-            )
-            for ui, unit in enumerate(fed.units):
-                gs = fed.unit_group[unit.name]
-                if c not in gs.clients:
-                    continue
-                tr = self.trainer(c, ui)
-                ledger = state.ledger.get(c, gs.ledger_key)
-                alg = self.algorithm
-                if tr.private and ledger.would_exceed(
-                    noise_multiplier=tr.noise_multiplier,
-                    sample_rate=tr.sample_rate,
-                    steps=cfg.train.local_steps * alg.trainings_per_participation,
-                ):
-                    skipped_budget += 1
-                    continue
-                global_vec = state.globals[unit.name]
-                personal = state.personal.get((c, unit.name))
-                start = alg.start_vector(unit=unit.name, global_vec=global_vec, personal=personal)
-                prox = alg.local_prox(unit=unit.name, client=c, start=start, global_vec=global_vec)
-                current = start
-                for phase, frozen in enumerate(alg.local_phases(unit.name)):
-                    res = tr.train(
-                        current,
-                        steps=cfg.train.local_steps,
-                        round_index=r,
-                        prox_center=prox[0] if prox else None,
-                        prox_mu=prox[1] if prox else 0.0,
-                        frozen=frozen,
-                        phase=phase,
-                    )
-                    ledger.record(
-                        noise_multiplier=res.noise_multiplier,
-                        sample_rate=res.sample_rate,
-                        steps=res.steps,
-                        task=unit.name,
-                    )
-                    current = res.vector
-                if alg.personal_mu is not None:
-                    # Ditto: the personal model is trained on the same records: same ledger.
-                    ptr = self.trainer(c, ui, personal=True)
-                    pres = ptr.train(
-                        global_vec if personal is None else personal,
-                        steps=cfg.train.local_steps,
-                        round_index=r,
-                        prox_center=global_vec,
-                        prox_mu=alg.personal_mu,
-                    )
-                    ledger.record(
-                        noise_multiplier=pres.noise_multiplier,
-                        sample_rate=pres.sample_rate,
-                        steps=pres.steps,
-                        task=f"{unit.name}:personal",
-                    )
-                    personal = pres.vector
-                if not (
-                    np.isfinite(current).all() and (personal is None or np.isfinite(personal).all())
-                ):
-                    # Diverged local training (e.g. a huge learning rate against DP noise): the
-                    # steps were taken and stay on the ledger; the client sends nothing for this
-                    # unit and keeps its previous personal state.
-                    diverged += 1
-                    continue
-                outcome = alg.after_training(
-                    unit=unit.name, start=start, trained=current, personal=personal
-                )
-                if outcome.personal is not None:
-                    state.personal[(c, unit.name)] = outcome.personal
-                if vec is not None and outcome.update is not None:
-                    vec[fed.offsets[ui] : fed.offsets[ui + 1]] = outcome.update
-                    if not self.client_level:
-                        # Under client-level DP counts are not released (fixed denominator).
-                        vec[fed.counter_base + ui] = 1.0
-                trained += 1
-            if vec is not None:
-                if self.client_level:
-                    clipped, within = client_dp.clip_update(
-                        vec[: fed.counter_base], clip=state.client_clip
-                    )
-                    vec[: fed.counter_base] = clipped
-                    if cfg.client_dp.adaptive:
-                        vec[self.bit_index] = (1.0 if within else 0.0) - 0.5
-                # A client with nothing to send (every budget spent) still sends zeros, so the
-                # server cannot tell it apart from one that trained.
-                updates[c] = vec
-        info = {
-            "trained": float(trained),
-            "budget_skips": float(skipped_budget),
-            "diverged": float(diverged),
-        }
-        if diverged:
-            self.echo(
-                f"round {r + 1}: {diverged} local trainings diverged (non-finite weights) and "
-                "were not sent; lower train.lr or raise train.batch_size"
-            )
-        if self.algorithm.needs_individual_updates:
-            for ui, unit in enumerate(fed.units):
-                lo, hi = fed.offsets[ui], fed.offsets[ui + 1]
-                sent = {c: v[lo:hi] for c, v in updates.items() if v[fed.counter_base + ui] == 1}
-                if sent:
-                    self.algorithm.server_individual(unit=unit.name, vectors=sent)
-            if observe:
-                self.last_updates = updates
-            return info
-        if not self.algorithm.aggregates or not updates:
-            return info
-        try:
-            result = self.aggregator.aggregate(
-                updates,
-                round_index=r,
-                model_hash=_model_hash(state.globals),
-                seed=int(numpy_rng(cfg.seed, "aggregate", r).integers(0, 2**62)),
-                dropouts=self.draw_dropouts(r, sorted(updates)),
-                keep_observed=observe,
-            )
-        except PrivfedError as exc:
-            # Too few survivors (or another protocol abort): the round is lost, the run is not.
-            state.aborted_rounds.append(r)
-            self.echo(f"round {r + 1}: aggregation aborted ({exc}); global models unchanged")
-            return info
-        total = result.total
-        if self.client_dp is not None:
-            rng = numpy_rng(cfg.seed, "client-dp-noise", r)
-            total = total.copy()
-            total[: fed.counter_base] = client_dp.add_noise(
-                total[: fed.counter_base], params=self.client_dp, clip=state.client_clip, rng=rng
-            )
-            assert state.client_ledger is not None
-            state.client_ledger.record(
-                noise_multiplier=self.client_dp.noise_multiplier,
-                sample_rate=self.client_dp.sample_rate,
-                steps=1,
-                task="round",
-            )
-            if cfg.client_dp.adaptive:
-                state.client_clip = client_dp.next_clip(
-                    state.client_clip,
-                    centred_bit_sum=float(total[self.bit_index]),
-                    params=self.client_dp,
-                    expected_cohort=cfg.federation.cohort_fraction * cfg.federation.num_clients,
-                    target_quantile=cfg.client_dp.target_quantile,
-                    lr=cfg.client_dp.clip_lr,
-                    rng=rng,
-                )
-        for ui, unit in enumerate(fed.units):
-            if self.client_level:
-                count = self.expected_cohort[unit.name]  # fixed denominator (McMahan et al.)
-            else:
-                count = round(float(total[fed.counter_base + ui]))
-            if count <= 0:
-                continue
-            mean = (total[fed.offsets[ui] : fed.offsets[ui + 1]] / count).astype(np.float32)
-            state.globals[unit.name] = self.server_opt.step(
-                unit=unit.name, global_vec=state.globals[unit.name], mean_update=mean
-            )
-        if self.ddg is not None:
-            state.ddg_survivors.append(len(result.included))
-        info["included"] = float(len(result.included))
-        info["dropped"] = float(len(result.dropped))
-        if observe:
-            self.last_aggregate = result
-            self.last_updates = updates
-        return info
-
-    # ------------------------------------------------------------------ evaluation
-    def evaluate(self, r: int, state: RunState) -> dict[str, Any]:
-        """Per-task metrics over clients with the model each client would use."""
-        cfg = self.cfg
-        loss_fn = nn.CrossEntropyLoss(reduction="sum")
-        tasks: dict[str, Any] = {}
-        per_client: dict[str, dict[str, float]] = {}
-        # A client's test and validation features (and training labels, for the majority
-        # baseline) are built once per evaluation and shared by the units of its group.
-        data: dict[tuple[str, int], Any] = {}
-        for unit in self.fed.units:
-            gs = self.fed.unit_group[unit.name]
-            model = self._eval_models[unit.name]
-            model.eval()
-            loaded: bytes | None = None
-            accs: dict[str, dict[int, float]] = {t: {} for t in unit.tasks}
-            val_accs: dict[str, list[float]] = {t: [] for t in unit.tasks}
-            losses: dict[str, list[float]] = {t: [] for t in unit.tasks}
-            base: dict[str, list[float]] = {t: [] for t in unit.tasks}
-            for c in self.fed.clients_of(unit):
-                vec = self.algorithm.eval_vector(
-                    unit=unit.name,
-                    global_vec=state.globals[unit.name],
-                    personal=state.personal.get((c, unit.name)),
-                )
-                key = vec.tobytes() if vec is not state.globals[unit.name] else b"global"
-                if key != loaded:
-                    load_flat_parameters(model, vec)
-                    loaded = key
-                if (unit.group, c) not in data:
-                    data = {k: v for k, v in data.items() if k[0] == unit.group}
-                    data[(unit.group, c)] = (
-                        *self.fed.tensors(unit.group, "test", c),
-                        *self.fed.tensors(unit.group, "val", c),
-                        self.fed.labels(unit.group, "train", c),
-                    )
-                x, ys, xv, yv, ytr = data[(unit.group, c)]
-                with torch.no_grad():
-                    out = model(x)
-                    outv = model(xv) if len(xv) else None
-                for t in unit.tasks:
-                    y = ys[t]
-                    accs[t][c] = float((out[t].argmax(1) == y).float().mean())
-                    losses[t].append(float(loss_fn(out[t], y)) / len(y))
-                    if outv is not None:
-                        val_accs[t].append(float((outv[t].argmax(1) == yv[t]).float().mean()))
-                    majority = int(torch.bincount(ytr[t]).argmax())
-                    base[t].append(float((y == majority).float().mean()))
-            for t in unit.tasks:
-                full = f"{unit.group}.{t}"
-                ledgers = [
-                    state.ledger[(c, gs.ledger_key)]
-                    for c in self.fed.clients_of(unit)
-                    if (c, gs.ledger_key) in state.ledger
-                ]
-                eps = [lg.epsilon() for lg in ledgers if lg.steps > 0]
-                s = summarize(list(accs[t].values()), worst_fraction=cfg.eval.worst_fraction)
-                tasks[full] = {
-                    "mean_acc": s.mean,
-                    "median_acc": s.median,
-                    "worst_acc": s.worst,
-                    "std_acc": s.std,
-                    "mean_loss": float(np.mean(losses[t])),
-                    "val_mean_acc": float(np.mean(val_accs[t])) if val_accs[t] else float("nan"),
-                    "majority_acc": float(np.mean(base[t])),
-                    "clients": s.n,
-                    "epsilon_max": max(eps) if eps else 0.0,
-                    "epsilon_mean": float(np.mean(eps)) if eps else 0.0,
-                    "client_epsilon": self.client_epsilon(state),
-                    "source": gs.ledger_key,
-                }
-                bayes = gs.source.meta.get("bayes_accuracy", {}).get(t)
-                if bayes:
-                    # Bayes-optimal accuracy of a perfect pooled / personal model (generated data)
-                    tasks[full]["bayes_pooled_acc"] = float(bayes["pooled"])
-                    tasks[full]["bayes_personal_acc"] = float(bayes["personal"])
-                per_client[full] = {str(c): a for c, a in accs[t].items()}
-        return {"round": r + 1, "tasks": tasks, "per_client": per_client}
-
     # ------------------------------------------------------------------ run
-    def run(self, *, resume: bool = False) -> RunSummary:
-        """Run (or resume) every round, writing the run directory."""
+    def _open(self, resume: bool) -> tuple[RunState, list[dict[str, Any]]]:
+        """The state to start from, and the metrics rows already written (for a resume)."""
         cfg = self.cfg
-        self.out.mkdir(parents=True, exist_ok=True)
         metrics_path = self.out / "metrics.jsonl"
-        if resume:
-            if not (self.out / "config.toml").exists():
-                raise CheckpointError(
-                    f"{self.out} holds no run (no config.toml); run without --resume to start one"
-                )
-            on_disk = load_config(self.out / "config.toml")
-            if config_hash(on_disk) != config_hash(cfg):
-                raise CheckpointError(
-                    f"{self.out / 'config.toml'} differs from the config given; resume with "
-                    "the run directory's own config"
-                )
-            if (self.out / CHECKPOINT).exists():
-                state = self.load_checkpoint()
-            else:
-                # Stopped before the first checkpoint: nothing to keep, start from round 0.
-                self.echo(f"{self.out}: no checkpoint yet; starting from the first round")
-                state = self.fresh_state()
-            rows = [m for m in read_jsonl(metrics_path) if m["round"] <= state.next_round]
-            rewrite_jsonl(metrics_path, rows)
-        else:
+        if not resume:
             if (self.out / CHECKPOINT).exists() or metrics_path.exists():
                 raise CheckpointError(
                     f"{self.out} already holds a run; pass --resume to continue it or choose "
                     "another --out"
                 )
-            state = self.fresh_state()
             atomic_write_text(self.out / "config.toml", dump_config(cfg))
-            rows = []
+            return self.fresh_state(), []
+        if not (self.out / "config.toml").exists():
+            raise CheckpointError(
+                f"{self.out} holds no run (no config.toml); run without --resume to start one"
+            )
+        on_disk = load_config(self.out / "config.toml")
+        if config_hash(on_disk) != config_hash(cfg):
+            raise CheckpointError(
+                f"{self.out / 'config.toml'} differs from the config given; resume with "
+                "the run directory's own config"
+            )
+        if (self.out / CHECKPOINT).exists():
+            state = self.load_checkpoint()
+        else:
+            # Stopped before the first checkpoint: nothing to keep, start from round 0.
+            self.echo(f"{self.out}: no checkpoint yet; starting from the first round")
+            state = self.fresh_state()
+        rows = [m for m in read_jsonl(metrics_path) if m["round"] <= state.next_round]
+        rewrite_jsonl(metrics_path, rows)
+        costs = [m for m in read_jsonl(self.out / COSTS) if m["round"] <= state.next_round]
+        rewrite_jsonl(self.out / COSTS, costs)
+        return state, rows
+
+    def run(self, *, resume: bool = False) -> RunSummary:
+        """Run (or resume) every round, writing the run directory."""
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        state, rows = self._open(resume)
         self._write_manifest(state, finished=False)
         bar = None
         if self.progress:
@@ -668,24 +460,27 @@ class Engine:
         try:
             for r in range(state.next_round, cfg.rounds):
                 t0 = time.perf_counter()
-                info = self.run_round(r, state)
-                state.timings["train_aggregate_s"] = state.timings.get("train_aggregate_s", 0.0) + (
-                    time.perf_counter() - t0
+                record = self.run_round(r, state)
+                round_s = time.perf_counter() - t0
+                state.timings["train_aggregate_s"] = (
+                    state.timings.get("train_aggregate_s", 0.0) + round_s
                 )
                 if (r + 1) % cfg.eval.every == 0 or r + 1 == cfg.rounds:
                     t1 = time.perf_counter()
                     last_eval = self.evaluate(r, state)
                     rows.append(last_eval)
-                    with open(metrics_path, "a", encoding="utf-8") as fh:
+                    with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as fh:
                         fh.write(to_json(last_eval) + "\n")
                     state.timings["eval_s"] = state.timings.get("eval_s", 0.0) + (
                         time.perf_counter() - t1
                     )
+                with open(self.out / COSTS, "a", encoding="utf-8") as fh:
+                    fh.write(to_json(cost_row(record, round_seconds=round_s)) + "\n")
                 state.next_round = r + 1
                 self.save_checkpoint(state)
                 atomic_write_json(self.out / "privacy.json", self.privacy_report(state))
                 if bar is not None:
-                    post: dict[str, float] = {"trained": int(info["trained"])}
+                    post: dict[str, float] = {"trained": record.trained}
                     if last_eval:
                         accs = [v["mean_acc"] for v in last_eval["tasks"].values()]
                         post["acc"] = round(float(np.mean(accs)), 3)
@@ -697,6 +492,7 @@ class Engine:
         finally:
             if bar is not None:
                 bar.close()
+            self.close()
         state.timings["run_s"] = state.timings.get("run_s", 0.0) + time.perf_counter() - t_run
         report = self.privacy_report(state, final=True)
         atomic_write_json(self.out / "privacy.json", report)
@@ -713,69 +509,23 @@ class Engine:
             accountant=report["accountant"],
             attacks=attack_results,
             audit=audit,
+            costs=cost_totals(read_jsonl(self.out / COSTS)),
         )
 
     def run_audit(self, state: RunState) -> dict[str, Any]:
-        """Score the canaries under the audited client's model; write audit.json.
+        """Score the audit's canaries under the audited client's model; write audit.json."""
+        from privfed.evaluation.audit import audit_run
 
-        The auditor guesses "in" for the ``k`` canaries of lowest loss (summed over the
-        group's tasks, with their wrong labels) and "out" for the ``k`` of highest loss; the
-        correct guesses give a pure-DP epsilon lower bound (Steinke et al. 2023, Thm. 3.1),
-        compared with the accountant's epsilon of the client's ledger for that data source.
-        """
-        from privfed.evaluation.audit import guess_canaries
-
-        plan = self.fed.audit
-        assert plan is not None
-        gs = self.fed.groups[plan.group]
-        x = torch.from_numpy(
-            np.ascontiguousarray(_features(gs.source, plan.canaries), dtype=np.float32)
-        ).reshape(len(plan.canaries), -1)
-        loss = np.zeros(len(plan.canaries))
-        ce = nn.CrossEntropyLoss(reduction="none")
-        for unit in gs.units:
-            model = self._eval_models[unit.name]
-            load_flat_parameters(
-                model,
-                self.algorithm.eval_vector(
-                    unit=unit.name,
-                    global_vec=state.globals[unit.name],
-                    personal=state.personal.get((plan.client, unit.name)),
-                ),
-            )
-            model.eval()
-            with torch.no_grad():
-                out = model(x)
-            for t in unit.tasks:
-                y = torch.from_numpy(gs.source.labels[t][plan.canaries])
-                loss += ce(out[t], y).double().numpy()
-        k = self.cfg.audit.guesses or len(plan.canaries) // 4
-        guessed = guess_canaries(loss, plan.included, k=k, confidence=self.cfg.audit.confidence)
-        correct, lower = guessed.correct, guessed.epsilon_lower_bound
-        ledger = state.ledger.get(plan.client, gs.ledger_key)
-        eps = ledger.epsilon() if ledger.steps else 0.0
-        result = {
-            "method": "one-run audit (Steinke, Nasr, Jagielski 2023), mislabeled canaries",
-            "client": plan.client,
-            "group": plan.group,
-            "source": gs.ledger_key,
-            "canaries": len(plan.canaries),
-            "canaries_included": int(plan.included.sum()),
-            "guesses": 2 * k,
-            "correct": correct,
-            "confidence": self.cfg.audit.confidence,
-            "epsilon_lower_bound": lower,
-            "epsilon_accountant": eps,
-            "delta": self.cfg.dp.delta,
-            "flagged": bool(lower > eps),
-            "note": "pure-DP bound; with delta > 0 the true lower bound is slightly smaller",
-        }
+        result = audit_run(
+            self.fed, self.server.algorithm, state, cfg=self.cfg, models=self._eval_models
+        )
         atomic_write_json(self.out / "audit.json", result)
         verdict = " -- ABOVE the accountant's epsilon: a privacy bug" if result["flagged"] else ""
         self.echo(
-            f"audit (client {plan.client}, {gs.ledger_key}): epsilon >= {lower:.3f} at "
-            f"{self.cfg.audit.confidence:.0%} confidence ({correct}/{2 * k} guesses right); "
-            f"accountant epsilon {eps:.3f}{verdict}"
+            f"audit (client {result['client']}, {result['source']}): epsilon >= "
+            f"{result['epsilon_lower_bound']:.3f} at {self.cfg.audit.confidence:.0%} confidence "
+            f"({result['correct']}/{result['guesses']} guesses right); accountant epsilon "
+            f"{result['epsilon_accountant']:.3f}{verdict}"
         )
         return result
 
@@ -785,148 +535,17 @@ class Engine:
         The run directory is complete (config, checkpoint, privacy.json) but the manifest is
         not yet marked finished, so a run stopped during its attacks resumes and re-runs them.
         """
-        from attacks.runner import run_attack
+        from privfed.attack_runner import run_configured_attacks
 
-        out: dict[str, Any] = {}
-        for i, a in enumerate(self.cfg.attacks):
-            seed = a.seed if a.seed >= 0 else int_seed(self.cfg.seed, f"attack:{a.name}", i)
-            t0 = time.perf_counter()
-            res = run_attack(
-                a.name,
-                self.out,
-                seed=seed,
-                params={k: str(v) for k, v in a.params.items()},
-                observed_round=a.observed_round,
-            )
-            key = a.name if a.name not in out else f"{a.name}#{i}"
-            out[key] = {
-                "seed": res.seed,
-                "params": dict(a.params),
-                "threat_model": res.threat_model,
-                "metrics": dict(res.result.metrics),
-                "notes": list(res.result.notes),
-                "seconds": time.perf_counter() - t0,
-            }
-            self.echo(
-                f"attack {key}: "
-                + ", ".join(f"{k}={v:.4g}" for k, v in sorted(res.result.metrics.items()))
-            )
+        out = run_configured_attacks(self.cfg, self.out, echo=self.echo)
         atomic_write_json(self.out / "attacks.json", out)
         return out
 
-    def privacy_report(self, state: RunState, *, final: bool = False) -> dict[str, Any]:
-        """The content of ``privacy.json``: every (client, source) ledger and a summary."""
-        cfg = self.cfg
-        accountant = cfg.dp.accountant if final else "rdp"
-        ledgers = []
-        for lg in state.ledger:
-            d = lg.to_dict()
-            if accountant != "rdp":
-                d["epsilon_rdp"] = d.get("epsilon")
-                d["epsilon"] = lg.epsilon(accountant) if lg.steps else 0.0
-            ledgers.append(d)
-        summary = {}
-        for src in sorted({lg.source for lg in state.ledger}):
-            eps = [
-                lg.epsilon(accountant) if accountant != "rdp" else lg.epsilon()
-                for lg in state.ledger
-                if lg.source == src and lg.steps > 0
-            ]
-            summary[src] = {
-                "max": max(eps) if eps else 0.0,
-                "mean": float(np.mean(eps)) if eps else 0.0,
-                "clients": len(eps),
-            }
-        return {
-            "unit": "record (one training example of one client's data source)",
-            "mechanism": "DP-SGD (Opacus), Poisson sampling, per-sample clipping"
-            if cfg.dp.private
-            else "none (target_epsilon = inf)",
-            "delta": cfg.dp.delta,
-            "target_epsilon": cfg.dp.target_epsilon,
-            "accountant": accountant,
-            "complete": final,
-            "summary": summary,
-            "ledgers": ledgers,
-            "client_level": self._client_level_report(state, accountant),
-        }
-
-    def expected_survivors(self) -> int:
-        """Clients per round the distributed noise was calibrated for."""
-        f = self.cfg.federation
-        return max(1, math.floor(f.cohort_fraction * f.num_clients * (1.0 - f.dropout)))
-
-    def client_epsilon(self, state: RunState) -> float | None:
-        """Client-level epsilon spent so far (None without client-level DP)."""
-        if self.ddg is not None:
-            if not state.ddg_survivors:
-                return 0.0
-            from privfed.privacy.distributed import realized_epsilon
-
-            return realized_epsilon(
-                params=self.ddg,
-                survivors_per_round=state.ddg_survivors,
-                delta=self.cfg.client_dp.delta,
-            )
-        if state.client_ledger is not None:
-            return state.client_ledger.epsilon() if state.client_ledger.steps else 0.0
-        return None
-
-    def _client_level_report(self, state: RunState, accountant: str) -> dict[str, Any]:
-        cdp = self.cfg.client_dp
-        if self.ddg is not None:
-            from privfed.privacy.distributed import wrap_probability
-
-            n = max(state.ddg_survivors) if state.ddg_survivors else 0
-            return {
-                "mode": "distributed",
-                "unit": "client (everything one client contributes over the whole run)",
-                "mechanism": "distributed discrete Gaussian (Kairouz, Liu, Steinke 2021): "
-                "clip, randomized Hadamard, conditional randomized rounding, discrete Gaussian "
-                "noise added by each client, secure aggregation modulo 2^bits; no amplification "
-                "by client sampling is claimed",
-                "delta": cdp.delta,
-                "target_epsilon": cdp.target_epsilon,
-                "accountant": "rdp (sum of discrete Gaussians, Kairouz et al. 2021)",
-                "params": {
-                    "dimension": self.ddg.dimension,
-                    "clip": self.ddg.clip,
-                    "bits": self.ddg.bits,
-                    "gamma": self.ddg.gamma,
-                    "sigma_per_client": self.ddg.sigma,
-                    "beta": self.ddg.beta,
-                },
-                "expected_survivors": self.expected_survivors(),
-                "survivors_per_round": state.ddg_survivors,
-                "epsilon": self.client_epsilon(state),
-                "wrap_probability_bound": wrap_probability(params=self.ddg, n_clients=n)
-                if n
-                else 0.0,
-                "norm_inflation_bound": self.ddg.norm_inflation,
-            }
-        if self.client_dp is None or state.client_ledger is None:
-            return {"mode": "off"}
-        lg = state.client_ledger
-        return {
-            "mode": cdp.mode,
-            "unit": "client (everything one client contributes over the whole run)",
-            "mechanism": "DP-FedAvg: per-client L2 clipping, Gaussian noise on the sum added by "
-            "the server (trusted), fixed denominator, Poisson client sampling"
-            + (", adaptive clipping" if cdp.adaptive else ""),
-            "delta": cdp.delta,
-            "target_epsilon": cdp.target_epsilon,
-            "noise_multiplier": self.client_dp.noise_multiplier,
-            "update_noise_multiplier": self.client_dp.update_noise_multiplier,
-            "count_noise_std": self.client_dp.count_noise_std,
-            "sample_rate": self.client_dp.sample_rate,
-            "clip": state.client_clip,
-            "accountant": accountant,
-            "epsilon": lg.epsilon(accountant) if lg.steps else 0.0,
-            "ledger": lg.to_dict(),
-        }
-
     def _write_manifest(self, state: RunState, *, finished: bool) -> None:
+        import dataclasses
+
         manifest = build_manifest(self.cfg)
+        params = dataclasses.asdict(self.server.algorithm.params)
         manifest.update(
             {
                 "finished": finished,
@@ -936,11 +555,61 @@ class Engine:
                 "vector_length": self.fed.vector_length,
                 "units": {u.name: n for u, n in zip(self.fed.units, self.fed.sizes, strict=True)},
                 "timings": {"setup_s": self.setup_seconds, **state.timings},
-                "aggregator": self.aggregator.name,
+                "aggregator": self.server.encoding.name,
                 "algorithm": self.cfg.federation.algorithm,
+                "algorithm_params": {k.rstrip("_"): v for k, v in params.items()},
+                "backend": {
+                    "name": self.backend_options.backend,
+                    "workers": self._backend.workers if self._backend is not None else None,
+                },
             }
         )
         atomic_write_json(self.out / "manifest.json", manifest)
+
+
+def cost_row(record: RoundRecord, *, round_seconds: float) -> dict[str, Any]:
+    """One line of ``costs.jsonl``: a round's bytes and seconds, in total and per client.
+
+    Per client: ``[client, bytes down, bytes up, compute seconds, protocol seconds]``; the
+    totals split bytes by phase (``task``/``update`` in the clear, the protocol's phases under
+    secure aggregation).
+    """
+    down: dict[str, int] = {}
+    up: dict[str, int] = {}
+    for cost in record.costs.values():
+        for ph, n in cost.download.items():
+            down[ph] = down.get(ph, 0) + int(n)
+        for ph, n in cost.upload.items():
+            up[ph] = up.get(ph, 0) + int(n)
+    return {
+        "round": record.round_index + 1,
+        "encoding": record.encoding,
+        **record.cost_summary(),
+        "round_seconds": round_seconds,
+        "bytes_down_by_phase": down,
+        "bytes_up_by_phase": up,
+        "clients": [
+            [c, cost.bytes_down, cost.bytes_up, cost.compute_seconds, cost.protocol_seconds]
+            for c, cost in sorted(record.costs.items())
+        ],
+    }
+
+
+def cost_totals(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Totals over ``costs.jsonl`` rows: participations, bytes, seconds, per participation."""
+    n = sum(float(r.get("participations", 0)) for r in rows)
+    out = {
+        "rounds": float(len(rows)),
+        "participations": n,
+        "bytes_down": sum(float(r.get("bytes_down", 0)) for r in rows),
+        "bytes_up": sum(float(r.get("bytes_up", 0)) for r in rows),
+        "compute_seconds": sum(float(r.get("compute_seconds", 0)) for r in rows),
+        "protocol_seconds": sum(float(r.get("protocol_seconds", 0)) for r in rows),
+        "round_seconds": sum(float(r.get("round_seconds", 0)) for r in rows),
+    }
+    for key in ("bytes_down", "bytes_up", "compute_seconds", "protocol_seconds"):
+        out[f"{key}_per_participation"] = out[key] / n if n else 0.0
+    return out
 
 
 def run_experiment(
@@ -950,6 +619,17 @@ def run_experiment(
     resume: bool = False,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    backend: BackendOptions | None = None,
 ) -> RunSummary:
-    """Run ``cfg`` into ``out_dir`` (or resume it) and return the final evaluation."""
-    return Engine(cfg, Path(out_dir), progress=progress, echo=echo).run(resume=resume)
+    """Run ``cfg`` into ``out_dir`` (or resume it) and return the final evaluation.
+
+    Args:
+        cfg: the experiment.
+        out_dir: the run directory.
+        resume: continue the run in ``out_dir`` from its last checkpoint.
+        progress: show a progress bar.
+        echo: where one-line messages go.
+        backend: where participations run (default: serial); never changes a number.
+    """
+    with Engine(cfg, Path(out_dir), progress=progress, echo=echo, backend=backend) as engine:
+        return engine.run(resume=resume)

@@ -94,9 +94,10 @@ def test_engine_clips_each_client_and_hides_counts(tmp_path: Path):
     cfg = _cdp_config(clip=0.05)
     eng = Engine(cfg, tmp_path / "r", progress=False, echo=lambda m: None)
     state = eng.fresh_state()
-    eng.run_round(0, state, observe=True)
+    ups = eng.play_round(0, state, keep_updates=True).updates
     base = eng.fed.counter_base
-    for vec in eng.last_updates.values():
+    assert ups
+    for vec in ups.values():
         assert np.linalg.norm(vec[:base].astype(np.float64)) <= 0.05 * (1 + 1e-5)
         assert not vec[base:].any()  # no participation counters under client-level DP
     assert state.client_ledger is not None and state.client_ledger.steps == 1
@@ -167,12 +168,12 @@ def test_distributed_mode_needs_secure_aggregation():
 def test_distributed_noise_is_in_the_securely_summed_total(tmp_path: Path):
     eng = Engine(_ddg_config(), tmp_path / "r", progress=False, echo=lambda m: None)
     state = eng.fresh_state()
-    eng.run_round(0, state, observe=True)
-    agg = eng.last_aggregate
-    assert agg is not None and len(agg.included) == 4
+    played = eng.play_round(0, state, keep_updates=True)
+    agg = played.record
+    assert agg.aggregate is not None and len(agg.included) == 4
     base = eng.fed.counter_base
-    true = sum(v[:base].astype(np.float64) for v in eng.last_updates.values())
-    err = agg.total[:base] - true
+    true = sum(v[:base].astype(np.float64) for v in played.updates.values())
+    err = agg.aggregate[:base] - true
     per_client_std = eng.ddg.sigma * eng.ddg.gamma
     # the error is the sum of 4 clients' noise (plus negligible rounding): std 2 * per-client
     assert err.std() == pytest.approx(2 * per_client_std, rel=0.15)

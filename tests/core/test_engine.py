@@ -104,10 +104,12 @@ def test_ledger_matches_opacus_accountant(tmp_path: Path):
     state = engine.fresh_state()
     for r in range(cfg.rounds):
         engine.run_round(r, state)
-    assert engine.trainers
-    for (client, unit), tr in engine.trainers.items():
+    # the serial backend's one worker holds every client's trainers
+    trainers = engine.backend.worker.trainers.items()  # type: ignore[attr-defined]
+    assert trainers
+    for (client, unit_index, _personal), tr in trainers:
         # one unit per group in the tiny config, so each ledger belongs to one trainer
-        group = engine.fed.unit_group[unit]
+        group = engine.fed.unit_group[engine.fed.units[unit_index].name]
         ledger = state.ledger[(client, group.ledger_key)]
         history = tr.engine.accountant.history
         assert [(e.noise_multiplier, e.sample_rate, e.steps) for e in ledger.events] == [
@@ -141,9 +143,9 @@ def test_budget_stops_training(tmp_path: Path):
     cfg = tiny(rounds=3, dp={"target_epsilon": 2.0, "delta": 1e-4, "planned_participation": 0.34})
     engine = Engine(cfg, tmp_path / "r", progress=False, echo=lambda m: None)
     state = engine.fresh_state()
-    infos = [engine.run_round(r, state) for r in range(3)]
-    assert infos[0]["trained"] > 0
-    assert infos[-1]["budget_skips"] > 0
+    records = [engine.run_round(r, state) for r in range(3)]
+    assert records[0].trained > 0
+    assert records[-1].budget_skips > 0
     for lg in state.ledger:
         assert lg.epsilon() <= 2.0
 
@@ -203,8 +205,8 @@ def test_diverged_training_is_not_sent(tmp_path: Path):
     msgs: list[str] = []
     eng = Engine(cfg, tmp_path / "r", progress=False, echo=msgs.append)
     state = eng.fresh_state()
-    info = eng.run_round(0, state)
-    assert info["diverged"] > 0
+    record = eng.run_round(0, state)
+    assert record.diverged > 0
     assert any("diverged" in m and "train.lr" in m for m in msgs)
     for vec in state.globals.values():
         assert np.isfinite(vec).all()

@@ -1,0 +1,440 @@
+"""The server side of a round: plan the tasks, then apply the sum (select -> aggregate -> optimize).
+
+:meth:`Server.plan_tasks` reads the run state and nothing else changes: it samples the cohort
+(Poisson rate q), draws the simulated dropouts, checks every client's privacy budget *before*
+dispatch and builds one :class:`~privfed.round.ClientTask` per selected client, with everything
+that client may know this round (the global vectors of its units, its noise multiplier, the
+client-level clip bound, a proximal term the server computed, the RNG root).
+
+:meth:`Server.apply_round` takes what the server received -- the (securely) summed encodings,
+or each client's vector for algorithms that need them -- and updates the state: decode, central
+noise and the client-level ledger, adaptive clipping, the server optimizer, the algorithm's own
+server state (MOCHA's Omega).
+
+The server never runs client code and never reads a client's records or trainers.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from privfed.aggregation import PHASES
+from privfed.algorithms import Algorithm, make_algorithm
+from privfed.algorithms.server import ServerAdam, ServerOptimizer
+from privfed.client import sample_rate_for
+from privfed.config import ExperimentConfig
+from privfed.errors import ConfigError
+from privfed.federation import Federation
+from privfed.participation import Layout, make_encoding
+from privfed.privacy import client_dp
+from privfed.privacy.accounting import calibrate_noise
+from privfed.privacy.ledger import PrivacyLedger, SourceLedger
+from privfed.rng import numpy_rng
+from privfed.round import ClientTask, UnitWork
+
+__all__ = [
+    "Inbox",
+    "RoundPlan",
+    "RunState",
+    "Server",
+    "configure_distributed_dp",
+    "make_server_optimizer",
+    "model_hash",
+]
+
+
+@dataclass
+class RunState:
+    """What a checkpoint holds: everything that is not re-derived from config and seed.
+
+    The server's part (global models, ledgers, clip bound, algorithm and optimizer state live
+    with the server objects) and the clients' kept state, which the orchestrator stores for
+    them between rounds (``personal``).
+    """
+
+    next_round: int
+    globals: dict[str, np.ndarray]
+    personal: dict[tuple[int, str], np.ndarray]
+    ledger: PrivacyLedger
+    aborted_rounds: list[int] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    client_ledger: SourceLedger | None = None
+    client_clip: float = 0.0
+    ddg_survivors: list[int] = field(default_factory=list)
+    communication: dict[str, float] = field(default_factory=dict)
+
+
+def model_hash(vectors: Mapping[str, np.ndarray]) -> bytes:
+    """SHA-256 of the global model (every unit's vector, by name), bound into secure aggregation."""
+    h = hashlib.sha256()
+    for name in sorted(vectors):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(vectors[name], dtype=np.float32).tobytes())
+    return h.digest()
+
+
+def make_server_optimizer(cfg: ExperimentConfig) -> ServerOptimizer:
+    """The configured server optimizer (``sgd`` with lr 1 is FedAvg; ``adam`` is FedAdam)."""
+    f = cfg.federation
+    if f.server_optimizer == "adam":
+        return ServerAdam(
+            lr=f.server_lr, beta1=f.server_beta1, beta2=f.server_beta2, tau=f.server_tau
+        )
+    return ServerOptimizer(lr=f.server_lr)
+
+
+def configure_distributed_dp(cfg: ExperimentConfig, *, dimension: int) -> Any:
+    """DDG parameters for the run: noise calibrated for the cohort expected to survive."""
+    from privfed.privacy.distributed import DDGError, ddg_configure
+
+    cdp, fed = cfg.client_dp, cfg.federation
+    cohort = max(1, math.ceil(fed.cohort_fraction * fed.num_clients))
+    survivors = max(1, math.floor(fed.cohort_fraction * fed.num_clients * (1.0 - fed.dropout)))
+    try:
+        return ddg_configure(
+            dimension=dimension,
+            clip=cdp.clip,
+            bits=cfg.secagg.bits,
+            cohort_size=fed.num_clients,
+            expected_survivors=min(survivors, cohort),
+            target_epsilon=cdp.target_epsilon,
+            delta=cdp.delta,
+            steps=cfg.rounds,
+        )
+    except DDGError as exc:
+        raise ConfigError(
+            f"client_dp (distributed): {exc}; raise secagg.bits or client_dp.target_epsilon"
+        ) from None
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """The server's plan of one round.
+
+    Attributes:
+        round_index: the round.
+        cohort: the selected clients, sorted.
+        tasks: one task per selected client, in cohort order.
+        budget_skips: (client, unit) trainings left out because the budget would be exceeded.
+        dropouts: protocol phase -> selected clients that vanish before it (simulated).
+        model_hash: hash of the broadcast global model.
+    """
+
+    round_index: int
+    cohort: tuple[int, ...]
+    tasks: tuple[ClientTask, ...]
+    budget_skips: int
+    dropouts: Mapping[str, tuple[int, ...]]
+    model_hash: bytes
+
+
+@dataclass(frozen=True)
+class Inbox:
+    """What the server received in one round.
+
+    Attributes:
+        total: the sum of the included clients' encoded updates (integers modulo ``2**bits``
+            under secure aggregation, float64 in the clear); None if nothing was summed.
+        included: clients whose update is in ``total``.
+        individual: client -> its own float vector (algorithms that need individual updates).
+    """
+
+    total: np.ndarray | None
+    included: tuple[int, ...]
+    individual: Mapping[int, np.ndarray] = field(default_factory=dict)
+
+
+class Server:
+    """The server of one run: its algorithm state, optimizer and privacy parameters.
+
+    Args:
+        cfg: the experiment.
+        fed: the federation (the server uses its layout, holders and partition sizes only).
+    """
+
+    def __init__(self, cfg: ExperimentConfig, fed: Federation) -> None:
+        self.cfg = cfg
+        self.fed = fed
+        self.algorithm: Algorithm = make_algorithm(
+            cfg.federation.algorithm, cfg.federation.algorithm_params
+        )
+        self.algorithm.setup(
+            fed.units,
+            holders={u.name: fed.clients_of(u) for u in fed.units},
+            lr=cfg.train.lr,
+        )
+        self.optimizer = make_server_optimizer(cfg)
+        cdp = cfg.client_dp
+        q = cfg.federation.cohort_fraction
+        self.expected_cohort = {u.name: q * len(fed.unit_group[u.name].clients) for u in fed.units}
+        self.client_dp: client_dp.ClientDPParams | None = None
+        if cdp.mode == "central":
+            self.client_dp = client_dp.resolve_params(
+                target_epsilon=cdp.target_epsilon,
+                delta=cdp.delta,
+                noise_multiplier=cdp.noise_multiplier,
+                sample_rate=q,
+                rounds=cfg.rounds,
+                adaptive=cdp.adaptive,
+                count_noise_multiplier=cdp.count_noise_multiplier,
+                expected_cohort=q * cfg.federation.num_clients,
+            )
+        self.ddg: Any = (
+            configure_distributed_dp(cfg, dimension=fed.counter_base)
+            if cdp.mode == "distributed"
+            else None
+        )
+        self.layout = Layout(
+            units=tuple(u.name for u in fed.units),
+            offsets=tuple(int(o) for o in fed.offsets),
+            counters=cdp.mode == "off",
+            clip_bit=cdp.adaptive,
+        )
+        self.encoding = make_encoding(cfg, self.layout, self.ddg)
+        self._sigma: dict[tuple[int, str], float] = {}
+
+    # ------------------------------------------------------------------ state
+    def fresh_state(self) -> RunState:
+        """Round-0 state: common initialization, empty ledgers."""
+        cfg = self.cfg
+        return RunState(
+            next_round=0,
+            globals=self.fed.initial_vectors(),
+            personal={},
+            ledger=PrivacyLedger(delta=cfg.dp.delta, target_epsilon=cfg.dp.target_epsilon),
+            client_ledger=(
+                client_dp.new_client_ledger(
+                    delta=cfg.client_dp.delta, target_epsilon=cfg.client_dp.target_epsilon
+                )
+                if self.client_dp is not None
+                else None
+            ),
+            client_clip=cfg.client_dp.clip,
+        )
+
+    # ------------------------------------------------------------------ privacy
+    def noise_multiplier(self, client: int, group: str) -> float | None:
+        """The client's noise multiplier on ``group``'s records (None: no DP)."""
+        dp = self.cfg.dp
+        if not dp.private:
+            return None
+        key = (client, group)
+        if key not in self._sigma:
+            if dp.noise_multiplier > 0:
+                self._sigma[key] = dp.noise_multiplier
+            else:
+                gs = self.fed.groups[group]
+                q = sample_rate_for(len(gs.clients[client].train), self.cfg.train.batch_size)
+                participations = math.ceil(self.cfg.rounds * dp.planned_participation)
+                steps = (
+                    participations
+                    * self.cfg.train.local_steps
+                    * len(gs.units)
+                    * self.algorithm.trainings_per_participation
+                )
+                self._sigma[key] = calibrate_noise(
+                    target_epsilon=dp.target_epsilon, delta=dp.delta, sample_rate=q, steps=steps
+                )
+        return self._sigma[key]
+
+    def _admitted(self, client: int, state: RunState) -> dict[str, bool]:
+        """Which of the client's units may train this round without exceeding a budget.
+
+        The units are admitted in joint-vector order against a scratch copy of each ledger,
+        as if the earlier units' steps were already recorded (they will be, in this order).
+        """
+        cfg = self.cfg
+        steps = cfg.train.local_steps * self.algorithm.trainings_per_participation
+        scratch: dict[str, SourceLedger] = {}
+        out: dict[str, bool] = {}
+        for unit in self.fed.units:
+            gs = self.fed.unit_group[unit.name]
+            if client not in gs.clients:
+                continue
+            sigma = self.noise_multiplier(client, unit.group)
+            if sigma is None:
+                out[unit.name] = True
+                continue
+            key = gs.ledger_key
+            if key not in scratch:
+                scratch[key] = (
+                    copy.deepcopy(state.ledger[(client, key)])
+                    if (client, key) in state.ledger
+                    else SourceLedger(
+                        client, key, delta=cfg.dp.delta, target_epsilon=cfg.dp.target_epsilon
+                    )
+                )
+            ledger = scratch[key]
+            q = sample_rate_for(len(gs.clients[client].train), cfg.train.batch_size)
+            ok = not ledger.would_exceed(noise_multiplier=sigma, sample_rate=q, steps=steps)
+            if ok:
+                ledger.record(noise_multiplier=sigma, sample_rate=q, steps=steps, task=unit.name)
+            out[unit.name] = ok
+        return out
+
+    # ------------------------------------------------------------------ plan
+    def select_cohort(self, round_index: int) -> list[int]:
+        """Poisson-sample the round's cohort (every client when cohort_fraction is 1)."""
+        n = self.cfg.federation.num_clients
+        q = self.cfg.federation.cohort_fraction
+        if q >= 1.0:
+            return list(range(n))
+        draws = numpy_rng(self.cfg.seed, "cohort", round_index).random(n)
+        return [c for c in range(n) if draws[c] < q]
+
+    def draw_dropouts(self, round_index: int, cohort: list[int]) -> dict[str, tuple[int, ...]]:
+        """Which selected clients vanish, and before which protocol phase."""
+        p = self.cfg.federation.dropout
+        out: dict[str, list[int]] = {ph: [] for ph in PHASES}
+        if p > 0:
+            rng = numpy_rng(self.cfg.seed, "dropout", round_index)
+            drop = rng.random(len(cohort)) < p
+            phase = rng.integers(0, len(PHASES), size=len(cohort))
+            for c, d, ph in zip(cohort, drop, phase, strict=True):
+                if d:
+                    out[PHASES[int(ph)]].append(c)
+        return {ph: tuple(ids) for ph, ids in out.items()}
+
+    def plan_tasks(self, round_index: int, state: RunState) -> RoundPlan:
+        """Select the cohort, check budgets and build every selected client's task.
+
+        Reads ``state`` only.
+        """
+        cfg, fed, alg = self.cfg, self.fed, self.algorithm
+        cohort = self.select_cohort(round_index)
+        mhash = model_hash(state.globals)
+        tasks: list[ClientTask] = []
+        skipped = 0
+        for c in cohort:
+            admitted = self._admitted(c, state)
+            units: list[UnitWork] = []
+            for unit in fed.units:
+                if unit.name not in admitted:
+                    continue  # the client does not hold this unit's task group
+                if not admitted[unit.name]:
+                    skipped += 1
+                    continue
+                global_vec = state.globals[unit.name]
+                prox = alg.server_prox(unit=unit.name, client=c, global_vec=global_vec)
+                units.append(
+                    UnitWork(
+                        unit=unit.name,
+                        global_vector=global_vec,
+                        noise_multiplier=self.noise_multiplier(c, unit.group),
+                        prox_centre=prox[0] if prox else None,
+                        prox_weight=prox[1] if prox else 0.0,
+                    )
+                )
+            tasks.append(
+                ClientTask(
+                    round_index=round_index,
+                    client=c,
+                    units=tuple(units),
+                    local_steps=cfg.train.local_steps,
+                    client_clip=state.client_clip if cfg.client_dp.mode != "off" else 0.0,
+                    model_hash=mhash,
+                    seed=cfg.seed,
+                    personal={
+                        u.unit: state.personal[(c, u.unit)]
+                        for u in units
+                        if (c, u.unit) in state.personal
+                    },
+                )
+            )
+        senders = cohort if alg.aggregates and not alg.needs_individual_updates else []
+        return RoundPlan(
+            round_index=round_index,
+            cohort=tuple(cohort),
+            tasks=tuple(tasks),
+            budget_skips=skipped,
+            dropouts=self.draw_dropouts(round_index, senders) if senders else {},
+            model_hash=mhash,
+        )
+
+    # ------------------------------------------------------------------ apply
+    def apply_round(self, round_index: int, state: RunState, inbox: Inbox) -> np.ndarray | None:
+        """Update the state from what the server received; return the decoded sum (if any).
+
+        Under client-level DP the decoded sum is noised (central mode) and divided by the
+        expected cohort (fixed denominator); otherwise by the participation counters.
+        """
+        cfg, fed, layout = self.cfg, self.fed, self.layout
+        if self.algorithm.needs_individual_updates:
+            for ui, unit in enumerate(fed.units):
+                lo, hi = layout.offsets[ui], layout.offsets[ui + 1]
+                sent = {
+                    c: v[lo:hi]
+                    for c, v in sorted(inbox.individual.items())
+                    if v[layout.counter_base + ui] == 1
+                }
+                if sent:
+                    self.algorithm.server_individual(unit=unit.name, vectors=sent)
+            return None
+        if inbox.total is None:
+            return None
+        decoded = self.encoding.decode(
+            inbox.total, round_index=round_index, included=len(inbox.included)
+        )
+        total = decoded
+        if self.client_dp is not None:
+            rng = numpy_rng(cfg.seed, "client-dp-noise", round_index)
+            total = total.copy()
+            total[: layout.counter_base] = client_dp.add_noise(
+                total[: layout.counter_base],
+                params=self.client_dp,
+                clip=state.client_clip,
+                rng=rng,
+            )
+            assert state.client_ledger is not None
+            state.client_ledger.record(
+                noise_multiplier=self.client_dp.noise_multiplier,
+                sample_rate=self.client_dp.sample_rate,
+                steps=1,
+                task="round",
+            )
+            if cfg.client_dp.adaptive:
+                state.client_clip = client_dp.next_clip(
+                    state.client_clip,
+                    centred_bit_sum=float(total[layout.bit_index]),
+                    params=self.client_dp,
+                    expected_cohort=cfg.federation.cohort_fraction * cfg.federation.num_clients,
+                    target_quantile=cfg.client_dp.target_quantile,
+                    lr=cfg.client_dp.clip_lr,
+                    rng=rng,
+                )
+        client_level = cfg.client_dp.mode != "off"
+        for ui, unit in enumerate(fed.units):
+            if client_level:
+                count = self.expected_cohort[unit.name]  # fixed denominator (McMahan et al.)
+            else:
+                count = round(float(total[layout.counter_base + ui]))
+            if count <= 0:
+                continue
+            lo, hi = layout.offsets[ui], layout.offsets[ui + 1]
+            mean = (total[lo:hi] / count).astype(np.float32)
+            state.globals[unit.name] = self.optimizer.step(
+                unit=unit.name, global_vec=state.globals[unit.name], mean_update=mean
+            )
+        if self.ddg is not None:
+            state.ddg_survivors.append(len(inbox.included))
+        return decoded
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Server state that is not in :class:`RunState`: optimizer and algorithm."""
+        return {
+            "server_optimizer": self.optimizer.state_dict(),
+            "algorithm": self.algorithm.state_dict(),
+        }
+
+    def load_state_dict(self, data: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.optimizer.load_state_dict(dict(data.get("server_optimizer", {})))
+        self.algorithm.load_state_dict(data.get("algorithm", {}))
