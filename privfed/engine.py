@@ -48,7 +48,7 @@ from privfed.io import (
 )
 from privfed.participation import Participate
 from privfed.privacy import report as privacy
-from privfed.privacy.ledger import PrivacyLedger, SourceLedger
+from privfed.privacy.ledger import DistributedLedger, PrivacyLedger, SourceLedger
 from privfed.repro import build_manifest
 from privfed.round import ClientCost, RoundRecord
 from privfed.server import (
@@ -93,7 +93,20 @@ class RunSummary:
     accountant: str
     attacks: Mapping[str, Any] = field(default_factory=dict)
     audit: Mapping[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    client_level: Mapping[str, Any] = field(default_factory=dict)
     costs: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """What reached the server in one round (internal to the orchestrator)."""
+
+    included: tuple[int, ...] = ()
+    observed: Mapping[int, np.ndarray] = field(default_factory=dict)
+    bytes_down: Mapping[int, Mapping[str, int]] = field(default_factory=dict)
+    bytes_up: Mapping[int, Mapping[str, int]] = field(default_factory=dict)
+    aborted: str = ""
 
 
 @dataclass(frozen=True)
@@ -153,6 +166,16 @@ class Engine:
         return self.server.algorithm
 
     @property
+    def ddg_plan(self) -> Any:
+        """The distributed-DP plan (None unless ``client_dp.mode = "distributed"``)."""
+        return self.server.ddg_plan
+
+    @property
+    def warnings(self) -> list[str]:
+        """Privacy problems accepted with a warning (each names the field and the fix)."""
+        return self.server.warnings
+
+    @property
     def ddg(self) -> Any:
         """The distributed-DP parameters (None unless ``client_dp.mode = "distributed"``)."""
         return self.server.ddg
@@ -198,15 +221,42 @@ class Engine:
             keep_updates: also return each client's true joint update (for attack metrics).
         """
         plan = self.server.plan_tasks(r, state)  # server: cohort, budgets, one task each
+        if plan.refused:
+            return PlayedRound(self._refuse(state, plan))
         deliveries = self.backend.map(plan.tasks, keep_updates=keep_updates)  # clients
-        self._keep(state, deliveries)  # ledgers and kept state, in cohort order
-        record = self._sum_and_apply(r, state, plan, deliveries)  # sum, then the server update
+        self._keep(state, deliveries)  # their DP events and kept state, in client order
+        inbox, sent = self._collect(plan, deliveries)  # what the server receives
+        aggregate = None
+        if inbox is not None and not sent.aborted:
+            aggregate = self.server.apply_round(plan, state, inbox)  # server update
+        elif sent.aborted:  # too few survivors (or another abort): the round is lost, not the run
+            state.aborted_rounds.append(r)
+            self.echo(f"round {r + 1}: aggregation aborted ({sent.aborted}); models unchanged")
+        record = self._record(plan, deliveries, sent, aggregate)
+        if record.diverged:
+            self.echo(
+                f"round {r + 1}: {record.diverged} local trainings diverged (non-finite "
+                "weights) and were not sent; lower train.lr or raise train.batch_size"
+            )
         updates = {
             d.participation.client: d.participation.update
             for d in deliveries
             if keep_updates and d.participation.update is not None
         }
         return PlayedRound(record, updates)
+
+    def _refuse(self, state: RunState, plan: RoundPlan) -> RoundRecord:
+        """A round refused before dispatch (client-level budget): noted once, then quietly."""
+        if not state.client_refused_rounds:
+            self.echo(plan.refused)
+        state.client_refused_rounds.append(plan.round_index)
+        return RoundRecord(
+            round_index=plan.round_index,
+            cohort=plan.cohort,
+            model_hash=plan.model_hash,
+            encoding=self.server.encoding.name,
+            refused=plan.refused,
+        )
 
     def _keep(self, state: RunState, deliveries: list[Delivery]) -> None:
         """Write each client's DP events and kept state, in sorted client order."""
@@ -222,87 +272,43 @@ class Engine:
             for unit, vec in p.personal.items():
                 state.personal[(p.client, unit)] = np.array(vec, dtype=np.float32)
 
-    def _sum_and_apply(
-        self, r: int, state: RunState, plan: RoundPlan, deliveries: list[Delivery]
-    ) -> RoundRecord:
-        """Obtain what the server receives (in the clear or securely) and apply it."""
+    def _collect(self, plan: RoundPlan, deliveries: list[Delivery]) -> tuple[Inbox | None, _Sent]:
+        """What the server receives: individual vectors, a plain sum or a secure sum."""
         alg, encoding = self.server.algorithm, self.server.encoding
-        parts = {d.participation.client: d.participation for d in deliveries}
-        trained = sum(p.trained for p in parts.values())
-        diverged = sum(p.diverged for p in parts.values())
-        if diverged:
-            self.echo(
-                f"round {r + 1}: {diverged} local trainings diverged (non-finite weights) and "
-                "were not sent; lower train.lr or raise train.batch_size"
-            )
-        down = {d.participation.client: {"task": d.task_bytes} for d in deliveries}
-        up = {
-            d.participation.client: {"update": d.upload_bytes} for d in deliveries if d.upload_bytes
+        uploads = {
+            d.participation.client: d.participation.upload
+            for d in deliveries
+            if d.participation.upload is not None or encoding.secure
         }
-        observed: dict[int, np.ndarray] = {}
-        aggregate: np.ndarray | None = None
-        included: tuple[int, ...] = ()
-        dropped: tuple[int, ...] = ()
-        aborted = ""
-        inbox: Inbox | None = None
         if alg.needs_individual_updates:
-            observed = {c: p.upload for c, p in sorted(parts.items()) if p.upload is not None}
-            inbox = Inbox(total=None, included=tuple(observed), individual=observed)
-            included = tuple(observed)
-        elif alg.aggregates and parts:
-            senders = sorted(parts)
-            ctx = RoundContext(round_index=r, model_hash=plan.model_hash, dropouts=plan.dropouts)
-            try:
-                if encoding.secure:
-                    session = self._secure_session(r, plan, senders)
-                    total, included, observed = session.total, session.included, session.observed
-                    for c in senders:
-                        down[c].update(session.bytes_received.get(c, {}))
-                        up[c] = dict(session.bytes_sent.get(c, {}))
-                else:
-                    vectors = {c: parts[c].upload for c in senders}
-                    total, included, _ = plain_sum(vectors, ctx)  # type: ignore[arg-type]
-                    observed = {c: vectors[c] for c in included}  # type: ignore[misc]
-                dropped = tuple(c for c in senders if c not in set(included))
-                inbox = Inbox(total=total, included=included)
-                aggregate = self.server.apply_round(r, state, inbox)
-            except PrivfedError as exc:
-                # Too few survivors (or another protocol abort): the round is lost, the run is not.
-                state.aborted_rounds.append(r)
-                aborted = str(exc)
-                self.echo(f"round {r + 1}: aggregation aborted ({exc}); global models unchanged")
-                inbox = None
-        if inbox is not None and alg.needs_individual_updates:
-            self.server.apply_round(r, state, inbox)
-        seconds = self._backend.protocol_seconds() if self._backend is not None else {}
-        costs = {
-            c: ClientCost(
-                download=down[c],
-                upload=up.get(c, {}),
-                compute_seconds=parts[c].compute_seconds,
-                protocol_seconds=seconds.get(c, 0.0),
-            )
-            for c in sorted(parts)
-        }
-        return RoundRecord(
-            round_index=r,
-            cohort=plan.cohort,
-            model_hash=plan.model_hash,
-            encoding=encoding.name,
-            trained=trained,
-            budget_skips=plan.budget_skips,
-            diverged=diverged,
-            events=tuple((c, e) for c in sorted(parts) for e in parts[c].events),
-            dropouts=dict(plan.dropouts),
-            included=included,
-            dropped=dropped,
-            aborted=aborted,
-            observed=observed,
-            aggregate=aggregate,
-            costs=costs,
-        )
+            individual = {c: v for c, v in sorted(uploads.items()) if v is not None}
+            sent = _Sent(included=tuple(individual), observed=individual)
+            return Inbox(total=None, included=sent.included, individual=individual), sent
+        if not alg.aggregates or not uploads:
+            return None, _Sent()
+        senders = sorted(uploads)
+        try:
+            if encoding.secure:
+                session = self._secure_session(plan, senders)
+                total, included = session.total, session.included
+                sent = _Sent(
+                    included=included,
+                    observed=session.observed,
+                    bytes_down=session.bytes_received,
+                    bytes_up=session.bytes_sent,
+                )
+            else:
+                ctx = RoundContext(
+                    round_index=plan.round_index, model_hash=plan.model_hash, dropouts=plan.dropouts
+                )
+                vectors = {c: v for c, v in uploads.items() if v is not None}
+                total, included, _ = plain_sum(vectors, ctx)
+                sent = _Sent(included=included, observed={c: vectors[c] for c in included})
+        except PrivfedError as exc:
+            return None, _Sent(aborted=str(exc))
+        return Inbox(total=total, included=included), sent
 
-    def _secure_session(self, r: int, plan: RoundPlan, senders: list[int]) -> Any:
+    def _secure_session(self, plan: RoundPlan, senders: list[int]) -> Any:
         """The secure-aggregation session: the server here, each client on its worker."""
         from privfed.backends.parties import run_session
 
@@ -310,11 +316,52 @@ class Engine:
             self.backend,
             senders,
             config=self.cfg.secagg,
-            round_index=r,
+            round_index=plan.round_index,
             model_hash=plan.model_hash,
             length=self.server.encoding.encoded_length(self.server.layout.length),
             dropouts=plan.dropouts,
             keep_observed=True,
+        )
+
+    def _record(
+        self,
+        plan: RoundPlan,
+        deliveries: list[Delivery],
+        sent: _Sent,
+        aggregate: np.ndarray | None,
+    ) -> RoundRecord:
+        """The round as the wire and the server saw it, with each client's cost."""
+        parts = {d.participation.client: d.participation for d in deliveries}
+        seconds = self._backend.protocol_seconds() if self._backend is not None else {}
+        costs = {}
+        for d in sorted(deliveries, key=lambda d: d.participation.client):
+            c = d.participation.client
+            up = dict(sent.bytes_up.get(c, {})) or (
+                {"update": d.upload_bytes} if d.upload_bytes else {}
+            )
+            costs[c] = ClientCost(
+                download={"task": d.task_bytes, **sent.bytes_down.get(c, {})},
+                upload=up,
+                compute_seconds=d.participation.compute_seconds,
+                protocol_seconds=seconds.get(c, 0.0),
+            )
+        senders = [c for c in sorted(parts) if parts[c].upload is not None] or sorted(sent.bytes_up)
+        return RoundRecord(
+            round_index=plan.round_index,
+            cohort=plan.cohort,
+            model_hash=plan.model_hash,
+            encoding=self.server.encoding.name,
+            trained=sum(p.trained for p in parts.values()),
+            budget_skips=plan.budget_skips,
+            diverged=sum(p.diverged for p in parts.values()),
+            events=tuple((c, e) for c in sorted(parts) for e in parts[c].events),
+            dropouts=dict(plan.dropouts),
+            included=sent.included,
+            dropped=tuple(c for c in senders if c not in set(sent.included)),
+            aborted=sent.aborted,
+            observed=dict(sent.observed),
+            aggregate=aggregate,
+            costs=costs,
         )
 
     # ------------------------------------------------------------------ evaluation
@@ -333,10 +380,6 @@ class Engine:
     def client_epsilon(self, state: RunState) -> float | None:
         """Client-level epsilon spent so far (None without client-level DP)."""
         return privacy.client_epsilon(self.server, state)
-
-    def expected_survivors(self) -> int:
-        """Clients per round the distributed noise was calibrated for."""
-        return privacy.expected_survivors(self.cfg)
 
     def privacy_report(self, state: RunState, *, final: bool = False) -> dict[str, Any]:
         """The content of ``privacy.json`` (see :func:`privfed.privacy.report.privacy_report`)."""
@@ -361,7 +404,8 @@ class Engine:
                 **self.server.state_dict(),
                 "client_ledger": state.client_ledger.to_dict() if state.client_ledger else None,
                 "client_clip": state.client_clip,
-                "ddg_survivors": state.ddg_survivors,
+                "ddg_ledger": state.ddg_ledger.to_dict() if state.ddg_ledger else None,
+                "client_refused_rounds": state.client_refused_rounds,
             },
             buf,
         )
@@ -399,7 +443,12 @@ class Engine:
                 SourceLedger.from_dict(data["client_ledger"]) if data.get("client_ledger") else None
             ),
             client_clip=float(data.get("client_clip", self.cfg.client_dp.clip)),
-            ddg_survivors=list(data.get("ddg_survivors", [])),
+            ddg_ledger=(
+                DistributedLedger.from_dict(data["ddg_ledger"], params=self.ddg)
+                if data.get("ddg_ledger")
+                else None
+            ),
+            client_refused_rounds=list(data.get("client_refused_rounds", [])),
         )
 
     # ------------------------------------------------------------------ run
@@ -443,6 +492,8 @@ class Engine:
         self.out.mkdir(parents=True, exist_ok=True)
         state, rows = self._open(resume)
         self._write_manifest(state, finished=False)
+        for w in self.warnings:
+            self.echo(f"WARNING (privacy): {w}")
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -509,6 +560,8 @@ class Engine:
             accountant=report["accountant"],
             attacks=attack_results,
             audit=audit,
+            warnings=tuple(self.warnings),
+            client_level=report["client_level"],
             costs=cost_totals(read_jsonl(self.out / COSTS)),
         )
 

@@ -56,6 +56,7 @@ class GroupState:
     name: str
     source: SourceData
     ledger_key: str
+    """The data source's name: every group on one source shares its clients' ledgers."""
     units: list[UnitSpec]
     clients: dict[int, ClientGroupData]
     partition_hash: str
@@ -158,29 +159,37 @@ class Federation:
         )
         self.groups: dict[str, GroupState] = {}
         self.audit: AuditPlan | None = None
-        sources_used: dict[str, int] = {}
-        for g in cfg.groups.values():
-            sources_used[g.source] = sources_used.get(g.source, 0) + 1
+        # A data source is partitioned once (by the first group that names it): its records
+        # belong to one client whatever the group, so the client's (client, source) ledger
+        # covers every training on them. Later groups on the source reuse the partition and
+        # each client's train/val/test split (the config loader requires equal settings).
+        shared: dict[str, tuple[str, SourceData, list[np.ndarray]]] = {}
+        splits: dict[tuple[str, int], ClientGroupData | None] = {}
         for gname, g in cfg.groups.items():
-            try:
-                src = load_source(g.source, seed=cfg.seed, **dict(g.source_params))
-            except ConfigError as exc:
-                raise ConfigError(
-                    [f"groups.{gname}.source_params.{p}" for p in exc.problems]
-                ) from None
-            parts = _partition(cfg, gname, src)
+            if g.source not in shared:
+                try:
+                    loaded = load_source(g.source, seed=cfg.seed, **dict(g.source_params))
+                except ConfigError as exc:
+                    raise ConfigError(
+                        [f"groups.{gname}.source_params.{p}" for p in exc.problems]
+                    ) from None
+                shared[g.source] = (gname, loaded, _partition(cfg, gname, loaded))
+            first, src, parts = shared[g.source]
             clients: dict[int, ClientGroupData] = {}
             for c, idx in enumerate(parts):
                 if gname not in held[c] or len(idx) == 0:
                     continue
-                s = split_client(
-                    idx,
-                    rng=numpy_rng(cfg.seed, f"split:{gname}", c),
-                    fractions=(g.split[0], g.split[1], g.split[2]),
-                )
-                if len(s.train) == 0 or len(s.test) == 0:
-                    continue
-                clients[c] = ClientGroupData(s.train, s.val, s.test)
+                if (g.source, c) not in splits:
+                    s = split_client(
+                        idx,
+                        rng=numpy_rng(cfg.seed, f"split:{first}", c),
+                        fractions=(g.split[0], g.split[1], g.split[2]),
+                    )
+                    ok = len(s.train) > 0 and len(s.test) > 0
+                    splits[(g.source, c)] = ClientGroupData(s.train, s.val, s.test) if ok else None
+                cg = splits[(g.source, c)]
+                if cg is not None:
+                    clients[c] = cg
             audit_group = cfg.audit.group or next(iter(cfg.groups))
             if cfg.audit.canaries and gname == audit_group:
                 src, clients = self._insert_canaries(gname, src, clients)
@@ -192,7 +201,7 @@ class Federation:
             self.groups[gname] = GroupState(
                 name=gname,
                 source=src,
-                ledger_key=g.source if sources_used[g.source] == 1 else f"{gname}/{g.source}",
+                ledger_key=g.source,
                 units=_unit_specs(gname, cfg, src),
                 clients=clients,
                 partition_hash=partition_hash(parts),

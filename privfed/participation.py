@@ -33,9 +33,10 @@ from privfed.aggregation import (
 from privfed.algorithms import Algorithm, make_algorithm
 from privfed.client import UnitTrainer
 from privfed.config import ExperimentConfig
+from privfed.errors import PrivfedError
 from privfed.federation import Federation
 from privfed.privacy import client_dp
-from privfed.round import ClientTask, DPEvent, Participation
+from privfed.round import ClientTask, DPEvent, Participation, UnitWork
 
 __all__ = [
     "ClientRuntime",
@@ -178,16 +179,20 @@ class ClientRuntime:
         self.setup = setup
         self._trainers = trainers
 
-    def trainer(
-        self, unit_index: int, *, noise_multiplier: float | None, personal: bool = False
-    ) -> UnitTrainer:
-        """The client's persistent (Opacus-wrapped) trainer of a unit.
+    def trainer(self, unit_index: int, work: UnitWork, *, personal: bool = False) -> UnitTrainer:
+        """The client's persistent (Opacus-wrapped) trainer of a unit, as the task sets it up.
 
         ``personal=True`` gives the second trainer of algorithms that train a separate
         personal model (Ditto): same records, same ledger, its own random streams.
+
+        Raises:
+            PrivfedError: the trainer would not sample at the rate the server's privacy plan
+                accounts for (a bug).
         """
         fed, cfg = self.setup.fed, self.setup.cfg
         unit = fed.units[unit_index]
+        sigma = work.noise_multiplier
+        public = work.public_batch_size > 0
 
         def build() -> UnitTrainer:
             x, ys = fed.tensors(unit.group, "train", self.client)
@@ -197,20 +202,27 @@ class ClientRuntime:
                 y=ys,
                 batch_size=cfg.train.batch_size,
                 lr=cfg.train.lr,
-                noise_multiplier=noise_multiplier,
+                noise_multiplier=sigma,
                 max_grad_norm=cfg.dp.max_grad_norm,
                 seed=cfg.seed,
                 stream=(self.client, unit_index, 1) if personal else (self.client, unit_index),
+                public_sample_rate=work.sample_rate if public else None,
+                public_batch_size=work.public_batch_size if public else None,
             )
 
         key = (self.client, unit_index, personal)
         tr = self._trainers.get(key, build)
-        if tr.noise_multiplier != float(noise_multiplier or 0.0) or tr.private != (
-            noise_multiplier is not None
-        ):
-            raise ValueError(
-                f"client {self.client}, unit {unit.name}: the task's noise multiplier "
-                f"{noise_multiplier} differs from the trainer's {tr.noise_multiplier}"
+        if tr.noise_multiplier != float(sigma or 0.0) or tr.private != (sigma is not None):
+            raise PrivfedError(
+                f"client {self.client}, unit {unit.name}: the task's noise multiplier {sigma} "
+                f"differs from the trainer's {tr.noise_multiplier}; this is a bug in privfed "
+                "(please report it)"
+            )
+        if tr.private and tr.sample_rate != work.sample_rate:
+            raise PrivfedError(
+                f"client {self.client}, unit {unit.name}: the trainer samples at rate "
+                f"{tr.sample_rate} but the privacy plan assumed {work.sample_rate}; this is a "
+                "bug in privfed (please report it)"
             )
         return tr
 
@@ -255,7 +267,7 @@ def participate(runtime: ClientRuntime, task: ClientTask) -> Participation:
             else alg.client_prox(unit=work.unit, start=start)
         )
         # 2. DP-SGD, one call per local phase (FedRep freezes heads, then the trunk).
-        tr = runtime.trainer(ui, noise_multiplier=work.noise_multiplier)
+        tr = runtime.trainer(ui, work)
         current = start
         for phase, frozen in enumerate(alg.local_phases(work.unit)):
             res = tr.train(
@@ -280,7 +292,7 @@ def participate(runtime: ClientRuntime, task: ClientTask) -> Participation:
         _release(tr)
         # 3. Ditto's personal model: trained on the same records, so the same ledger.
         if alg.personal_mu is not None:
-            ptr = runtime.trainer(ui, noise_multiplier=work.noise_multiplier, personal=True)
+            ptr = runtime.trainer(ui, work, personal=True)
             pres = ptr.train(
                 global_vec if personal is None else personal,
                 steps=task.local_steps,

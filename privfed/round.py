@@ -67,6 +67,11 @@ class UnitWork:
         global_vector: the unit's global model as broadcast (float32).
         noise_multiplier: the client's DP-SGD noise multiplier on the unit's records (None:
             no record-level DP).
+        sample_rate: the Poisson sampling rate the server's privacy plan accounts for (0:
+            not private); the client's trainer must sample at exactly this rate.
+        public_batch_size: under ``dp.public_sampling``, the public divisor of the summed
+            clipped gradients, and ``sample_rate`` is the public rate to sample at; 0 otherwise
+            (the client samples at ``1 / batches`` of its own records).
         prox_centre: centre of a proximal term computed by the server (MOCHA's regularizer;
             None: the algorithm's own client-side term, if any).
         prox_weight: weight of that server-computed proximal term.
@@ -75,12 +80,19 @@ class UnitWork:
     unit: str
     global_vector: np.ndarray
     noise_multiplier: float | None
+    sample_rate: float = 0.0
+    public_batch_size: int = 0
     prox_centre: np.ndarray | None = None
     prox_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.noise_multiplier is not None and not self.noise_multiplier >= 0:
             raise ValueError(f"noise_multiplier must be >= 0, got {self.noise_multiplier}")
+        if not 0.0 <= self.sample_rate <= 1.0 or self.public_batch_size < 0:
+            raise ValueError(
+                f"sample_rate must be in [0, 1] and public_batch_size >= 0, got "
+                f"{self.sample_rate} and {self.public_batch_size}"
+            )
         if not self.prox_weight >= 0:
             raise ValueError(f"prox_weight must be >= 0, got {self.prox_weight}")
 
@@ -137,6 +149,8 @@ class ClientTask:
                     "unit": w.unit,
                     "global": w.global_vector,
                     "sigma": w.noise_multiplier,
+                    "q": w.sample_rate,
+                    "public_batch": w.public_batch_size,
                     "prox_centre": w.prox_centre,
                     "prox_weight": w.prox_weight,
                 }
@@ -166,6 +180,8 @@ class ClientTask:
                         noise_multiplier=None
                         if sigma is None
                         else _float(sigma, what=f"{where}.sigma"),
+                        sample_rate=_float(u["q"], what=f"{where}.q"),
+                        public_batch_size=_int(u["public_batch"], what=f"{where}.public_batch"),
                         prox_centre=None
                         if centre is None
                         else _vector(centre, what=f"{where}.prox_centre"),
@@ -354,6 +370,8 @@ class RoundRecord:
         included: clients whose update is in the aggregate.
         dropped: selected senders whose update is not.
         aborted: why the aggregation aborted ("" if it did not).
+        refused: why the server refused the whole round before dispatch ("" if it did not):
+            releasing it could exceed the client-level budget.
         observed: client -> what the server received from it (the masked vector under
             secure aggregation; the plain vector, or the individual model, otherwise).
         aggregate: the decoded sum the server learned, before any central noise (None if
@@ -373,6 +391,7 @@ class RoundRecord:
     included: tuple[int, ...] = ()
     dropped: tuple[int, ...] = ()
     aborted: str = ""
+    refused: str = ""
     observed: Mapping[int, np.ndarray] = field(default_factory=dict)
     aggregate: np.ndarray | None = None
     costs: Mapping[int, ClientCost] = field(default_factory=dict)

@@ -16,7 +16,6 @@ The server never runs client code and never reads a client's records or trainers
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import math
 from collections.abc import Mapping
@@ -28,14 +27,17 @@ import numpy as np
 from privfed.aggregation import PHASES
 from privfed.algorithms import Algorithm, make_algorithm
 from privfed.algorithms.server import ServerAdam, ServerOptimizer
-from privfed.client import sample_rate_for
 from privfed.config import ExperimentConfig
-from privfed.errors import ConfigError
 from privfed.federation import Federation
 from privfed.participation import Layout, make_encoding
-from privfed.privacy import client_dp
-from privfed.privacy.accounting import calibrate_noise
-from privfed.privacy.ledger import PrivacyLedger, SourceLedger
+from privfed.privacy import client_dp, planning
+from privfed.privacy.distributed import DistributedPlan, NoiseShares
+from privfed.privacy.ledger import (
+    DistributedLedger,
+    DistributedRound,
+    PrivacyLedger,
+    SourceLedger,
+)
 from privfed.rng import numpy_rng
 from privfed.round import ClientTask, UnitWork
 
@@ -47,6 +49,7 @@ __all__ = [
     "configure_distributed_dp",
     "make_server_optimizer",
     "model_hash",
+    "plan_record_privacy",
 ]
 
 
@@ -67,8 +70,8 @@ class RunState:
     timings: dict[str, float] = field(default_factory=dict)
     client_ledger: SourceLedger | None = None
     client_clip: float = 0.0
-    ddg_survivors: list[int] = field(default_factory=list)
-    communication: dict[str, float] = field(default_factory=dict)
+    ddg_ledger: DistributedLedger | None = None
+    client_refused_rounds: list[int] = field(default_factory=list)
 
 
 def model_hash(vectors: Mapping[str, np.ndarray]) -> bytes:
@@ -90,28 +93,69 @@ def make_server_optimizer(cfg: ExperimentConfig) -> ServerOptimizer:
     return ServerOptimizer(lr=f.server_lr)
 
 
-def configure_distributed_dp(cfg: ExperimentConfig, *, dimension: int) -> Any:
-    """DDG parameters for the run: noise calibrated for the cohort expected to survive."""
-    from privfed.privacy.distributed import DDGError, ddg_configure
+def configure_distributed_dp(cfg: ExperimentConfig, *, dimension: int) -> DistributedPlan:
+    """The distributed-DP plan of the run (:func:`privfed.privacy.distributed.plan_distributed`).
+
+    Noise is calibrated for the worst round secure aggregation admits with the planned cohort
+    (``ceil(cohort_fraction * num_clients)``): ``t`` survivors, ``client_dp.max_colluders`` of
+    them colluding, the protected client's own share excluded.
+    """
+    from privfed.privacy.distributed import plan_distributed
 
     cdp, fed = cfg.client_dp, cfg.federation
-    cohort = max(1, math.ceil(fed.cohort_fraction * fed.num_clients))
-    survivors = max(1, math.floor(fed.cohort_fraction * fed.num_clients * (1.0 - fed.dropout)))
-    try:
-        return ddg_configure(
-            dimension=dimension,
-            clip=cdp.clip,
-            bits=cfg.secagg.bits,
-            cohort_size=fed.num_clients,
-            expected_survivors=min(survivors, cohort),
-            target_epsilon=cdp.target_epsilon,
-            delta=cdp.delta,
-            steps=cfg.rounds,
-        )
-    except DDGError as exc:
-        raise ConfigError(
-            f"client_dp (distributed): {exc}; raise secagg.bits or client_dp.target_epsilon"
-        ) from None
+    return plan_distributed(
+        dimension=dimension,
+        clip=cdp.clip,
+        secagg=cfg.secagg,
+        num_clients=fed.num_clients,
+        cohort=max(1, math.ceil(fed.cohort_fraction * fed.num_clients)),
+        max_colluders=cdp.max_colluders,
+        target_epsilon=cdp.target_epsilon,
+        delta=cdp.delta,
+        rounds=cfg.rounds,
+    )
+
+
+def plan_record_privacy(
+    cfg: ExperimentConfig, fed: Federation, algorithm: Algorithm
+) -> planning.RecordPlan:
+    """The record-level noise plan of every (client, data source), checked before training.
+
+    Lists, per (client, source), the units the client trains on those records (in the order
+    the client trains them) and hands them to :func:`privfed.privacy.planning.plan_record_level`.
+
+    Raises:
+        ConfigError: an impossible budget or a delta too large for some client's records.
+    """
+    units: dict[tuple[int, str], list[tuple[str, int]]] = {}
+    records: dict[tuple[int, str], np.ndarray] = {}
+    by_source: dict[str, list[tuple[str, int]]] = {}
+    tpp = algorithm.trainings_per_participation
+    for unit in fed.units:
+        gs = fed.unit_group[unit.name]
+        by_source.setdefault(gs.ledger_key, []).append((unit.name, tpp))
+        for c, cg in gs.clients.items():
+            key = (c, gs.ledger_key)
+            units.setdefault(key, []).append((unit.name, len(cg.train)))
+            records[key] = np.union1d(records.get(key, cg.train[:0]), cg.train)
+    dp = cfg.dp
+    return planning.plan_record_level(
+        target_epsilon=dp.target_epsilon,
+        delta=dp.delta,
+        noise_multiplier=dp.noise_multiplier,
+        planned_participation=dp.planned_participation,
+        public_sampling=dp.public_sampling,
+        nominal_records=dp.nominal_records,
+        rounds=cfg.rounds,
+        local_steps=cfg.train.local_steps,
+        batch_size=cfg.train.batch_size,
+        trainings_per_participation=tpp,
+        holdings={
+            key: planning.SourceHolding(records=len(records[key]), units=tuple(us))
+            for key, us in sorted(units.items())
+        },
+        units_by_source=by_source,
+    )
 
 
 @dataclass(frozen=True)
@@ -125,6 +169,9 @@ class RoundPlan:
         budget_skips: (client, unit) trainings left out because the budget would be exceeded.
         dropouts: protocol phase -> selected clients that vanish before it (simulated).
         model_hash: hash of the broadcast global model.
+        refused: why the whole round is refused before dispatch ("" if it is not): releasing
+            it could exceed the client-level budget.
+        shares: the honest noise shares this round guarantees (distributed DP), else None.
     """
 
     round_index: int
@@ -133,6 +180,8 @@ class RoundPlan:
     budget_skips: int
     dropouts: Mapping[str, tuple[int, ...]]
     model_hash: bytes
+    refused: str = ""
+    shares: NoiseShares | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +220,14 @@ class Server:
             lr=cfg.train.lr,
         )
         self.optimizer = make_server_optimizer(cfg)
+        self.record_plan: planning.RecordPlan | None = (
+            plan_record_privacy(cfg, fed, self.algorithm) if cfg.dp.private else None
+        )
+        #: Privacy problems accepted with a warning (each names the field and the fix).
+        self.warnings: list[str] = list(self.record_plan.warnings if self.record_plan else ())
+        self._plans_of: dict[int, list[planning.SourcePlan]] = {}
+        for plan in self.record_plan.sources.values() if self.record_plan else ():
+            self._plans_of.setdefault(plan.client, []).append(plan)
         cdp = cfg.client_dp
         q = cfg.federation.cohort_fraction
         self.expected_cohort = {u.name: q * len(fed.unit_group[u.name].clients) for u in fed.units}
@@ -186,11 +243,21 @@ class Server:
                 count_noise_multiplier=cdp.count_noise_multiplier,
                 expected_cohort=q * cfg.federation.num_clients,
             )
-        self.ddg: Any = (
+        if cdp.mode != "off":
+            check = planning.check_delta(
+                delta=cdp.delta,
+                n=cfg.federation.num_clients,
+                field_name="client_dp.delta",
+                unit="clients of the population (federation.num_clients)",
+            )
+            if check.warn:
+                self.warnings.append(check.message)
+        self.ddg_plan: DistributedPlan | None = (
             configure_distributed_dp(cfg, dimension=fed.counter_base)
             if cdp.mode == "distributed"
             else None
         )
+        self.ddg: Any = self.ddg_plan.params if self.ddg_plan is not None else None
         self.layout = Layout(
             units=tuple(u.name for u in fed.units),
             offsets=tuple(int(o) for o in fed.offsets),
@@ -198,7 +265,6 @@ class Server:
             clip_bit=cdp.adaptive,
         )
         self.encoding = make_encoding(cfg, self.layout, self.ddg)
-        self._sigma: dict[tuple[int, str], float] = {}
 
     # ------------------------------------------------------------------ state
     def fresh_state(self) -> RunState:
@@ -217,67 +283,98 @@ class Server:
                 else None
             ),
             client_clip=cfg.client_dp.clip,
+            ddg_ledger=(
+                DistributedLedger(
+                    self.ddg,
+                    delta=cfg.client_dp.delta,
+                    target_epsilon=cfg.client_dp.target_epsilon,
+                )
+                if self.ddg is not None
+                else None
+            ),
         )
 
     # ------------------------------------------------------------------ privacy
     def noise_multiplier(self, client: int, group: str) -> float | None:
-        """The client's noise multiplier on ``group``'s records (None: no DP)."""
-        dp = self.cfg.dp
-        if not dp.private:
+        """The client's noise multiplier on ``group``'s data source (None: no DP).
+
+        One sigma per (client, source), calibrated at start for every training on the source's
+        records (:func:`plan_record_privacy`).
+        """
+        if self.record_plan is None:
             return None
-        key = (client, group)
-        if key not in self._sigma:
-            if dp.noise_multiplier > 0:
-                self._sigma[key] = dp.noise_multiplier
-            else:
-                gs = self.fed.groups[group]
-                q = sample_rate_for(len(gs.clients[client].train), self.cfg.train.batch_size)
-                participations = math.ceil(self.cfg.rounds * dp.planned_participation)
-                steps = (
-                    participations
-                    * self.cfg.train.local_steps
-                    * len(gs.units)
-                    * self.algorithm.trainings_per_participation
-                )
-                self._sigma[key] = calibrate_noise(
-                    target_epsilon=dp.target_epsilon, delta=dp.delta, sample_rate=q, steps=steps
-                )
-        return self._sigma[key]
+        return self.record_plan.noise_multiplier(client, self.fed.groups[group].ledger_key)
 
     def _admitted(self, client: int, state: RunState) -> dict[str, bool]:
         """Which of the client's units may train this round without exceeding a budget.
 
-        The units are admitted in joint-vector order against a scratch copy of each ledger,
-        as if the earlier units' steps were already recorded (they will be, in this order).
+        The pre-dispatch budget check: per data source, the client's planned trainings
+        (:meth:`privfed.privacy.planning.SourcePlan.events`) are admitted greedily against its
+        ledger (:meth:`privfed.privacy.ledger.SourceLedger.admit`, which records nothing).
         """
         cfg = self.cfg
-        steps = cfg.train.local_steps * self.algorithm.trainings_per_participation
-        scratch: dict[str, SourceLedger] = {}
         out: dict[str, bool] = {}
-        for unit in self.fed.units:
-            gs = self.fed.unit_group[unit.name]
-            if client not in gs.clients:
-                continue
-            sigma = self.noise_multiplier(client, unit.group)
-            if sigma is None:
-                out[unit.name] = True
-                continue
-            key = gs.ledger_key
-            if key not in scratch:
-                scratch[key] = (
-                    copy.deepcopy(state.ledger[(client, key)])
-                    if (client, key) in state.ledger
-                    else SourceLedger(
-                        client, key, delta=cfg.dp.delta, target_epsilon=cfg.dp.target_epsilon
-                    )
+        for plan in self._plans_of.get(client, ()):
+            key = (client, plan.source)
+            ledger = (
+                state.ledger[key]
+                if key in state.ledger
+                else SourceLedger(
+                    client, plan.source, delta=cfg.dp.delta, target_epsilon=cfg.dp.target_epsilon
                 )
-            ledger = scratch[key]
-            q = sample_rate_for(len(gs.clients[client].train), cfg.train.batch_size)
-            ok = not ledger.would_exceed(noise_multiplier=sigma, sample_rate=q, steps=steps)
-            if ok:
-                ledger.record(noise_multiplier=sigma, sample_rate=q, steps=steps, task=unit.name)
-            out[unit.name] = ok
+            )
+            flags = ledger.admit(plan.events())
+            out.update({t.unit: ok for t, ok in zip(plan.trainings, flags, strict=True)})
         return out
+
+    def _planned_rate(self, client: int, unit: str, source: str) -> float:
+        """The sampling rate the privacy plan assumed for ``client``'s training of ``unit``."""
+        if self.record_plan is None:
+            return 0.0
+        plan = self.record_plan.sources[(client, source)]
+        return next(t.sample_rate for t in plan.trainings if t.unit == unit)
+
+    def client_level_gate(
+        self, round_index: int, cohort: list[int], state: RunState
+    ) -> tuple[str, NoiseShares | None]:
+        """The pre-dispatch client-level budget check of a round.
+
+        Central mode: the round is one more subsampled Gaussian release on the population's
+        ledger. Distributed mode: the round guarantees ``t - 1 - colluders`` honest noise
+        shares for this cohort (:func:`privfed.privacy.distributed.noise_shares`). A round that
+        could push the guaranteed client-level epsilon above the target is refused before any
+        client trains (the run stops at its budget, as record-level ledgers do per client).
+
+        Returns:
+            Why the round is refused ("" if it is not), and the round's noise shares
+            (distributed mode).
+        """
+        refused = False
+        shares: NoiseShares | None = None
+        if self.ddg_plan is not None and state.ddg_ledger is not None:
+            from privfed.privacy.distributed import noise_shares
+
+            shares = noise_shares(
+                self.cfg.secagg, cohort=len(cohort), colluders=self.ddg_plan.colluders
+            )
+            refused = bool(cohort) and state.ddg_ledger.would_exceed(shares.worst)
+        elif self.client_dp is not None and state.client_ledger is not None:
+            refused = state.client_ledger.would_exceed(
+                noise_multiplier=self.client_dp.noise_multiplier,
+                sample_rate=self.client_dp.sample_rate,
+                steps=1,
+            )
+        if not refused:
+            return "", shares
+        from privfed.privacy.report import client_epsilon
+
+        return (
+            f"round {round_index + 1}: refused: releasing it could exceed "
+            f"client_dp.target_epsilon = {self.cfg.client_dp.target_epsilon:g} (client-level "
+            f"epsilon so far {client_epsilon(self, state) or 0.0:.4g}); rounds that do not fit "
+            "are skipped",
+            shares,
+        )
 
     # ------------------------------------------------------------------ plan
     def select_cohort(self, round_index: int) -> list[int]:
@@ -305,20 +402,35 @@ class Server:
     def plan_tasks(self, round_index: int, state: RunState) -> RoundPlan:
         """Select the cohort, check budgets and build every selected client's task.
 
-        Reads ``state`` only.
+        Reads ``state`` only. A round the client-level budget cannot afford is refused whole
+        (no task; :attr:`RoundPlan.refused` says why).
         """
         cfg, fed, alg = self.cfg, self.fed, self.algorithm
         cohort = self.select_cohort(round_index)
         mhash = model_hash(state.globals)
+        refused, shares = self.client_level_gate(round_index, cohort, state)
+        if refused:
+            return RoundPlan(
+                round_index=round_index,
+                cohort=tuple(cohort),
+                tasks=(),
+                budget_skips=0,
+                dropouts={},
+                model_hash=mhash,
+                refused=refused,
+                shares=shares,
+            )
+        public = self.record_plan.public_batch_size if self.record_plan else None
         tasks: list[ClientTask] = []
         skipped = 0
         for c in cohort:
             admitted = self._admitted(c, state)
             units: list[UnitWork] = []
             for unit in fed.units:
-                if unit.name not in admitted:
+                gs = fed.unit_group[unit.name]
+                if c not in gs.clients:
                     continue  # the client does not hold this unit's task group
-                if not admitted[unit.name]:
+                if not admitted.get(unit.name, True):
                     skipped += 1
                     continue
                 global_vec = state.globals[unit.name]
@@ -328,6 +440,8 @@ class Server:
                         unit=unit.name,
                         global_vector=global_vec,
                         noise_multiplier=self.noise_multiplier(c, unit.group),
+                        sample_rate=self._planned_rate(c, unit.name, gs.ledger_key),
+                        public_batch_size=int(public or 0),
                         prox_centre=prox[0] if prox else None,
                         prox_weight=prox[1] if prox else 0.0,
                     )
@@ -356,16 +470,18 @@ class Server:
             budget_skips=skipped,
             dropouts=self.draw_dropouts(round_index, senders) if senders else {},
             model_hash=mhash,
+            shares=shares,
         )
 
     # ------------------------------------------------------------------ apply
-    def apply_round(self, round_index: int, state: RunState, inbox: Inbox) -> np.ndarray | None:
+    def apply_round(self, plan: RoundPlan, state: RunState, inbox: Inbox) -> np.ndarray | None:
         """Update the state from what the server received; return the decoded sum (if any).
 
         Under client-level DP the decoded sum is noised (central mode) and divided by the
         expected cohort (fixed denominator); otherwise by the participation counters.
         """
         cfg, fed, layout = self.cfg, self.fed, self.layout
+        round_index = plan.round_index
         if self.algorithm.needs_individual_updates:
             for ui, unit in enumerate(fed.units):
                 lo, hi = layout.offsets[ui], layout.offsets[ui + 1]
@@ -422,8 +538,19 @@ class Server:
             state.globals[unit.name] = self.optimizer.step(
                 unit=unit.name, global_vec=state.globals[unit.name], mean_update=mean
             )
-        if self.ddg is not None:
-            state.ddg_survivors.append(len(inbox.included))
+        if state.ddg_ledger is not None and plan.shares is not None:
+            survivors = len(inbox.included)
+            state.ddg_ledger.record(
+                DistributedRound(
+                    round=round_index,
+                    cohort=plan.shares.cohort,
+                    threshold=plan.shares.threshold,
+                    survivors=survivors,
+                    colluders=plan.shares.colluders,
+                    honest_worst=plan.shares.worst,
+                    honest_realized=plan.shares.realized(survivors),
+                )
+            )
         return decoded
 
     # ------------------------------------------------------------------ checkpoints

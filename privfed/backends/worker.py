@@ -79,7 +79,7 @@ class Worker:
 
             fed = Federation(self.cfg)
             ddg = (
-                configure_distributed_dp(self.cfg, dimension=fed.counter_base)
+                configure_distributed_dp(self.cfg, dimension=fed.counter_base).params
                 if self.cfg.client_dp.mode == "distributed"
                 else None
             )

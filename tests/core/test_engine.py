@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import tiny
+from support import tiny, trainers_of
 
 from privfed.engine import Engine, run_experiment
 from privfed.errors import CheckpointError
@@ -104,12 +104,11 @@ def test_ledger_matches_opacus_accountant(tmp_path: Path):
     state = engine.fresh_state()
     for r in range(cfg.rounds):
         engine.run_round(r, state)
-    # the serial backend's one worker holds every client's trainers
-    trainers = engine.backend.worker.trainers.items()  # type: ignore[attr-defined]
+    trainers = trainers_of(engine)  # the serial backend's clients' trainers
     assert trainers
-    for (client, unit_index, _personal), tr in trainers:
+    for (client, unit), tr in trainers.items():
         # one unit per group in the tiny config, so each ledger belongs to one trainer
-        group = engine.fed.unit_group[engine.fed.units[unit_index].name]
+        group = engine.fed.unit_group[unit]
         ledger = state.ledger[(client, group.ledger_key)]
         history = tr.engine.accountant.history
         assert [(e.noise_multiplier, e.sample_rate, e.steps) for e in ledger.events] == [
