@@ -37,6 +37,7 @@ from privfed.backends import Backend, BackendOptions, Delivery, make_backend
 from privfed.config import ExperimentConfig, config_hash, dump_config, load_config
 from privfed.errors import CheckpointError, PrivfedError
 from privfed.evaluation.clients import evaluate_clients
+from privfed.evaluation.costs import COSTS, cost_row, cost_totals
 from privfed.federation import Federation
 from privfed.io import (
     atomic_write_bytes,
@@ -73,7 +74,6 @@ __all__ = [
 ]
 
 CHECKPOINT = "checkpoint/state.pt"
-COSTS = "costs.jsonl"
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class RunSummary:
 
     Attributes:
         costs: totals over the run's rounds (participations, bytes up and down, compute
-            seconds; see :func:`cost_totals`).
+            seconds; see :func:`privfed.evaluation.costs.cost_totals`).
     """
 
     out_dir: Path
@@ -158,6 +158,8 @@ class Engine:
         self.backend_options = backend or BackendOptions()
         self.behaviours = dict(behaviours or {})
         self._backend: Backend | None = None
+        self.backend_seconds = 0.0
+        self.backend_workers = 0
         self._eval_models = {u.name: u.build() for u in self.fed.units}
 
     @property
@@ -189,6 +191,7 @@ class Engine:
             backend.start(self.cfg, behaviours=self.behaviours)
             self._backend = backend
             self.backend_seconds = time.perf_counter() - t0
+            self.backend_workers = backend.workers
         return self._backend
 
     def close(self) -> None:
@@ -613,56 +616,12 @@ class Engine:
                 "algorithm_params": {k.rstrip("_"): v for k, v in params.items()},
                 "backend": {
                     "name": self.backend_options.backend,
-                    "workers": self._backend.workers if self._backend is not None else None,
+                    "workers": self.backend_workers or None,
+                    "start_s": self.backend_seconds,
                 },
             }
         )
         atomic_write_json(self.out / "manifest.json", manifest)
-
-
-def cost_row(record: RoundRecord, *, round_seconds: float) -> dict[str, Any]:
-    """One line of ``costs.jsonl``: a round's bytes and seconds, in total and per client.
-
-    Per client: ``[client, bytes down, bytes up, compute seconds, protocol seconds]``; the
-    totals split bytes by phase (``task``/``update`` in the clear, the protocol's phases under
-    secure aggregation).
-    """
-    down: dict[str, int] = {}
-    up: dict[str, int] = {}
-    for cost in record.costs.values():
-        for ph, n in cost.download.items():
-            down[ph] = down.get(ph, 0) + int(n)
-        for ph, n in cost.upload.items():
-            up[ph] = up.get(ph, 0) + int(n)
-    return {
-        "round": record.round_index + 1,
-        "encoding": record.encoding,
-        **record.cost_summary(),
-        "round_seconds": round_seconds,
-        "bytes_down_by_phase": down,
-        "bytes_up_by_phase": up,
-        "clients": [
-            [c, cost.bytes_down, cost.bytes_up, cost.compute_seconds, cost.protocol_seconds]
-            for c, cost in sorted(record.costs.items())
-        ],
-    }
-
-
-def cost_totals(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Totals over ``costs.jsonl`` rows: participations, bytes, seconds, per participation."""
-    n = sum(float(r.get("participations", 0)) for r in rows)
-    out = {
-        "rounds": float(len(rows)),
-        "participations": n,
-        "bytes_down": sum(float(r.get("bytes_down", 0)) for r in rows),
-        "bytes_up": sum(float(r.get("bytes_up", 0)) for r in rows),
-        "compute_seconds": sum(float(r.get("compute_seconds", 0)) for r in rows),
-        "protocol_seconds": sum(float(r.get("protocol_seconds", 0)) for r in rows),
-        "round_seconds": sum(float(r.get("round_seconds", 0)) for r in rows),
-    }
-    for key in ("bytes_down", "bytes_up", "compute_seconds", "protocol_seconds"):
-        out[f"{key}_per_participation"] = out[key] / n if n else 0.0
-    return out
 
 
 def run_experiment(

@@ -16,7 +16,8 @@ last checkpoint).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from privfed.backends import Backend, BackendError, config_text, default_workers
@@ -26,23 +27,75 @@ from privfed.participation import Participate
 __all__ = ["RayBackend"]
 
 
-class _RayWorker:
-    """The actor: a :class:`~privfed.backends.worker.Worker` behind ``handle``."""
+def _init_ray(ray: Any, options: Any) -> None:
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "logging_level": "ERROR",
+        "configure_logging": False,
+    }
+    if options.address:
+        ray.init(address=options.address, **kwargs)
+    else:
+        ray.init(num_cpus=options.workers or default_workers(), **kwargs)
 
-    def __init__(self, text: str, trainer_cache: int) -> None:
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise BackendError(
+            "--backend ray needs Ray: pip install -e '.[ray]' (or pip install 'ray>=2.9')"
+        ) from None
+    return ray
+
+
+@contextlib.contextmanager
+def ray_session(options: Any) -> Iterator[None]:
+    """One Ray session for several runs (a sweep): started here unless one is running."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        yield
+        return
+    _init_ray(ray, options)
+    job = str(ray.get_runtime_context().get_job_id())
+    try:
+        yield
+    finally:
+        _IDLE.pop(job, None)
+        ray.shutdown()
+
+
+class _RayWorker:
+    """The actor: a :class:`~privfed.backends.worker.Worker` behind ``handle``.
+
+    An actor outlives a run in a Ray session it did not start (a sweep, tests): it is
+    configured for the next run's config instead of being replaced, so torch is imported once
+    per actor process.
+    """
+
+    def __init__(self) -> None:
+        self.worker: Any = None
+
+    def configure(self, text: str, trainer_cache: int) -> str:
+        """Become a fresh worker for the config ``text``; return its hash."""
         import tomllib
         import torch
 
         from privfed.backends.worker import Worker
-        from privfed.config import from_dict
+        from privfed.config import config_hash, from_dict
 
         cfg = from_dict(tomllib.loads(text), source="worker config")
         torch.set_num_threads(cfg.threads)
         self.worker = Worker(cfg, trainer_cache=trainer_cache)
+        return config_hash(cfg)
 
     def handle(self, request: bytes) -> bytes:
         """Answer one request."""
-        return self.worker.handle(request)
+        return bytes(self.worker.handle(request))
+
+
+#: Idle actors of the current Ray session, for the next run (by Ray job id).
+_IDLE: dict[str, list[Any]] = {}
 
 
 class RayBackend(Backend):
@@ -51,12 +104,7 @@ class RayBackend(Backend):
     name = "ray"
 
     def _start(self, cfg: ExperimentConfig, behaviours: Mapping[int, Participate]) -> None:
-        try:
-            import ray
-        except ImportError:
-            raise BackendError(
-                "--backend ray needs Ray: pip install -e '.[ray]' (or pip install 'ray>=2.9')"
-            ) from None
+        ray = _import_ray()
         if behaviours:
             raise BackendError(
                 "replacing a client's participate function (a malicious client) needs the "
@@ -65,23 +113,18 @@ class RayBackend(Backend):
         self._ray: Any = ray
         self._owns_ray = False
         if not ray.is_initialized():
-            kwargs: dict[str, Any] = {
-                "include_dashboard": False,
-                "logging_level": "ERROR",
-                "configure_logging": False,
-            }
-            if self.options.address:
-                ray.init(address=self.options.address, **kwargs)
-            else:
-                ray.init(num_cpus=self.options.workers or default_workers(), **kwargs)
+            _init_ray(ray, self.options)
             self._owns_ray = True
         workers = self.options.workers
         if not workers:
             workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.workers = workers
+        self._job = str(ray.get_runtime_context().get_job_id())
+        idle = _IDLE.setdefault(self._job, [])
         actor: Any = ray.remote(num_cpus=1)(_RayWorker)
+        self._actors = [idle.pop() if idle else actor.remote() for _ in range(workers)]
         text = config_text(cfg)
-        self._actors = [actor.remote(text, self.options.trainer_cache) for _ in range(workers)]
+        ray.get([a.configure.remote(text, self.options.trainer_cache) for a in self._actors])
 
     def _call(self, requests: Mapping[int, bytes]) -> dict[int, bytes]:
         ray = self._ray
@@ -95,13 +138,14 @@ class RayBackend(Backend):
             ) from None
 
     def close(self) -> None:
-        """Stop the actors (and the local Ray this backend started)."""
+        """Stop the local Ray this backend started, or keep the actors for the next run."""
         ray = getattr(self, "_ray", None)
         if ray is None:
             return
-        for a in getattr(self, "_actors", []):
-            ray.kill(a)
-        self._actors = []
         if self._owns_ray:
             ray.shutdown()
+            _IDLE.pop(self._job, None)
+        else:
+            _IDLE.setdefault(self._job, []).extend(self._actors)
+        self._actors = []
         self._ray = None
