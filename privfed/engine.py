@@ -14,7 +14,8 @@ A run writes one directory as it goes (see ``docs/concepts.md``):
 * ``metrics.jsonl`` (one line per evaluation), ``privacy.json`` (the ledger),
 * ``costs.jsonl`` (one line per round: bytes and compute seconds per client; measurements,
   so not part of the numbers that must be identical across backends),
-* ``checkpoint/state.pt`` after every round, from which ``--resume`` continues.
+* ``checkpoint/state.ckpt`` after every round (:mod:`privfed.checkpoint`, no pickle; its sha256
+  is recorded in the manifest), from which ``--resume`` continues.
 
 Every random draw comes from a stream named by (purpose, round, client, unit), so the same config
 and seed give the same numbers on every backend, resumed or not.
@@ -34,13 +35,14 @@ import torch
 from privfed.aggregation import RoundContext, plain_sum
 from privfed.algorithms import Algorithm
 from privfed.backends import Backend, BackendOptions, Delivery, make_backend
+from privfed.checkpoint import encode_state, is_int
 from privfed.config import ExperimentConfig, config_hash, dump_config, load_config
-from privfed.errors import CheckpointError, PrivfedError
+from privfed.errors import CheckpointError, PrivfedError, StorageError
 from privfed.evaluation.clients import evaluate_clients
 from privfed.evaluation.costs import COSTS, cost_row, cost_totals
 from privfed.federation import Federation
 from privfed.io import (
-    atomic_write_bytes,
+    append_text,
     atomic_write_json,
     atomic_write_text,
     read_jsonl,
@@ -49,9 +51,16 @@ from privfed.io import (
 )
 from privfed.participation import Participate
 from privfed.privacy import report as privacy
-from privfed.privacy.ledger import DistributedLedger, PrivacyLedger, SourceLedger
-from privfed.repro import build_manifest
+from privfed.repro import build_manifest, timestamp
 from privfed.round import ClientCost, RoundRecord
+from privfed.rundir import (
+    CHECKPOINT,
+    LEGACY_CHECKPOINT,
+    checkpoint_record,
+    prepare_out_dir,
+    read_manifest,
+    verify_checkpoint,
+)
 from privfed.server import (
     Inbox,
     RoundPlan,
@@ -72,8 +81,6 @@ __all__ = [
     "make_server_optimizer",
     "run_experiment",
 ]
-
-CHECKPOINT = "checkpoint/state.pt"
 
 
 @dataclass(frozen=True)
@@ -161,11 +168,19 @@ class Engine:
         self.backend_seconds = 0.0
         self.backend_workers = 0
         self._eval_models = {u.name: u.build() for u in self.fed.units}
+        # (sha256, rounds) of the checkpoint file on disk, as the manifest records it
+        self._checkpoint: tuple[str | None, int] = (None, 0)
+        self._manifest_base: dict[str, Any] | None = None
 
     @property
     def algorithm(self) -> Algorithm:
         """The server's algorithm object (its server-side state: e.g. MOCHA's Omega)."""
         return self.server.algorithm
+
+    @property
+    def record_plan(self) -> Any:
+        """The record-level privacy plan (None without record-level DP)."""
+        return self.server.record_plan
 
     @property
     def ddg_plan(self) -> Any:
@@ -390,110 +405,117 @@ class Engine:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, state: RunState) -> None:
-        """Write the checkpoint atomically."""
-        import io
+        """Write the checkpoint atomically and record its sha256 in the manifest.
 
-        buf = io.BytesIO()
-        torch.save(
-            {
-                "format": 1,
-                "config_hash": config_hash(self.cfg),
-                "next_round": state.next_round,
-                "globals": state.globals,
-                "personal": {f"{c}|{u}": v for (c, u), v in state.personal.items()},
-                "ledger": state.ledger.to_dict(),
-                "aborted_rounds": state.aborted_rounds,
-                "timings": state.timings,
-                **self.server.state_dict(),
-                "client_ledger": state.client_ledger.to_dict() if state.client_ledger else None,
-                "client_clip": state.client_clip,
-                "ddg_ledger": state.ddg_ledger.to_dict() if state.ddg_ledger else None,
-                "client_refused_rounds": state.client_refused_rounds,
-            },
-            buf,
-        )
-        atomic_write_bytes(self.out / CHECKPOINT, buf.getvalue())
+        The manifest first lists the new digest as pending, then the file is replaced, then
+        the manifest lists the new digest alone (:mod:`privfed.rundir`): a run killed at any
+        point leaves a checkpoint its manifest accepts.
+
+        Raises:
+            StorageError: a file cannot be written; the previous checkpoint is intact.
+        """
+        enc = encode_state(self.server.state_tree(state))
+        self._write_manifest(state, finished=False, pending=enc.sha256)
+        enc.write(self.out / CHECKPOINT)
+        self._checkpoint = (enc.sha256, state.next_round)
+        self._write_manifest(state, finished=False)
 
     def load_checkpoint(self) -> RunState:
-        """Read the checkpoint of this run directory, refusing one from another config."""
+        """Read this run directory's checkpoint, verified against the manifest's sha256.
+
+        Raises:
+            CheckpointError: the checkpoint is missing, damaged, not the one the manifest
+                records, from another config, or inconsistent with this run.
+        """
         path = self.out / CHECKPOINT
-        if not path.exists():
+        if not path.exists() and not (self.out / LEGACY_CHECKPOINT).exists():
             raise CheckpointError(f"{path} does not exist; run without --resume to start afresh")
-        try:
-            data = torch.load(path, weights_only=False, map_location="cpu")
-        except Exception as exc:
-            raise CheckpointError(
-                f"{path} is unreadable ({exc}); delete it and start afresh"
-            ) from None
-        if data.get("config_hash") != config_hash(self.cfg):
-            raise CheckpointError(
-                f"{path} was written by a different config; resume with the run's own "
-                f"config.toml or pick a new --out directory"
-            )
-        self.server.load_state_dict(data)
-        personal = {}
-        for k, v in data["personal"].items():
-            c, u = k.split("|", 1)
-            personal[(int(c), u)] = v
-        return RunState(
-            next_round=int(data["next_round"]),
-            globals=data["globals"],
-            personal=personal,
-            ledger=PrivacyLedger.from_dict(data["ledger"]),
-            aborted_rounds=list(data["aborted_rounds"]),
-            timings=dict(data["timings"]),
-            client_ledger=(
-                SourceLedger.from_dict(data["client_ledger"]) if data.get("client_ledger") else None
-            ),
-            client_clip=float(data.get("client_clip", self.cfg.client_dp.clip)),
-            ddg_ledger=(
-                DistributedLedger.from_dict(data["ddg_ledger"], params=self.ddg)
-                if data.get("ddg_ledger")
-                else None
-            ),
-            client_refused_rounds=list(data.get("client_refused_rounds", [])),
-        )
+        checked = verify_checkpoint(self.out)
+        state = self.server.state_from_tree(checked.tree, source=path)
+        self._checkpoint = (checked.sha256, state.next_round)
+        return state
 
     # ------------------------------------------------------------------ run
-    def _open(self, resume: bool) -> tuple[RunState, list[dict[str, Any]]]:
-        """The state to start from, and the metrics rows already written (for a resume)."""
+    def open_run_dir(self, *, resume: bool) -> tuple[RunState, list[dict[str, Any]]]:
+        """Check ``--out``, then start the run directory or load its checkpoint.
+
+        Returns:
+            The state to continue from and the metrics rows already written (up to it).
+        """
         cfg = self.cfg
+        prepare_out_dir(self.out, resume=resume)
         metrics_path = self.out / "metrics.jsonl"
         if not resume:
-            if (self.out / CHECKPOINT).exists() or metrics_path.exists():
-                raise CheckpointError(
-                    f"{self.out} already holds a run; pass --resume to continue it or choose "
-                    "another --out"
-                )
+            state = self.fresh_state()
+            # The manifest first: it marks the directory as a privfed run.
+            self._write_manifest(state, finished=False)
             atomic_write_text(self.out / "config.toml", dump_config(cfg))
-            return self.fresh_state(), []
-        if not (self.out / "config.toml").exists():
-            raise CheckpointError(
-                f"{self.out} holds no run (no config.toml); run without --resume to start one"
-            )
+            for stale in ("metrics.jsonl", COSTS, "privacy.json", "attacks.json", "audit.json"):
+                (self.out / stale).unlink(missing_ok=True)
+            return state, []
         on_disk = load_config(self.out / "config.toml")
         if config_hash(on_disk) != config_hash(cfg):
             raise CheckpointError(
                 f"{self.out / 'config.toml'} differs from the config given; resume with "
                 "the run directory's own config"
             )
-        if (self.out / CHECKPOINT).exists():
+        if (self.out / CHECKPOINT).exists() or (self.out / LEGACY_CHECKPOINT).exists():
             state = self.load_checkpoint()
         else:
+            recorded = read_manifest(self.out).get("checkpoint")
+            if isinstance(recorded, dict) and recorded.get("sha256"):
+                raise CheckpointError(
+                    f"{self.out / CHECKPOINT} is missing, but manifest.json records a checkpoint "
+                    f"after round {recorded.get('rounds_done')}; restore the file, or start the "
+                    "run afresh in a new --out directory"
+                )
             # Stopped before the first checkpoint: nothing to keep, start from round 0.
             self.echo(f"{self.out}: no checkpoint yet; starting from the first round")
             state = self.fresh_state()
-        rows = [m for m in read_jsonl(metrics_path) if m["round"] <= state.next_round]
-        rewrite_jsonl(metrics_path, rows)
-        costs = [m for m in read_jsonl(self.out / COSTS) if m["round"] <= state.next_round]
-        rewrite_jsonl(self.out / COSTS, costs)
+        kept: dict[str, list[dict[str, Any]]] = {}
+        for name in ("metrics.jsonl", COSTS):
+            try:
+                rows = read_jsonl(self.out / name)
+            except (OSError, ValueError) as exc:
+                raise CheckpointError(
+                    f"{self.out / name} cannot be read ({exc}); restore it or delete it (it is "
+                    "rebuilt only from later rounds)"
+                ) from None
+            kept[name] = [m for m in rows if is_int(m.get("round"))]
+            kept[name] = [m for m in kept[name] if m["round"] <= state.next_round]
+            rewrite_jsonl(self.out / name, kept[name])
+        rows = [m for m in kept["metrics.jsonl"] if isinstance(m.get("tasks"), dict)]
+        if len(rows) != len(kept["metrics.jsonl"]):
+            rewrite_jsonl(metrics_path, rows)
         return state, rows
 
     def run(self, *, resume: bool = False) -> RunSummary:
-        """Run (or resume) every round, writing the run directory."""
+        """Run (or resume) every round, writing the run directory.
+
+        Raises:
+            CheckpointError: ``--out`` cannot be used (see :func:`privfed.rundir.prepare_out_dir`)
+                or the run cannot be resumed.
+            StorageError: a file cannot be written; everything up to the last checkpoint is
+                kept and the message says how to continue.
+            BackendError: a worker failed; everything up to the last checkpoint is kept.
+
+        The backend's workers stay up for attacks and inspection; :meth:`close` them (or use
+        the engine as a context manager, as :func:`run_experiment` does).
+        """
+        try:
+            return self._run(resume=resume)
+        except StorageError as exc:
+            raise StorageError(
+                f"{exc}. Nothing computed is lost: {self.out} holds the run up to round "
+                f"{self._checkpoint[1]}; once the problem is fixed, continue it with "
+                f"`privfed run --resume --out {self.out}`",
+                path=exc.path,
+                errno=exc.errno,
+            ) from None
+
+    def _run(self, *, resume: bool) -> RunSummary:
         cfg = self.cfg
-        self.out.mkdir(parents=True, exist_ok=True)
-        state, rows = self._open(resume)
+        state, rows = self.open_run_dir(resume=resume)
         self._write_manifest(state, finished=False)
         for w in self.warnings:
             self.echo(f"WARNING (privacy): {w}")
@@ -523,13 +545,13 @@ class Engine:
                     t1 = time.perf_counter()
                     last_eval = self.evaluate(r, state)
                     rows.append(last_eval)
-                    with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as fh:
-                        fh.write(to_json(last_eval) + "\n")
+                    append_text(self.out / "metrics.jsonl", to_json(last_eval) + "\n")
                     state.timings["eval_s"] = state.timings.get("eval_s", 0.0) + (
                         time.perf_counter() - t1
                     )
-                with open(self.out / COSTS, "a", encoding="utf-8") as fh:
-                    fh.write(to_json(cost_row(record, round_seconds=round_s)) + "\n")
+                append_text(
+                    self.out / COSTS, to_json(cost_row(record, round_seconds=round_s)) + "\n"
+                )
                 state.next_round = r + 1
                 self.save_checkpoint(state)
                 atomic_write_json(self.out / "privacy.json", self.privacy_report(state))
@@ -546,14 +568,15 @@ class Engine:
         finally:
             if bar is not None:
                 bar.close()
-            self.close()
         state.timings["run_s"] = state.timings.get("run_s", 0.0) + time.perf_counter() - t_run
         report = self.privacy_report(state, final=True)
         atomic_write_json(self.out / "privacy.json", report)
         attack_results = self.run_attacks() if cfg.attacks else {}
         audit = self.run_audit(state) if self.fed.audit is not None else {}
+        if last_eval is None:  # resumed a complete run whose metrics were removed
+            last_eval = self.evaluate(cfg.rounds - 1, state)
+            append_text(self.out / "metrics.jsonl", to_json(last_eval) + "\n")
         self._write_manifest(state, finished=True)
-        assert last_eval is not None
         return RunSummary(
             out_dir=self.out,
             rounds=cfg.rounds,
@@ -597,15 +620,25 @@ class Engine:
         atomic_write_json(self.out / "attacks.json", out)
         return out
 
-    def _write_manifest(self, state: RunState, *, finished: bool) -> None:
+    def _write_manifest(
+        self, state: RunState, *, finished: bool, pending: str | None = None
+    ) -> None:
+        """Write ``manifest.json``; ``rounds_done`` counts the rounds the checkpoint holds."""
         import dataclasses
 
-        manifest = build_manifest(self.cfg)
+        if self._manifest_base is None:
+            self._manifest_base = build_manifest(self.cfg)
+        manifest = dict(self._manifest_base)
+        sha, rounds = self._checkpoint
         params = dataclasses.asdict(self.server.algorithm.params)
         manifest.update(
             {
+                "written_at": timestamp(),
                 "finished": finished,
-                "rounds_done": state.next_round,
+                "rounds_done": rounds,
+                "checkpoint": checkpoint_record(
+                    sha256=sha, rounds_done=rounds, pending_sha256=pending
+                ),
                 "aborted_rounds": state.aborted_rounds,
                 "partition_hashes": {g: gs.partition_hash for g, gs in self.fed.groups.items()},
                 "vector_length": self.fed.vector_length,

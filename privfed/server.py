@@ -20,6 +20,7 @@ import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,9 @@ import numpy as np
 from privfed.aggregation import PHASES
 from privfed.algorithms import Algorithm, make_algorithm
 from privfed.algorithms.server import ServerAdam, ServerOptimizer
-from privfed.config import ExperimentConfig
+from privfed.checkpoint import TreeReader, is_int, is_number
+from privfed.config import ExperimentConfig, config_hash
+from privfed.errors import CheckpointError
 from privfed.federation import Federation
 from privfed.participation import Layout, make_encoding
 from privfed.privacy import client_dp, planning
@@ -41,7 +44,13 @@ from privfed.privacy.ledger import (
 from privfed.rng import numpy_rng
 from privfed.round import ClientTask, UnitWork
 
+#: The kind and version of the run-state tree inside the checkpoint container.
+STATE_KIND = "privfed-run-state"
+STATE_VERSION = 1
+
 __all__ = [
+    "STATE_KIND",
+    "STATE_VERSION",
     "Inbox",
     "RoundPlan",
     "RunState",
@@ -554,14 +563,130 @@ class Server:
         return decoded
 
     # ------------------------------------------------------------------ checkpoints
-    def state_dict(self) -> dict[str, Any]:
-        """Server state that is not in :class:`RunState`: optimizer and algorithm."""
+    def state_tree(self, state: RunState) -> dict[str, Any]:
+        """The checkpoint tree of ``state`` plus the server optimizer's and algorithm's state.
+
+        The tree holds only what :func:`privfed.checkpoint.write_state` stores (no pickle). To
+        checkpoint a new :class:`RunState` field, add an entry here and read it back in
+        :meth:`state_from_tree`, with a default when the entry is absent.
+        """
         return {
+            "kind": STATE_KIND,
+            "version": STATE_VERSION,
+            "config_hash": config_hash(self.cfg),
+            "next_round": state.next_round,
+            "globals": dict(state.globals),
+            "personal": [
+                {"client": c, "unit": u, "vector": v}
+                for (c, u), v in sorted(state.personal.items())
+            ],
+            "ledger": state.ledger.to_dict(),
+            "aborted_rounds": list(state.aborted_rounds),
+            "timings": dict(state.timings),
+            "client_ledger": state.client_ledger.to_dict() if state.client_ledger else None,
+            "client_clip": state.client_clip,
+            "ddg_ledger": state.ddg_ledger.to_dict() if state.ddg_ledger else None,
+            "client_refused_rounds": list(state.client_refused_rounds),
             "server_optimizer": self.optimizer.state_dict(),
             "algorithm": self.algorithm.state_dict(),
         }
 
-    def load_state_dict(self, data: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
-        self.optimizer.load_state_dict(dict(data.get("server_optimizer", {})))
-        self.algorithm.load_state_dict(data.get("algorithm", {}))
+    def state_from_tree(self, tree: Mapping[str, Any], *, source: str | Path) -> RunState:
+        """The :class:`RunState` of a checkpoint tree; restores optimizer and algorithm state.
+
+        Every field is checked against this run (unit names and vector lengths, client ids,
+        round numbers) before it is used.
+
+        Raises:
+            CheckpointError: naming ``source`` and the field at fault.
+        """
+        t = TreeReader(tree, source)
+        if tree.get("kind") != STATE_KIND or tree.get("version") != STATE_VERSION:
+            raise CheckpointError(
+                f"{source} holds a {tree.get('kind')!r} tree of version {tree.get('version')!r}, "
+                f"not a {STATE_KIND!r} of version {STATE_VERSION}; it was written by another "
+                "privfed version: use that version, or start the run afresh in a new --out"
+            )
+        if tree.get("config_hash") != config_hash(self.cfg):
+            raise CheckpointError(
+                f"{source} was written by a different config; resume with the run's own "
+                f"config.toml or pick a new --out directory"
+            )
+        sizes = {u.name: n for u, n in zip(self.fed.units, self.fed.sizes, strict=True)}
+        next_round = t.integer("next_round", low=0, high=self.cfg.rounds)
+        glob = t.mapping("globals")
+        t.check(set(glob) == set(sizes), "globals", f"must hold the units {sorted(sizes)}")
+        globals_ = {u: t.vector(f"globals.{u}", glob[u], sizes[u]) for u in sizes}
+        personal: dict[tuple[int, str], np.ndarray] = {}
+        for i, entry in enumerate(t.sequence("personal")):
+            where = f"personal[{i}]"
+            t.check(
+                isinstance(entry, Mapping) and set(entry) == {"client", "unit", "vector"},
+                where,
+                "must be an object with keys client, unit, vector",
+            )
+            c, u = entry["client"], entry["unit"]
+            t.check(
+                is_int(c) and 0 <= c < self.cfg.federation.num_clients and u in sizes,
+                where,
+                f"names client {c!r} and unit {u!r}, not a client and unit of this run",
+            )
+            t.check((c, u) not in personal, where, "repeats an earlier (client, unit)")
+            personal[(c, u)] = t.vector(f"{where}.vector", entry["vector"], sizes[u])
+        aborted = t.integers("aborted_rounds", low=0, high=self.cfg.rounds)
+        timings = t.mapping("timings")
+        for k, v in timings.items():
+            t.check(is_number(v), f"timings.{k}", "must be a number")
+        ledger = t.build("ledger", PrivacyLedger.from_dict, t.mapping("ledger"))
+        raw_client = tree.get("client_ledger")
+        client_ledger = (
+            None
+            if raw_client is None
+            else t.build("client_ledger", SourceLedger.from_dict, t.mapping("client_ledger"))
+        )
+        clip = tree.get("client_clip", self.cfg.client_dp.clip)
+        t.check(
+            is_number(clip) and math.isfinite(clip) and clip >= 0,
+            "client_clip",
+            "must be a finite number >= 0",
+        )
+        raw_ddg = tree.get("ddg_ledger")
+        t.check(
+            (raw_ddg is None) == (self.ddg is None),
+            "ddg_ledger",
+            "must be present exactly when client_dp.mode is 'distributed'",
+        )
+        ddg_ledger = (
+            None
+            if raw_ddg is None
+            else t.build(
+                "ddg_ledger",
+                lambda d: DistributedLedger.from_dict(d, params=self.ddg),
+                t.mapping("ddg_ledger"),
+            )
+        )
+        refused = t.integers("client_refused_rounds", low=0, high=self.cfg.rounds)
+        opt = t.mapping("server_optimizer")
+        for moment in ("m", "v"):
+            if moment in opt:
+                t.check(
+                    isinstance(opt[moment], Mapping) and set(opt[moment]) <= set(sizes),
+                    f"server_optimizer.{moment}",
+                    "must map unit names to vectors",
+                )
+                for u, vec in opt[moment].items():
+                    t.vector(f"server_optimizer.{moment}.{u}", vec, sizes[u], dtype=None)
+        t.build("server_optimizer", self.optimizer.load_state_dict, dict(opt))
+        t.build("algorithm", self.algorithm.load_state_dict, t.mapping("algorithm"))
+        return RunState(
+            next_round=next_round,
+            globals=globals_,
+            personal=personal,
+            ledger=ledger,
+            aborted_rounds=aborted,
+            timings={str(k): float(v) for k, v in timings.items()},
+            client_ledger=client_ledger,
+            client_clip=float(clip),
+            ddg_ledger=ddg_ledger,
+            client_refused_rounds=refused,
+        )

@@ -133,16 +133,14 @@ def audit_run(
     import torch
     from torch import nn
 
-    from privfed.federation import _features
+    from privfed.data.inputs import model_inputs
     from privfed.models import load_flat_parameters
 
     plan = fed.audit
     if plan is None:
         raise ValueError("the federation has no audit plan (audit.canaries = 0)")
     gs = fed.groups[plan.group]
-    x = torch.from_numpy(
-        np.ascontiguousarray(_features(gs.source, plan.canaries), dtype=np.float32)
-    ).reshape(len(plan.canaries), -1)
+    x = torch.from_numpy(model_inputs(gs.source, plan.canaries))
     loss = np.zeros(len(plan.canaries))
     ce = nn.CrossEntropyLoss(reduction="none")
     for unit in gs.units:
