@@ -100,6 +100,8 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "val_mean_acc",
     "mean_loss",
     "majority_acc",
+    "bayes_pooled_acc",
+    "bayes_personal_acc",
     "target_epsilon",
     "epsilon_max",
     "epsilon_mean",
@@ -566,6 +568,9 @@ def _point_rows(
                 "val_mean_acc": format_value(_float(m.get("val_mean_acc"))),
                 "mean_loss": format_value(_float(m.get("mean_loss"))),
                 "majority_acc": format_value(_float(m.get("majority_acc"))),
+                # Bayes-optimal accuracies where the data source knows them (else nan)
+                "bayes_pooled_acc": format_value(_float(m.get("bayes_pooled_acc"))),
+                "bayes_personal_acc": format_value(_float(m.get("bayes_personal_acc"))),
                 # record level: (epsilon, delta) per (client, data source)
                 "target_epsilon": format_value(point.config.dp.target_epsilon),
                 "epsilon_max": format_value(_float(eps.get("max", m.get("epsilon_max")))),

@@ -122,8 +122,10 @@ def test_report_writes_markdown_and_valid_pngs(sweep_dir):
         arr = mpimg.imread(png)
         assert arr.ndim == 3 and arr.shape[0] == h and arr.shape[1] == w
         assert arr[..., :3].std() > 0.01  # not a blank canvas
-    # tables: mean ± CI over the two seeds, and provenance from the manifests
-    assert "±" in md and "(n=2)" in md
+    # tables: mean [clipped 95% interval] over the two seeds, marked as fewer than 5 seeds,
+    # and provenance from the manifests
+    assert re.search(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] n=2†", md)
+    assert "± " not in md
     assert "torch" in md and "commit(s):" in md
     assert "## Worst-10% client test accuracy" in md and "multi-task average" in md
 

@@ -2,6 +2,7 @@
 
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -262,9 +263,17 @@ def test_results_and_report_show_epsilon_and_delta_of_every_guarantee(tmp_path):
         assert float(r["client_target_epsilon"]) == 20.0 and 0 < float(r["client_epsilon"]) <= 20.0
         assert r["privacy_warnings"] == "1"  # delta * 6 clients = 0.12: warned, not refused
     md = make_report(out).markdown.read_text()
-    assert "| target ε | δ | source |" in md
-    assert "| mode | target ε | δ | ε guaranteed (max over points) |" in md
-    assert "| central | 20 | 0.02 |" in md
+    priv = md.split("## Privacy guarantees")[1]
+    assert "| record target ε | record ε spent (max) |" in priv
+    assert "| record δ | client-level mode | client ε | client δ |" in priv
+    assert re.search(
+        r"\| client \| digits \| ∞ \| ∞ \| ∞ \| 1e-05 \| central \| [\d.]+ \| 0\.02 \|", priv
+    )
+    assert re.search(
+        r"\| fedavg \| digits \| 50 \| [\d.]+ \| [\d.]+ \| 1e-05 \| off \| — \| — \|", priv
+    )
+    client = md.split("## Client-level DP points")[1]
+    assert "| client |" in client and "central 20" in client
     assert "**privacy warnings** in 1 point(s)" in md
     for r in record:
         assert r["privacy_warnings"] == "0"
