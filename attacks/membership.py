@@ -20,7 +20,16 @@ step knows which is which.
   records (every client's ``val`` split). The federation never trains on them, they are disjoint
   from the challenge records, and they come from the same distribution -- the "population data"
   LiRA assumes. Each shadow imitates the public recipe: ``rounds * local_steps`` SGD steps of
-  ``batch_size`` records at the clients' learning rate, from a fresh initialization.
+  ``batch_size`` records at the clients' learning rate, from a fresh initialization. These
+  centralized, non-private shadows are a cheap approximation of the target's recipe.
+* :class:`LiRAOnline` -- Carlini et al. 2022, Sec. IV-B and Alg. 1 (online variant): shadow
+  models trained *with the target's own recipe* (in privfed: federated runs of the same config
+  with other seeds, hence other members), some with and some without each challenge record;
+  per record, Gaussians are fitted to ``phi`` under the IN shadows and under the OUT shadows,
+  and the score is the log-likelihood ratio of the target's ``phi``. The shadows arrive in the
+  observation (``View.SHADOW_MODELS``: the adversary's own models and which records each
+  trained on); :func:`privfed.evaluation.membership_game.play` trains them as sweep points and
+  plays every run against the others. :func:`lira_scores` is the pure scoring step.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from privfed.attack_api import (
     GroundTruth,
     Observation,
     Records,
+    ShadowModel,
     ThreatModel,
     View,
 )
@@ -255,3 +265,147 @@ class LiRAOffline(_MembershipAttack):
             notes=tuple(notes),
             metrics={"shadows": float(self.shadows)},
         )
+
+
+def lira_scores(
+    target: np.ndarray,
+    shadows: np.ndarray,
+    shadow_in: np.ndarray,
+    *,
+    online: bool = True,
+    fixed_variance: bool = False,
+    min_per_side: int = 2,
+) -> np.ndarray:
+    """LiRA membership scores of records under a target model (Carlini et al. 2022, Alg. 1).
+
+    Args:
+        target: the target model's logit-scaled confidence ``phi`` per record, shape ``[N]``.
+        shadows: ``phi`` of each shadow model per record, shape ``[M, N]``.
+        shadow_in: whether each shadow trained on each record, shape ``[M, N]``.
+        online: fit an IN and an OUT Gaussian per record and return the log-likelihood ratio
+            ``log N(phi; mu_in, s_in) - log N(phi; mu_out, s_out)``; offline: a one-sided test
+            against the OUT Gaussian only, ``(phi - mu_out) / s_out``.
+        fixed_variance: one standard deviation per side over all records (Sec. IV-C, better with
+            few shadows) instead of one per record.
+        min_per_side: a record with fewer IN (OUT) shadows than this uses the side's global
+            mean and standard deviation.
+
+    Returns:
+        One score per record; higher means "member".
+
+    Raises:
+        ValueError: shapes disagree, a value is not finite, or a side has no shadow at all.
+    """
+    t = np.asarray(target, dtype=np.float64)
+    sh = np.asarray(shadows, dtype=np.float64)
+    inn = np.asarray(shadow_in, dtype=bool)
+    if t.ndim != 1 or sh.ndim != 2 or sh.shape != inn.shape or sh.shape[1] != t.shape[0]:
+        raise ValueError(
+            f"lira_scores: target [N], shadows [M, N] and shadow_in [M, N] expected, got "
+            f"{t.shape}, {sh.shape} and {inn.shape}"
+        )
+    if not (np.isfinite(t).all() and np.isfinite(sh).all()):
+        raise ValueError("lira_scores: confidences must be finite")
+
+    def side(mask: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+        if not mask.any():
+            raise ValueError(f"lira_scores: no {name} shadow for any record")
+        count = mask.sum(axis=0)
+        vals = np.where(mask, sh, 0.0)
+        mean = vals.sum(axis=0) / np.maximum(count, 1)
+        var = (np.where(mask, (sh - mean) ** 2, 0.0)).sum(axis=0) / np.maximum(count - 1, 1)
+        pooled_mean = float(sh[mask].mean())
+        pooled_std = float(sh[mask].std(ddof=1)) if mask.sum() > 1 else 1.0
+        std = np.full(t.shape, pooled_std) if fixed_variance else np.sqrt(var)
+        few = count < min_per_side
+        mean = np.where(few, pooled_mean, mean)
+        std = np.where(few, pooled_std, std)
+        return mean, np.maximum(std, 1e-6)
+
+    mu_out, s_out = side(~inn, "OUT")
+    if not online:
+        return (t - mu_out) / s_out
+    mu_in, s_in = side(inn, "IN")
+
+    def logpdf(x: np.ndarray, mu: np.ndarray, s: np.ndarray) -> np.ndarray:
+        return -0.5 * ((x - mu) / s) ** 2 - np.log(s)
+
+    return logpdf(t, mu_in, s_in) - logpdf(t, mu_out, s_out)
+
+
+class LiRAOnline(_MembershipAttack):
+    """Online LiRA with shadow models trained with the target's own recipe (Carlini et al. 2022).
+
+    The observation carries the adversary's shadow models (``View.SHADOW_MODELS``) and which
+    challenge records each one trained on; the attack computes ``phi`` of every challenge
+    record under the target and under each shadow, and scores it with :func:`lira_scores`. It
+    also reports the offline score (OUT shadows only) and the raw ``phi`` (a global-threshold
+    attack, equivalent to the loss threshold of Yeom et al. 2018) of the same models, as
+    outputs ``offline:...`` and ``threshold:...``.
+
+    Args:
+        fixed_variance: one variance per side for all records instead of one per record.
+    """
+
+    name: ClassVar[str] = "mia-lira-online"
+    threat_model: ClassVar[ThreatModel] = ThreatModel(
+        adversary=Adversary.OUTSIDER,
+        observes=frozenset({View.RELEASED_MODELS, View.SHADOW_MODELS}),
+        summary="online LiRA membership inference, shadow models trained with the target's own "
+        "recipe (Carlini et al. 2022)",
+    )
+
+    def __init__(self, *, fixed_variance: bool = False) -> None:
+        self.fixed_variance = bool(fixed_variance)
+
+    def run(self, observation: Observation, *, rng: np.random.Generator) -> AttackResult:
+        """Score each challenge record against the IN and OUT shadows."""
+        del rng  # deterministic given the shadows
+        obs = observation
+        if obs.challenge is None or not obs.shadows:
+            raise ValueError("online LiRA needs challenge records and shadow models")
+        outputs: dict[str, np.ndarray] = {}
+        for unit in obs.units:
+            records = obs.challenge[unit.group]
+            target = _released_model(obs, unit)
+            usable = [sh for sh in obs.shadows if unit.name in sh.released]
+            inn = np.stack([np.asarray(sh.members[unit.group], dtype=bool) for sh in usable])
+            for t in unit.tasks:
+                phi_t = logit_confidence(target, records, t)
+                phi_s = np.stack([_shadow_phi(unit, sh, records, t) for sh in usable])
+                key = _key(unit, t)
+                outputs[key] = lira_scores(
+                    phi_t, phi_s, inn, online=True, fixed_variance=self.fixed_variance
+                )
+                outputs[f"offline:{key}"] = lira_scores(
+                    phi_t, phi_s, inn, online=False, fixed_variance=True
+                )
+                outputs[f"threshold:{key}"] = phi_t
+        return AttackResult(
+            attack=self.name,
+            outputs=outputs,
+            metrics={"shadows": float(len(obs.shadows))},
+            notes=(
+                f"{len(obs.shadows)} shadow models trained with the target's recipe; "
+                + ("one variance per side" if self.fixed_variance else "per-record variances"),
+            ),
+        )
+
+    def evaluate(self, result: AttackResult, truth: GroundTruth) -> AttackResult:
+        """AUC and TPR at low FPR of the online, offline and threshold scores."""
+        metrics: dict[str, float] = {}
+        for prefix in ("", "offline:", "threshold:"):
+            outs = {
+                k.removeprefix(prefix): v
+                for k, v in result.outputs.items()
+                if (k.startswith(prefix) if prefix else ":" in k and k.count(":") == 1)
+            }
+            for name, value in _membership_metrics(outs, truth).items():
+                metrics[f"{prefix.rstrip(':') + '.' if prefix else ''}{name}"] = value
+        return result.with_metrics(metrics)
+
+
+def _shadow_phi(unit: UnitSpec, shadow: ShadowModel, records: Records, task: str) -> np.ndarray:
+    model = unit.build()
+    load_flat_parameters(model, shadow.released[unit.name])
+    return logit_confidence(model, records, task)

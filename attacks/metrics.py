@@ -32,17 +32,9 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
         labels: True for members.
     """
     s, y = _check(scores, labels)
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), dtype=np.float64)
-    sorted_s = s[order]
-    # average ranks over ties (Mann-Whitney U)
-    i = 0
-    while i < len(s):
-        j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
+    from scipy.stats import rankdata
+
+    ranks = rankdata(s, method="average")  # average ranks over ties (Mann-Whitney U)
     n1 = int(y.sum())
     n0 = len(y) - n1
     u = ranks[y].sum() - n1 * (n1 + 1) / 2.0

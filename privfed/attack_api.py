@@ -61,19 +61,35 @@ class View(enum.Enum):
     """A client's own data and own update."""
     PUBLIC_DATA = "public-data"
     """The population's public split (every client's validation records, never trained on)."""
+    SHADOW_MODELS = "shadow-models"
+    """Models the adversary trained itself with the public recipe on data of its choosing, and
+    which challenge records each one trained on: the adversary's own work (LiRA's shadow
+    models, Carlini et al. 2022), not a view of the attacked system."""
 
 
 #: What each adversary may observe, at most.
 ALLOWED_VIEWS: Mapping[Adversary, frozenset[View]] = {
-    Adversary.OUTSIDER: frozenset({View.RELEASED_MODELS, View.PUBLIC_DATA}),
+    Adversary.OUTSIDER: frozenset({View.RELEASED_MODELS, View.PUBLIC_DATA, View.SHADOW_MODELS}),
     Adversary.HONEST_BUT_CURIOUS_SERVER: frozenset(
-        {View.RELEASED_MODELS, View.PUBLIC_DATA, View.AGGREGATE, View.SERVER_INBOX}
+        {
+            View.RELEASED_MODELS,
+            View.PUBLIC_DATA,
+            View.SHADOW_MODELS,
+            View.AGGREGATE,
+            View.SERVER_INBOX,
+        }
     ),
     Adversary.MALICIOUS_SERVER: frozenset(
-        {View.RELEASED_MODELS, View.PUBLIC_DATA, View.AGGREGATE, View.SERVER_INBOX}
+        {
+            View.RELEASED_MODELS,
+            View.PUBLIC_DATA,
+            View.SHADOW_MODELS,
+            View.AGGREGATE,
+            View.SERVER_INBOX,
+        }
     ),
     Adversary.MALICIOUS_CLIENTS: frozenset(
-        {View.RELEASED_MODELS, View.PUBLIC_DATA, View.OWN_CLIENT}
+        {View.RELEASED_MODELS, View.PUBLIC_DATA, View.SHADOW_MODELS, View.OWN_CLIENT}
     ),
 }
 
@@ -124,6 +140,20 @@ class Records:
         return int(self.x.shape[0])
 
 
+@dataclass(frozen=True, kw_only=True)
+class ShadowModel:
+    """One model the adversary trained itself (``View.SHADOW_MODELS``).
+
+    Attributes:
+        released: unit name -> the shadow's final model vector (same layout as the target's).
+        members: group -> bool per challenge record of that group: whether this shadow trained
+            on it (the adversary chose its training data, so it knows).
+    """
+
+    released: Mapping[str, np.ndarray]
+    members: Mapping[str, np.ndarray]
+
+
 @dataclass(frozen=True)
 class Encoding:
     """How the server's inbox vectors are encoded (public protocol parameters).
@@ -169,6 +199,8 @@ class Observation:
         secagg: the public secure-aggregation parameters (None with ``aggregator = "plain"``).
         recipe: the public training recipe (rounds, local_steps, batch_size, lr, clients) that
             shadow-model attacks imitate.
+        shadows: the adversary's own shadow models (``View.SHADOW_MODELS``), trained with the
+            target's recipe, with which challenge records each trained on.
     """
 
     threat_model: ThreatModel
@@ -189,6 +221,7 @@ class Observation:
     included: tuple[int, ...] = ()
     own: Mapping[int, Mapping[str, Records]] | None = None
     own_updates: Mapping[int, np.ndarray] | None = None
+    shadows: tuple[ShadowModel, ...] | None = None
 
     def unit_slice(self, vector: np.ndarray, unit: str) -> np.ndarray:
         """The slice of a joint vector that belongs to ``unit``."""

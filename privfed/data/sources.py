@@ -442,3 +442,14 @@ SOURCES.register(
         "LEAF JSON (FEMNIST / Shakespeare) from a local directory (path=); owner = LEAF user"
     ),
 )
+
+from privfed.data.canaries import canary_source  # noqa: E402 (needs SourceData defined above)
+
+SOURCES.register(
+    "canaries",
+    canary_source,
+    description=(
+        "another source (base=, default digits) with count= records mislabeled, the same in "
+        "every run (canary_seed=): membership-inference canaries"
+    ),
+)
