@@ -18,11 +18,19 @@ A sweep file is TOML with one ``[sweep]`` table::
     [sweep.algorithm_params.fedavg-ft]   # per-algorithm parameters (none for fedavg-ft;
                                    # e.g. ``lambda`` for ditto), for the points running it
 
+    [sweep.algorithm_set.fedrep]   # per-algorithm overrides of any path, for the points running
+    "train.local_steps" = 2        # it (here: equal DP steps per participation, see
+                                   # docs/evaluation.md), unless the point sets the path itself
+
     [[sweep.baselines]]            # extra points: fixed overrides, crossed with the other axes
     name = "nonprivate-plain"
     "dp.target_epsilon" = inf
     "federation.aggregator" = "plain"
     "federation.algorithm" = "fedavg"
+
+    [[sweep.cases]]                # optional: the grid's points listed one by one (each crossed
+    "federation.algorithm" = "fedprox"   # with the axes it does not fix) instead of the
+    "train.lr" = 0.3               # product of the axes: a tuned setting per algorithm
 
 A baseline entry fixes the paths it names and is crossed with every grid axis it does not
 name, so it gets the same seeds (and alphas) as the grid. Points that resolve to the same config
@@ -163,6 +171,10 @@ class SweepSpec:
         algorithm_params: algorithm name -> ``federation.algorithm_params`` of every point that
             runs that algorithm (``[sweep.algorithm_params.NAME]``), unless the point or
             ``set`` gives ``federation.algorithm_params`` itself.
+        algorithm_set: algorithm name -> dotted overrides of every point that runs that
+            algorithm (``[sweep.algorithm_set.NAME]``), unless the point sets the path itself.
+        cases: the grid's points as explicit overrides (``[[sweep.cases]]``), each crossed with
+            the axes it does not fix; empty: the product of the axes.
     """
 
     name: str
@@ -173,6 +185,8 @@ class SweepSpec:
     axes: Mapping[str, tuple[Any, ...]]
     baselines: tuple[tuple[str, Mapping[str, Any]], ...] = ()
     algorithm_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    algorithm_set: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    cases: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -254,7 +268,17 @@ def load_sweep(path: str | Path) -> SweepSpec:
             f"{path} must hold exactly one [sweep] table (base, grid, set, baselines); "
             f"found top-level keys {sorted(data)}"
         )
-    known = {"name", "base", "set", "grid", "baselines", "description", "algorithm_params"}
+    known = {
+        "name",
+        "base",
+        "set",
+        "grid",
+        "baselines",
+        "description",
+        "algorithm_params",
+        "algorithm_set",
+        "cases",
+    }
     unknown = sorted(set(sw) - known)
     if unknown:
         raise SweepError(
@@ -348,6 +372,36 @@ def load_sweep(path: str | Path) -> SweepSpec:
                 + "\n".join(f"  - {q}" for q in problems)
             ) from None
 
+    raw_s = sw.get("algorithm_set", {})
+    if not isinstance(raw_s, dict) or not all(isinstance(v, dict) for v in raw_s.values()):
+        raise SweepError(
+            f"{path}: sweep.algorithm_set must hold one table of dotted path = value per "
+            'algorithm, e.g. [sweep.algorithm_set.fedrep] with "train.local_steps" = 2'
+        )
+    algorithm_set: dict[str, dict[str, Any]] = {}
+    for alg, table in raw_s.items():
+        ALGORITHMS.get(alg)  # an unknown name lists the registered ones
+        flat = {k: _normalize(v) for k, v in _flatten_keys(table).items()}
+        if "federation.algorithm" in flat:
+            raise SweepError(f"{path}: sweep.algorithm_set.{alg} must not set the algorithm")
+        try:
+            with_overrides(base, {**flat, "federation.algorithm": alg})
+        except ConfigError as exc:
+            raise SweepError(
+                f"{path}: sweep.algorithm_set.{alg} is invalid:\n" + _problems(exc)
+            ) from None
+        algorithm_set[alg] = flat
+
+    raw_c = sw.get("cases", [])
+    if not isinstance(raw_c, list) or not all(isinstance(c, dict) for c in raw_c):
+        raise SweepError(f"{path}: sweep.cases must be an array of tables ([[sweep.cases]])")
+    cases = []
+    for i, entry in enumerate(raw_c):
+        fixed = {k: _normalize(v) for k, v in _flatten_keys(entry).items()}
+        if not fixed:
+            raise SweepError(f"{path}: sweep.cases[{i}] sets no field")
+        cases.append(fixed)
+
     spec = SweepSpec(
         name=name,
         source=str(path),
@@ -357,6 +411,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
         axes=axes,
         baselines=tuple(baselines),
         algorithm_params={k: dict(v) for k, v in raw_p.items()},
+        algorithm_set=algorithm_set,
+        cases=tuple(cases),
     )
     _validate_axes(spec)
     return spec
@@ -386,13 +442,19 @@ def point_config(spec: SweepSpec, overrides: Mapping[str, Any]) -> ExperimentCon
     """The config of the point with ``overrides`` on the sweep base.
 
     The sweep's ``algorithm_params`` table of the point's algorithm is applied unless the point
-    or ``set`` gives ``federation.algorithm_params`` itself.
+    or ``set`` gives ``federation.algorithm_params`` itself; its ``algorithm_set`` table unless
+    the point sets the same path.
 
     Raises:
         ConfigError: the point's config is invalid.
     """
     explicit = any(k.startswith("federation.algorithm_params") for k in [*spec.set, *overrides])
     algorithm = overrides.get("federation.algorithm", spec.base.federation.algorithm)
+    per_alg = {
+        k: v for k, v in spec.algorithm_set.get(str(algorithm), {}).items() if k not in overrides
+    }
+    if per_alg:
+        overrides = {**per_alg, **overrides}
     params = spec.algorithm_params.get(str(algorithm))
     if params is not None and not explicit:
         overrides = {**overrides, "federation.algorithm_params": dict(params)}
@@ -454,6 +516,16 @@ def expand_points(spec: SweepSpec) -> list[SweepPoint]:
         if axes
         else [("grid", {})]
     )
+    if spec.cases:
+        combos = []
+        for case in spec.cases:
+            free = [a for a in axes if a not in case]
+            for values in itertools.product(*(spec.axes[a] for a in free)):
+                ov = dict(zip(free, values, strict=True))
+                ov.update(case)
+                ordered = {a: ov[a] for a in axes if a in ov}
+                ordered.update({k: v for k, v in case.items() if k not in ordered})
+                combos.append(("grid", ordered))
     for bname, fixed in spec.baselines:
         free = [a for a in axes if a not in fixed]
         for values in itertools.product(*(spec.axes[a] for a in free)):
@@ -483,10 +555,15 @@ def expand_points(spec: SweepSpec) -> list[SweepPoint]:
 
 
 def swept_fields(spec: SweepSpec) -> list[str]:
-    """Every dotted path a point may vary: grid axes, then baseline paths (``seed`` last)."""
+    """Every dotted path a point may vary (``seed`` excluded: it has its own column).
+
+    Grid axes, case paths, baseline paths, then per-algorithm paths.
+    """
     out = [a for a in spec.axes if a != "seed"]
-    for _, fixed in spec.baselines:
+    for fixed in [*spec.cases, *(f for _, f in spec.baselines), *spec.algorithm_set.values()]:
         out.extend(k for k in fixed if k not in out and k != "seed")
+    if spec.algorithm_set and "federation.algorithm" not in out:
+        out.append("federation.algorithm")
     return out
 
 
@@ -663,6 +740,8 @@ def _write_sweep_json(spec: SweepSpec, points: Sequence[SweepPoint], out_dir: Pa
             "set": dict(spec.set),
             "axes": {k: list(v) for k, v in spec.axes.items()},
             "baselines": [{"name": n, **dict(f)} for n, f in spec.baselines],
+            "algorithm_set": {k: dict(v) for k, v in spec.algorithm_set.items()},
+            "cases": [dict(c) for c in spec.cases],
             "swept_fields": swept_fields(spec),
             "points": [
                 {

@@ -19,6 +19,7 @@ from privfed.evaluation.sweep import (
     load_sweep,
     point_status,
     run_sweep,
+    swept_fields,
 )
 
 TINY_SET = textwrap.dedent("""
@@ -143,6 +144,64 @@ def test_algorithm_params_apply_to_the_points_of_their_algorithm(tmp_path):
         name="bad",
     )
     with pytest.raises(SweepError, match=r"(?s)algorithm_params.ditto.*mu is not a parameter"):
+        load_sweep(bad)
+
+
+def test_algorithm_set_and_cases(tmp_path):
+    """Per-algorithm overrides (equal DP steps for two-phase algorithms) and listed cases."""
+    path = write_sweep(
+        tmp_path,
+        textwrap.dedent("""
+        [sweep.algorithm_set.fedrep]
+        "train.local_steps" = 2
+
+        [sweep.grid]
+        "federation.algorithm" = ["fedavg", "fedrep"]
+        seed = [0, 1]
+    """),
+    )
+    spec = load_sweep(path)
+    points = expand_points(spec)
+    steps = {p.config.federation.algorithm: p.config.train.local_steps for p in points}
+    assert steps == {"fedavg": 4, "fedrep": 2}  # equal DP steps per participation
+    assert "train.local_steps" in swept_fields(spec)
+    cases = write_sweep(
+        tmp_path,
+        textwrap.dedent("""
+        [sweep.grid]
+        "groups.image.partition.alpha" = [0.1, 1.0]
+        seed = [0, 1, 2]
+
+        [[sweep.cases]]
+        "federation.algorithm" = "fedprox"
+        "train.lr" = 0.3
+        "federation.algorithm_params" = { mu = 0.5 }
+
+        [[sweep.cases]]
+        "federation.algorithm" = "local"
+        "groups.image.partition.alpha" = 0.1
+    """),
+        name="cases",
+    )
+    spec = load_sweep(cases)
+    pts = expand_points(spec)
+    # fedprox at both alphas x 3 seeds, local at alpha 0.1 x 3 seeds; no product of the axes
+    assert len(pts) == 9 and {p.label for p in pts} == {"grid"}
+    prox = [p.config for p in pts if p.config.federation.algorithm == "fedprox"]
+    assert {c.train.lr for c in prox} == {0.3}
+    assert {dict(c.federation.algorithm_params)["mu"] for c in prox} == {0.5}
+    assert {
+        p.config.groups["image"].partition.alpha
+        for p in pts
+        if p.config.federation.algorithm == "local"
+    } == {0.1}
+    assert {"train.lr", "federation.algorithm_params.mu"} <= set(swept_fields(spec))
+    bad = write_sweep(
+        tmp_path,
+        '[sweep.algorithm_set.fedrep]\n"train.local_steps" = 0\n[sweep.grid]\nseed = [0]\n',
+        name="bad",
+    )
+    with pytest.raises(SweepError, match=r"(?s)algorithm_set.fedrep is invalid.*local_steps"):
         load_sweep(bad)
 
 
