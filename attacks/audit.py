@@ -30,7 +30,11 @@ import torch
 from attacks.membership import init_model, per_record_loss
 from privfed.attack_api import Records
 from privfed.client import UnitSpec, UnitTrainer
-from privfed.evaluation.audit import guess_canaries, one_run_epsilon_lower_bound
+from privfed.evaluation.audit import (
+    guess_canaries,
+    max_certifiable_epsilon,
+    one_run_epsilon_lower_bound,
+)
 from privfed.models import flat_parameters, load_flat_parameters
 from privfed.privacy.accounting import DPEvent, epsilon_for
 
@@ -51,6 +55,8 @@ class AuditResult:
         guesses: non-abstaining guesses.
         correct: correct guesses.
         flagged: the audited bound exceeds the accountant's epsilon (a bug).
+        epsilon_max_certifiable: the largest bound these guesses can give (every one right);
+            below ``epsilon_accountant`` the audit cannot flag a violation of it.
     """
 
     epsilon_lower: float
@@ -61,6 +67,7 @@ class AuditResult:
     guesses: int
     correct: int
     flagged: bool
+    epsilon_max_certifiable: float = math.nan
 
 
 def audit_dp_sgd(
@@ -153,4 +160,7 @@ def audit_dp_sgd(
         guesses=guessed.guesses,
         correct=guessed.correct,
         flagged=lower > eps,
+        epsilon_max_certifiable=max_certifiable_epsilon(
+            guesses=guessed.guesses, confidence=confidence
+        ),
     )

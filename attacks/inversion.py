@@ -23,6 +23,22 @@ Every candidate is clipped to the data range ``[0, 1]``; the attacker ranks cand
 its top candidate (and, as an oracle upper bound, the best candidate) by PSNR against the
 closest true training record, next to the prior-only baseline: the data source's mean image
 scored the same way.
+
+**Under DP-SGD the attack uses the noise scale.** The server knows each client's noise
+multiplier (it planned it), the clipping norm, the learning rate and the expected batch, so it
+knows the standard deviation ``s`` of the Gaussian noise on every coordinate of the observed
+first layer. With one record ``x`` behind the rows, row ``j`` is ``a_j x + s Z_j`` and its bias
+``a_j + s z_j``; with the population's mean image ``m`` and per-pixel variance ``tau^2`` as prior
+(the public split), the posterior-mean estimate (a ridge regression on the rows, the bias entries
+standing in for ``a``) is::
+
+    x_hat = (sum_j b_j W_j + (s^2 / tau^2) m) / (max(sum_j b_j^2 - H s^2, 0) + s^2 / tau^2)
+
+where ``sum_j b_j^2 - H s^2`` is the unbiased estimate of ``sum_j a_j^2``. It is exact without
+noise, and falls back to the prior mean as the noise grows: the attack's output, and so its row
+in the results, changes with epsilon (the plain ratio ``W_j / b_j`` of two noisy numbers does
+not: for large noise it is a ratio of two noise draws, the same at every epsilon when one seed's
+noise is drawn once and scaled). It becomes the top candidate when the noise is not zero.
 """
 
 from __future__ import annotations
@@ -113,6 +129,48 @@ def _unit(obs: Observation, name: str | None) -> UnitSpec:
     raise ValueError(f"unknown unit {name!r}; the run has {', '.join(u.name for u in obs.units)}")
 
 
+def noise_scale(obs: Observation, clients: tuple[int, ...], group: str) -> float:
+    """Standard deviation of the DP noise on each coordinate of the observed vector.
+
+    One local step per client (the setting the analytic attack assumes): per client
+    ``lr * sigma * max_grad_norm / batch_size``; a sum over clients adds the variances. 0 when no
+    noise multiplier is known or none is positive.
+    """
+    if not obs.noise_multipliers:
+        return 0.0
+    r = obs.recipe
+    lr = float(r.get("lr", 0.0))
+    clip = float(r.get("max_grad_norm", 0.0))
+    batch = max(float(r.get("batch_size", 1.0)), 1e-12)
+    steps = float(r.get("local_steps", 1.0))
+    var = 0.0
+    for c in clients:
+        sigma = float(obs.noise_multipliers.get(c, {}).get(group, 0.0))
+        var += steps * (lr * sigma * clip / batch) ** 2
+    return float(np.sqrt(var))
+
+
+def denoised_estimate(
+    update: np.ndarray,
+    unit: UnitSpec,
+    *,
+    noise: float,
+    prior_mean: np.ndarray,
+    prior_var: float,
+) -> np.ndarray:
+    """The posterior-mean record behind the first layer of a noisy update (module docstring)."""
+    w, b, shape = first_layer_slices(unit)
+    dw = np.asarray(update[w], dtype=np.float64).reshape(shape)
+    db = np.asarray(update[b], dtype=np.float64)
+    shrink = noise**2 / max(prior_var, 1e-12)
+    signal = max(float(db @ db) - len(db) * noise**2, 0.0)
+    num = db @ dw + shrink * np.asarray(prior_mean, dtype=np.float64).reshape(-1)
+    den = signal + shrink
+    if den <= 0.0:
+        return np.asarray(prior_mean, dtype=np.float64).reshape(-1)
+    return np.asarray(num / den)
+
+
 class _Inversion(Attack):
     """Shared run/metric code; subclasses pick the observed vector."""
 
@@ -136,13 +194,33 @@ class _Inversion(Attack):
                 "the observed vector has non-finite entries (NaN/inf); the run's training "
                 "diverged or produced an invalid update, so there is nothing meaningful to invert"
             )
-        cand, weight = invert_first_layer(observation.unit_slice(vec, unit.name), unit)
+        update = observation.unit_slice(vec, unit.name)
+        cand, weight = invert_first_layer(update, unit)
         order = rank_candidates(cand, weight)
         ranked = np.clip(cand[order], 0.0, 1.0) if len(cand) else cand
+        noise = noise_scale(observation, self._targets(observation), unit.group)
+        notes: tuple[str, ...] = ()
+        public = (observation.public or {}).get(unit.group)
+        if noise > 0 and public is not None and len(public):
+            flat = np.asarray(public.x, dtype=np.float64).reshape(len(public), -1)
+            est = denoised_estimate(
+                update,
+                unit,
+                noise=noise,
+                prior_mean=flat.mean(axis=0),
+                prior_var=float(flat.var(axis=0).mean()),
+            )
+            ranked = np.concatenate([np.clip(est, 0.0, 1.0)[None, :], ranked.reshape(-1, est.size)])
+            notes = (
+                f"DP noise std {noise:.4g} per coordinate: top candidate is the posterior mean",
+            )
+        elif noise > 0:
+            notes = ("DP noise known but no public split for the prior: ratios only",)
         return AttackResult(
             attack=self.name,
             outputs={"candidates": ranked},
-            metrics={"candidates": float(len(ranked))},
+            notes=notes,
+            metrics={"candidates": float(len(ranked)), "noise_std": noise},
             meta={
                 "unit": unit.name,
                 "group": unit.group,
@@ -178,9 +256,9 @@ class AnalyticInversion(_Inversion):
     name: ClassVar[str] = "inversion-inbox"
     threat_model: ClassVar[ThreatModel] = ThreatModel(
         adversary=Adversary.HONEST_BUT_CURIOUS_SERVER,
-        observes=frozenset({View.SERVER_INBOX}),
+        observes=frozenset({View.SERVER_INBOX, View.PUBLIC_DATA}),
         summary="analytic gradient inversion of one client's message (masked under secure "
-        "aggregation) (Phong 2017; Zhu 2019; Geiping 2020)",
+        "aggregation), denoised with the DP noise scale (Phong 2017; Zhu 2019; Geiping 2020)",
     )
 
     def _vector(self, obs: Observation) -> np.ndarray:
@@ -207,8 +285,9 @@ class AggregateInversion(_Inversion):
     name: ClassVar[str] = "inversion-aggregate"
     threat_model: ClassVar[ThreatModel] = ThreatModel(
         adversary=Adversary.HONEST_BUT_CURIOUS_SERVER,
-        observes=frozenset({View.AGGREGATE}),
-        summary="analytic gradient inversion of the round's aggregate (Phong 2017; Geiping 2020)",
+        observes=frozenset({View.AGGREGATE, View.PUBLIC_DATA}),
+        summary="analytic gradient inversion of the round's aggregate, denoised with the DP "
+        "noise scale (Phong 2017; Geiping 2020)",
     )
 
     def __init__(self, *, unit: str | None = None) -> None:

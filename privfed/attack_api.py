@@ -201,6 +201,9 @@ class Observation:
             shadow-model attacks imitate.
         shadows: the adversary's own shadow models (``View.SHADOW_MODELS``), trained with the
             target's recipe, with which challenge records each trained on.
+        noise_multipliers: client -> group -> the DP-SGD noise multiplier the server planned for
+            that client's records (0: no record-level DP); public mechanism parameters, given
+            with the server views (with ``recipe["max_grad_norm"]`` they give the noise scale).
     """
 
     threat_model: ThreatModel
@@ -222,6 +225,7 @@ class Observation:
     own: Mapping[int, Mapping[str, Records]] | None = None
     own_updates: Mapping[int, np.ndarray] | None = None
     shadows: tuple[ShadowModel, ...] | None = None
+    noise_multipliers: Mapping[int, Mapping[str, float]] | None = None
 
     def unit_slice(self, vector: np.ndarray, unit: str) -> np.ndarray:
         """The slice of a joint vector that belongs to ``unit``."""

@@ -212,6 +212,10 @@ def observe_run(
                 "the round aborted); replay the first round instead (--round first)"
             )
         kwargs.update(round_index=r, broadcast=broadcast, included=tuple(record.included))
+        kwargs["noise_multipliers"] = {
+            c: {g: float(engine.server.noise_multiplier(c, g) or 0.0) for g in fed.groups}
+            for c in record.included
+        }
         if View.AGGREGATE in views:
             kwargs["aggregate"] = np.asarray(record.aggregate).copy()
         if View.SERVER_INBOX in views:
@@ -237,6 +241,7 @@ def observe_run(
             "batch_size": float(cfg.train.batch_size),
             "lr": float(cfg.train.lr),
             "clients": float(cfg.federation.num_clients),
+            "max_grad_norm": float(cfg.dp.max_grad_norm),
         },
         **kwargs,  # type: ignore[arg-type]
     )

@@ -98,11 +98,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if summary.audit:
         a = summary.audit
         flag = "  FLAGGED: above the accountant's epsilon (a bug)" if a["flagged"] else ""
+        ceiling = a.get("epsilon_max_certifiable")
+        reach = "" if ceiling is None else f"; at most {ceiling:.2f} certifiable with these guesses"
         print(
             f"audit: epsilon >= {a['epsilon_lower_bound']:.3f} at {a['confidence']:.0%} "
             f"confidence (client {a['client']}, {a['source']}; accountant "
-            f"{_fmt_eps(a['epsilon_accountant'])}){flag}"
+            f"{_fmt_eps(a['epsilon_accountant'])}{reach}){flag}"
         )
+        if ceiling is not None and not a.get("can_flag", True):
+            print(f"audit: {a['note'].split('; ', 1)[-1]}")
     print(f"run directory: {out}")
     return 0
 

@@ -603,7 +603,8 @@ class Engine:
         self.echo(
             f"audit (client {result['client']}, {result['source']}): epsilon >= "
             f"{result['epsilon_lower_bound']:.3f} at {self.cfg.audit.confidence:.0%} confidence "
-            f"({result['correct']}/{result['guesses']} guesses right); accountant epsilon "
+            f"({result['correct']}/{result['guesses']} guesses right; at most "
+            f"{result['epsilon_max_certifiable']:.2f} certifiable); accountant epsilon "
             f"{result['epsilon_accountant']:.3f}{verdict}"
         )
         return result

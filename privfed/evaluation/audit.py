@@ -22,7 +22,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CanaryGuesses", "audit_run", "guess_canaries", "one_run_epsilon_lower_bound"]
+__all__ = [
+    "CanaryGuesses",
+    "audit_run",
+    "canaries_needed",
+    "guess_canaries",
+    "guesses_needed",
+    "max_certifiable_epsilon",
+    "one_run_epsilon_lower_bound",
+]
 
 
 def one_run_epsilon_lower_bound(*, guesses: int, correct: int, confidence: float = 0.95) -> float:
@@ -65,6 +73,60 @@ def one_run_epsilon_lower_bound(*, guesses: int, correct: int, confidence: float
         else:
             hi = mid
     return lo
+
+
+def max_certifiable_epsilon(*, guesses: int, confidence: float = 0.95) -> float:
+    """The largest epsilon ``guesses`` guesses can certify: the bound when every one is right.
+
+    ``v = r`` correct guesses reject epsilon iff ``p(eps)^r <= 1 - confidence`` with
+    ``p(eps) = e^eps / (1 + e^eps)``, so the bound is ``log(p / (1 - p))`` at
+    ``p = (1 - confidence)^(1 / r)``: 2.55 for 40 guesses, 3.49 for 100, 4.19 for 200 at 95%.
+    An audit whose maximum is below the accountant's epsilon cannot flag a violation of it.
+
+    Raises:
+        ValueError: ``guesses < 0`` or ``confidence`` outside ``(0, 1)``.
+    """
+    if guesses < 0:
+        raise ValueError(f"guesses must be >= 0, got {guesses}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if guesses == 0:
+        return 0.0
+    p = (1.0 - confidence) ** (1.0 / guesses)
+    if p <= 0.5:
+        return 0.0
+    return math.log(p / (1.0 - p))
+
+
+def guesses_needed(*, epsilon: float, confidence: float = 0.95) -> int:
+    """The fewest guesses whose :func:`max_certifiable_epsilon` reaches ``epsilon``.
+
+    ``r = ceil(log(1 - confidence) / log(p(epsilon)))``: 10 for epsilon 1, 165 for 4 and 8,942
+    for 8 at 95% confidence.
+
+    Raises:
+        ValueError: ``epsilon`` not positive and finite, or ``confidence`` outside ``(0, 1)``.
+    """
+    if not (epsilon > 0 and math.isfinite(epsilon)):
+        raise ValueError(f"epsilon must be positive and finite, got {epsilon}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    log_p = -math.log1p(math.exp(-epsilon))  # log(e^eps / (1 + e^eps)), stable
+    r = math.ceil(math.log(1.0 - confidence) / log_p - 1e-9)
+    while max_certifiable_epsilon(guesses=r, confidence=confidence) < epsilon:
+        r += 1
+    return r
+
+
+def canaries_needed(*, epsilon: float, confidence: float = 0.95) -> int:
+    """Canaries for an ``[audit]`` with the default guesses (``canaries // 4`` on each side).
+
+    With ``k = m // 4`` guesses on each side an audit makes ``2k ~ m / 2`` guesses, so it needs
+    about twice :func:`guesses_needed` canaries.
+    """
+    r = guesses_needed(epsilon=epsilon, confidence=confidence)
+    k = math.ceil(r / 2)
+    return 4 * k
 
 
 @dataclass(frozen=True)
@@ -164,6 +226,8 @@ def audit_run(
     key = (plan.client, gs.ledger_key)
     ledger = state.ledger[key] if key in state.ledger else None
     eps = ledger.epsilon() if ledger is not None and ledger.steps else 0.0
+    ceiling = max_certifiable_epsilon(guesses=guessed.guesses, confidence=cfg.audit.confidence)
+    reach = ceiling >= eps
     return {
         "method": "one-run audit (Steinke, Nasr, Jagielski 2023), mislabeled canaries",
         "client": plan.client,
@@ -175,8 +239,25 @@ def audit_run(
         "correct": guessed.correct,
         "confidence": cfg.audit.confidence,
         "epsilon_lower_bound": guessed.epsilon_lower_bound,
+        "epsilon_max_certifiable": ceiling,
         "epsilon_accountant": eps,
         "delta": cfg.dp.delta,
         "flagged": bool(guessed.epsilon_lower_bound > eps),
-        "note": "pure-DP bound; with delta > 0 the true lower bound is slightly smaller",
+        "can_flag": bool(reach),
+        "guesses_to_reach_accountant": (
+            guesses_needed(epsilon=eps, confidence=cfg.audit.confidence)
+            if math.isfinite(eps) and eps > 0
+            else 0
+        ),
+        "note": "pure-DP bound; with delta > 0 the true lower bound is slightly smaller"
+        + (
+            ""
+            if reach
+            else f"; with {guessed.guesses} guesses the bound cannot exceed {ceiling:.2f}, below "
+            f"the accountant's {eps:.2f}, so this audit cannot flag a violation of it (use "
+            f"audit.canaries >= {canaries_needed(epsilon=eps, confidence=cfg.audit.confidence)}"
+            ")"
+            if math.isfinite(eps)
+            else ""
+        ),
     }

@@ -91,6 +91,7 @@ class PanelConclusions:
         majority: mean majority-class baseline of the panel.
         best: the series with the highest mean.
         comparisons: every comparison of the panel.
+        seeds: the number of seeds of the panel's series (fewest, most).
     """
 
     task: str
@@ -100,14 +101,17 @@ class PanelConclusions:
     majority: float
     best: str
     comparisons: tuple[Comparison, ...] = field(default_factory=tuple)
+    seeds: tuple[int, int] = (0, 0)
 
     def title(self) -> str:
-        """``image.identity, α = 0.1, ε = 4``."""
+        """``image.identity, α = 0.1, ε = 4 (n = 10 seeds)``."""
         parts = [self.task]
         if self.alpha is not None:
             parts.append(f"α = {self.alpha:g}")
         parts.append("ε = ∞" if math.isinf(self.epsilon) else f"ε = {self.epsilon:g}")
-        return ", ".join(parts)
+        lo, hi = self.seeds
+        n = f"{lo}" if lo == hi else f"{lo}-{hi}"
+        return ", ".join(parts) + f" (n = {n} seeds per series)"
 
     def sentences(self, level: float) -> list[str]:
         """The statements this panel supports at ``level`` (Holm-adjusted)."""
@@ -250,7 +254,18 @@ def conclusions(
             "multi-task average",
         ]
     )
-    drafts: list[tuple[str, float | None, float, dict[str, float], float, str, list[Comparison]]]
+    drafts: list[
+        tuple[
+            str,
+            float | None,
+            float,
+            dict[str, float],
+            float,
+            str,
+            list[Comparison],
+            tuple[int, int],
+        ]
+    ]
     drafts = []
     for task in wanted:
         for alpha in panel_alphas(values, task):
@@ -280,15 +295,17 @@ def conclusions(
                         if len(a) >= 2:
                             comps.append(Comparison("cost", s, "ε = ∞", run(a, b)))
                 maj_mean = baseline(all_rows, layout, "majority_acc", task=task, alpha=alpha)
-                drafts.append((task, alpha, eps, means, maj_mean, best, comps))
+                counts = [len(v) for v in cells.values()]
+                seeds = (min(counts), max(counts))
+                drafts.append((task, alpha, eps, means, maj_mean, best, comps, seeds))
     flat = [c for d in drafts for c in d[6]]
     adjusted = holm([c.test.p_value for c in flat])
     it = iter(adjusted)
     panels = []
-    for task, alpha, eps, means, maj_mean, best, comps in drafts:
+    for task, alpha, eps, means, maj_mean, best, comps, seeds in drafts:
         done = tuple(
             Comparison(c.kind, c.left, c.right, c.test, p_adjusted=next(it)) for c in comps
         )
-        panels.append(PanelConclusions(task, alpha, eps, means, maj_mean, best, done))
+        panels.append(PanelConclusions(task, alpha, eps, means, maj_mean, best, done, seeds))
     name = "paired t" if test == "t" else "Wilcoxon signed-rank"
     return Conclusions(tuple(panels), name, level, len(flat))

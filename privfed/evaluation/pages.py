@@ -87,7 +87,7 @@ def write_page(
             on a clean tree.
         epsilon: the epsilon of the per-client spread and accuracy-vs-alpha plots.
         claims: the conclusions to generate (None: none).
-        sections: markdown lines inserted after the conclusions.
+        sections: markdown lines between the head and the conclusions (setup, selection).
 
     Raises:
         ProvenanceError: ``publish`` and some point comes from another commit or a dirty tree.
@@ -100,9 +100,7 @@ def write_page(
 
     problems = point_problems(sweep_dir, state)
     if problems and publish:
-        raise ProvenanceError(
-            f"refusing to write {page}: " + "; ".join(problems)
-        )
+        raise ProvenanceError(f"refusing to write {page}: " + "; ".join(problems))
     sweep_dir = Path(sweep_dir)
     if figures.exists():
         shutil.rmtree(figures)
@@ -113,10 +111,11 @@ def write_page(
     rel = figures.name
     body = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", rf"![\1]({rel}/\2)", body)
     body = body.replace(f"`{RESULTS_CSV}`", f"[`{RESULTS_CSV}`]({rel}/{RESULTS_CSV})")
-    body = body.split("\n", 1)[1]  # the report's own title
+    body = "## Report\n" + body.split("\n", 1)[1]  # the report's own title
     lines = [f"# {title}", "", *head, ""]
     if problems:
         lines += ["**Not publishable:** " + "; ".join(problems), ""]
+    lines += list(sections)
     if claims is not None:
         rows = read_results(sweep_dir / RESULTS_CSV)
         try:
@@ -133,7 +132,6 @@ def write_page(
             level=claims.level,
         )
         lines += ["## Conclusions", "", *found.markdown()]
-    lines += list(sections)
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text("\n".join(lines) + body, encoding="utf-8")
     return page
