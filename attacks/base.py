@@ -268,7 +268,12 @@ def register_builtins() -> None:
     """Register the built-in attacks (called once by ``attacks/__init__.py``)."""
     from attacks.inversion import AggregateInversion, AnalyticInversion, GradientMatching
     from attacks.membership import LiRAOffline, LossThreshold
-    from attacks.protocol import BothSharesServer, FakeDropoutServer, SybilServer
+    from attacks.protocol import (
+        BothSharesServer,
+        FakeDropoutServer,
+        RosterIsolationServer,
+        SybilServer,
+    )
 
     for cls in (
         LossThreshold,
@@ -279,5 +284,6 @@ def register_builtins() -> None:
         FakeDropoutServer,
         BothSharesServer,
         SybilServer,
+        RosterIsolationServer,
     ):
         register_attack(cls)

@@ -139,9 +139,9 @@ class SecAggConfig:
                 f"{SAFE_MIN_CLIENTS}, or set allow_insecure_threshold = true for an experiment"
             )
         if self.min_neighbours is not None:
-            if not _is_int(self.min_neighbours) or self.min_neighbours < 1:
+            if not _is_int(self.min_neighbours) or self.min_neighbours < 0:
                 problems.append(
-                    f"min_neighbours must be an integer >= 1 or None, got {self.min_neighbours!r}"
+                    f"min_neighbours must be an integer >= 0 or None, got {self.min_neighbours!r}"
                 )
             elif self.min_neighbours < SAFE_MIN_CLIENTS - 1 and not insecure:
                 problems.append(
@@ -249,7 +249,7 @@ class SecAggConfig:
         """The fewest neighbours a client accepts (``min_neighbours`` or ``min_clients - 1``)."""
         if self.min_neighbours is not None:
             return self.min_neighbours
-        return max(1, self.min_clients - 1)
+        return max(0, self.min_clients - 1)
 
 
 def max_abs_encoded(clip: float, scale_bits: int) -> int:

@@ -287,8 +287,9 @@ class SecAggServer:
         good = sorted(set(inbox) - bad)
         stage = Stage.ADVERTISE_KEYS.value
         n = len(good)
-        if n < max(2, self.config.min_clients):
-            raise self._abort(TooFewSurvivors(stage, needed=max(2, self.config.min_clients), alive=n))
+        if n < self.config.min_clients or n == 0:
+            needed = max(1, self.config.min_clients)
+            raise self._abort(TooFewSurvivors(stage, needed=needed, alive=n))
         params = session_parameters(self.config, n)
         problem = parameter_problem(self.config, params)
         if problem is not None:
