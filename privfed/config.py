@@ -485,12 +485,19 @@ class ExperimentConfig(_Checked):
                 f"({len(self.groups)}), got {self.federation.groups_per_client}"
             )
         if self.federation.aggregator == "secagg":
-            from privfed.secagg.config import check_no_overflow
+            from privfed.secagg.config import check_no_overflow, cohort_problems
 
             try:
                 check_no_overflow(self.secagg, num_clients=self.federation.num_clients)
             except ConfigError as exc:
                 p.extend(f"secagg.{q}" if not q.startswith("secagg.") else q for q in exc.problems)
+            p.extend(
+                cohort_problems(
+                    self.secagg,
+                    num_clients=self.federation.num_clients,
+                    expected_cohort=self.federation.num_clients * self.federation.cohort_fraction,
+                )
+            )
         return p
 
     def task_names(self) -> list[str]:
@@ -675,6 +682,13 @@ def dump_config(cfg: ExperimentConfig) -> str:
 _HASHED_ONLY_WHEN_SET: dict[str, Any] = {
     "attacks": [],
     "audit": {"canaries": 0, "guesses": 0, "client": 0, "group": "", "confidence": 0.95},
+    # secure-aggregation safety settings (the sum they produce is the same; dotted = nested)
+    "secagg.security": "malicious",
+    "secagg.min_clients": 4,
+    "secagg.min_neighbours": None,
+    "secagg.allow_insecure_threshold": False,
+    "secagg.expected_dropout": 0.1,
+    "secagg.max_failure_probability": 0.01,
 }
 
 
@@ -682,8 +696,12 @@ def config_hash(cfg: ExperimentConfig) -> str:
     """A short stable hash of the resolved config (sha256 of canonical JSON, 16 hex digits)."""
     data = to_dict(cfg)
     for key, default in _HASHED_ONLY_WHEN_SET.items():
-        if data.get(key) == default:
-            data.pop(key, None)
+        *parents, leaf = key.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and node.get(leaf, default) == default and leaf in node:
+            node.pop(leaf)
     canon = json.dumps(data, sort_keys=True, default=str, allow_nan=True)
     return hashlib.sha256(canon.encode()).hexdigest()[:16]
 

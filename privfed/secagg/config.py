@@ -284,6 +284,43 @@ def check_no_overflow(config: SecAggConfig, *, num_clients: int) -> None:
         )
 
 
+def cohort_problems(
+    config: SecAggConfig, *, num_clients: int, expected_cohort: float
+) -> list[str]:
+    """Cross-checks of the secure-aggregation settings against a federation's cohort size.
+
+    Args:
+        config: the secure-aggregation parameters.
+        num_clients: the population size (``federation.num_clients``).
+        expected_cohort: the expected clients per round (``num_clients * cohort_fraction``).
+
+    Returns:
+        One line per problem, each naming the fields to change (empty if consistent).
+    """
+    problems = []
+    if expected_cohort < config.min_clients:
+        problems.append(
+            f"secagg.min_clients = {config.min_clients} exceeds the expected cohort "
+            f"(federation.num_clients * cohort_fraction = {expected_cohort:g}): clients refuse "
+            "rosters that small, so most rounds would abort; raise num_clients or "
+            "cohort_fraction, or lower secagg.min_clients (at least 3)"
+        )
+    t = config.threshold
+    if (
+        t is not None
+        and config.graph == "complete"
+        and not config.allow_insecure_threshold
+        and num_clients >= 2 * t
+        and expected_cohort >= 2 * t
+    ):
+        problems.append(
+            f"secagg.threshold = {t} is at most half of the expected cohort "
+            f"({expected_cohort:g} clients): clients refuse rosters of {2 * t} or more, where it "
+            "gives no security margin; use secagg.threshold = None (two thirds of each roster)"
+        )
+    return problems
+
+
 def two_thirds(size: int) -> int:
     """The two-thirds rule ``floor(2 size / 3) + 1``, capped at ``size`` (and at least 2)."""
     return min(size, max(2, (2 * size) // 3 + 1))
