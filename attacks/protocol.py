@@ -308,11 +308,13 @@ def dropout_lie_plan(
         every peer got ``t``).
     """
     want = sorted(peers[target])
-    source, sink = ("s", 0), ("t", 0)
-    cap: dict[tuple[object, object], int] = {}
-    adj: dict[object, list[object]] = {}
+    Node = tuple[str, int]
+    source: Node = ("s", 0)
+    sink: Node = ("t", 0)
+    cap: dict[tuple[Node, Node], int] = {}
+    adj: dict[Node, list[Node]] = {}
 
-    def edge(a: object, b: object, c: int) -> None:
+    def edge(a: Node, b: Node, c: int) -> None:
         cap[(a, b)] = cap.get((a, b), 0) + c
         cap.setdefault((b, a), 0)
         adj.setdefault(a, []).append(b)
@@ -328,8 +330,8 @@ def dropout_lie_plan(
     for v in want:
         edge(("p", v), sink, threshold)
     while True:
-        parent: dict[object, object] = {source: source}
-        queue = deque([source])
+        parent: dict[Node, Node] = {source: source}
+        queue: deque[Node] = deque([source])
         while queue and sink not in parent:
             a = queue.popleft()
             for b in adj.get(a, []):
@@ -338,7 +340,7 @@ def dropout_lie_plan(
                     queue.append(b)
         if sink not in parent:
             break
-        node: object = sink
+        node = sink
         while node != source:
             prev = parent[node]
             cap[(prev, node)] -= 1
@@ -346,8 +348,8 @@ def dropout_lie_plan(
             node = prev
     plan: dict[int, set[int]] = {w: set() for w in peers}
     for (a, b), c in cap.items():
-        if isinstance(a, tuple) and isinstance(b, tuple) and a[0] == "p" and b[0] == "c" and c > 0:
-            plan[int(b[1])].add(int(a[1]))  # type: ignore[call-overload]
+        if a[0] == "p" and b[0] == "c" and c > 0:  # residual back edge = flow client -> peer
+            plan[b[1]].add(a[1])
     return {w: frozenset(d) for w, d in plan.items()}
 
 
@@ -393,18 +395,20 @@ class FakeDropoutServer(_ProtocolAttack):
             for w in u3:
                 req = ConsistencyRequest(0, server.session, tuple(sorted(sets[w]))).encode()
                 if (r := cohort.consistency_check(w, req)) is not None:
-                    sigs.setdefault(sets[w], []).append((w, ConsistencySignature.decode(r).signature))
+                    sigs.setdefault(sets[w], []).append(
+                        (w, ConsistencySignature.decode(r).signature)
+                    )
             for w in u3:
                 if w in cohort.refusals:
                     continue
                 listed = tuple(sigs.get(sets[w], []))
-                if (r := cohort.unmask(w, SignedSurvivors(0, server.session, listed).encode())):
+                if r := cohort.unmask(w, SignedSurvivors(0, server.session, listed).encode()):
                     responses[w] = r
         else:
             for w in u3:
                 surv, drop = requests[w]
-                req = UnmaskRequest(0, server.session, tuple(sorted(surv)), tuple(sorted(drop)))
-                if (r := cohort.unmask(w, req.encode())) is not None:
+                ask = UnmaskRequest(0, server.session, tuple(sorted(surv)), tuple(sorted(drop)))
+                if (r := cohort.unmask(w, ask.encode())) is not None:
                     responses[w] = r
         b_shares = _collect(responses, target, ShareKind.SELF_MASK)
         mask_keys: dict[int, dict[int, int]] = {
@@ -509,7 +513,10 @@ class BothSharesServer(_ProtocolAttack):
             seed = shamir.reconstruct(b_shares, threshold=server.threshold)
             key = shamir.reconstruct(s_shares, threshold=server.threshold)
             masked = server.received_masked_input(target)
-            pair = {v: pairwise_key(key, server.roster[v][1], server.session) for v in masked.masked_with}
+            pair = {
+                v: pairwise_key(key, server.roster[v][1], server.session)
+                for v in masked.masked_with
+            }
             recovered = unmask_one(
                 masked,
                 target,
@@ -575,7 +582,9 @@ class SybilServer(_ProtocolAttack):
             identities = {**forged.identities, self.target: real.identities[self.target]}
             cohort_registry = real.registry
             try:
-                result = _sybil_session(inputs, config, identities, cohort_registry, forged, self.target)
+                result = _sybil_session(
+                    inputs, config, identities, cohort_registry, forged, self.target
+                )
             except PrivfedError as exc:
                 return AttackResult(
                     attack=self.name,
@@ -612,8 +621,10 @@ def _sybil_session(
     forged: PKI,
     target: int,
 ) -> np.ndarray:
-    """The server runs its sybils honestly with forged identities; the target checks the
-    roster against the registry it trusts (raises its refusal)."""
+    """The server runs its sybils honestly with forged identities.
+
+    The target checks the roster against the registry it trusts (and raises its refusal).
+    """
     length = len(next(iter(inputs.values())))
     server_registry = forged.registry.with_keys({target: target_registry.keys[target]})
     server = SecAggServer(
@@ -672,8 +683,10 @@ class RosterIsolationServer(_ProtocolAttack):
         self.colluders = int(colluders)
 
     def play(self, config: SecAggConfig, n: int, *, rng: np.random.Generator) -> AttackResult:
-        """The attack against an honest target under ``config`` (``n`` is not used: the
-        server picks the roster size)."""
+        """The attack against an honest target under ``config``.
+
+        ``n`` is not used: the server picks the roster size.
+        """
         del n
         target = self.target
         colluding = [c for c in range(target + 1, target + 1 + self.colluders)]
@@ -682,9 +695,11 @@ class RosterIsolationServer(_ProtocolAttack):
         pki = make_pki(ids)
         cohort = HonestCohort(config, {target: secret}, pki=pki)
         # The server's own clients run the same code (it knows their inputs and secrets).
-        own = HonestCohort(
-            config, {c: np.zeros_like(secret) for c in colluding}, pki=pki
-        ) if colluding else None
+        own = (
+            HonestCohort(config, {c: np.zeros_like(secret) for c in colluding}, pki=pki)
+            if colluding
+            else None
+        )
         server = _LaxServer.for_(config, ids, cohort.length, pki.registry)
         server.receive_advertise_keys(target, cohort.advertise()[target])
         if own is not None:

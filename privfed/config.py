@@ -697,10 +697,10 @@ def config_hash(cfg: ExperimentConfig) -> str:
     data = to_dict(cfg)
     for key, default in _HASHED_ONLY_WHEN_SET.items():
         *parents, leaf = key.split(".")
-        node = data
+        node: Any = data
         for part in parents:
             node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and node.get(leaf, default) == default and leaf in node:
+        if isinstance(node, dict) and leaf in node and node[leaf] == default:
             node.pop(leaf)
     canon = json.dumps(data, sort_keys=True, default=str, allow_nan=True)
     return hashlib.sha256(canon.encode()).hexdigest()[:16]

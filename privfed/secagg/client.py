@@ -406,8 +406,10 @@ class SecAggClient:
             raise ClientRefusal(stage, f"server lists client {self.client_id} as not surviving")
         outside = survivors - set(self._view.keys)
         if outside:
-            raise ClientRefusal(stage, f"survivor set names clients {sorted(outside)[:5]} "
-                                "that are not in the roster")
+            raise ClientRefusal(
+                stage,
+                f"survivor set names clients {sorted(outside)[:5]} that are not in the roster",
+            )
         mine = survivors & (self.accepted | {self.client_id})
         if len(mine) < self.threshold:
             raise TooFewSurvivors(

@@ -119,9 +119,7 @@ class SecAggConfig:
         problems: list[str] = []
         insecure = self.allow_insecure_threshold
         if not isinstance(insecure, bool):
-            problems.append(
-                f"allow_insecure_threshold must be true or false, got {insecure!r}"
-            )
+            problems.append(f"allow_insecure_threshold must be true or false, got {insecure!r}")
             insecure = False
         if self.security not in SECURITY_MODES:
             problems.append(
@@ -170,9 +168,7 @@ class SecAggConfig:
         if not isinstance(self.expected_dropout, (int, float)) or not (
             0.0 <= self.expected_dropout < 1.0
         ):
-            problems.append(
-                f"expected_dropout must be in [0, 1), got {self.expected_dropout!r}"
-            )
+            problems.append(f"expected_dropout must be in [0, 1), got {self.expected_dropout!r}")
         if not isinstance(self.max_failure_probability, (int, float)) or not (
             0.0 < self.max_failure_probability < 1.0
         ):
@@ -284,9 +280,7 @@ def check_no_overflow(config: SecAggConfig, *, num_clients: int) -> None:
         )
 
 
-def cohort_problems(
-    config: SecAggConfig, *, num_clients: int, expected_cohort: float
-) -> list[str]:
+def cohort_problems(config: SecAggConfig, *, num_clients: int, expected_cohort: float) -> list[str]:
     """Cross-checks of the secure-aggregation settings against a federation's cohort size.
 
     Args:

@@ -152,7 +152,9 @@ def make_pki(ids: Iterable[int], random_bytes: Callable[[int], bytes] = os.urand
     return PKI(MappingProxyType(identities), registry)
 
 
-def advertise_message(*, context: bytes, client_id: int, enc_public: bytes, mask_public: bytes) -> bytes:
+def advertise_message(
+    *, context: bytes, client_id: int, enc_public: bytes, mask_public: bytes
+) -> bytes:
     """What a client signs in round 0: its fresh public keys, bound to the session context."""
     if len(context) != 32:
         raise ValueError("session context must be 32 bytes")

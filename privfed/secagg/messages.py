@@ -26,8 +26,8 @@ import numpy as np
 
 from privfed.secagg.envelope import ENVELOPE_BYTES
 from privfed.secagg.errors import MessageError
-from privfed.secagg.identity import SIGNATURE_BYTES
 from privfed.secagg.field import dtype_for_bits
+from privfed.secagg.identity import SIGNATURE_BYTES
 from privfed.secagg.shamir import SHARE_BYTES, decode_share
 
 MAGIC = b"PFSA"
@@ -150,8 +150,7 @@ def unframe(data: bytes, expected: MsgType) -> tuple[Header, memoryview]:
                 f"{OLD_VERSIONS[version]} is no longer accepted; this is version {WIRE_VERSION}"
             )
         raise MessageError(
-            f"{expected.name}: unsupported wire version {version} (this is version "
-            f"{WIRE_VERSION})"
+            f"{expected.name}: unsupported wire version {version} (this is version {WIRE_VERSION})"
         )
     if kind != expected:
         got = MsgType(kind).name if kind in MsgType._value2member_map_ else str(kind)
@@ -593,9 +592,7 @@ class SignedSurvivors:
             raise MessageError("SIGNED_SURVIVORS: length does not match signature count")
         raw = bytes(r.take(count * _SIGNED.size))
         r.done()
-        sigs = tuple(
-            (int(signer), bytes(sig)) for signer, sig in _SIGNED.iter_unpack(raw)
-        )
+        sigs = tuple((int(signer), bytes(sig)) for signer, sig in _SIGNED.iter_unpack(raw))
         if len({s for s, _ in sigs}) != count:
             raise MessageError("SIGNED_SURVIVORS: two signatures from one client")
         return cls(h.round_index, session, sigs)

@@ -258,7 +258,9 @@ class SecAggServer:
                         sender=sender,
                     ) from None
             elif msg.signature:
-                raise ProtocolViolation("signed advertisement in a semi-honest session", sender=sender)
+                raise ProtocolViolation(
+                    "signed advertisement in a semi-honest session", sender=sender
+                )
             return msg
 
         self._accept(sender, self.cohort, Stage.ADVERTISE_KEYS, parse)
@@ -297,7 +299,9 @@ class SecAggServer:
         if params.degree + 1 < params.threshold:
             where = "the cohort" if self.config.graph == "complete" else "each neighbourhood"
             raise self._abort(
-                TooFewSurvivors(stage, needed=params.threshold, alive=params.degree + 1, where=where)
+                TooFewSurvivors(
+                    stage, needed=params.threshold, alive=params.degree + 1, where=where
+                )
             )
         entries = []
         roster = {}
@@ -564,7 +568,9 @@ class SecAggServer:
 
         self._accept(sender, frozenset(self._requests), Stage.UNMASK, parse)
 
-    def _reconstruct(self, owner: int, shares: Mapping[int, int], check: Callable[[bytes], bool], what: str) -> bytes:
+    def _reconstruct(
+        self, owner: int, shares: Mapping[int, int], check: Callable[[bytes], bool], what: str
+    ) -> bytes:
         """Reconstruct ``owner``'s secret and check it; survive one corrupt share if possible.
 
         The ``t`` shares with the smallest evaluation points are interpolated and ``check``ed

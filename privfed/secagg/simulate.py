@@ -73,6 +73,8 @@ class SecureSumResult:
         threshold: the threshold used.
         degree: neighbours per client.
         security: ``"semi-honest"`` or ``"malicious"``.
+        masks_removed: mask expansions the server performed (self masks of the included
+            clients plus the pairwise masks of dropped ones).
         observed: client -> masked vector as the server received it (if asked for).
     """
 
@@ -95,6 +97,7 @@ class SecureSumResult:
     threshold: int
     degree: int
     security: str = "semi-honest"
+    masks_removed: int = 0
     observed: Mapping[int, np.ndarray] = field(default_factory=dict)
 
 
@@ -295,6 +298,7 @@ def run_session(
         threshold=server.threshold,
         degree=server.degree,
         security=config.security,
+        masks_removed=output.masks_removed,
         observed={c: v for c, v in observed.items() if c in included_set},
     )
 

@@ -39,8 +39,9 @@ def insecure(**kwargs: object) -> SecAggConfig:
 
 
 def play(attack: object, cfg: SecAggConfig, n: int, seed: int = 0) -> AttackResult:
-    assert isinstance(attack, (FakeDropoutServer, BothSharesServer, SybilServer,
-                               RosterIsolationServer))
+    assert isinstance(
+        attack, (FakeDropoutServer, BothSharesServer, SybilServer, RosterIsolationServer)
+    )
     return attack.evaluate(attack.play(cfg, n, rng=np.random.default_rng(seed)), NO_TRUTH)
 
 
@@ -94,7 +95,10 @@ def test_dropout_lie_on_the_sparse_graph(n: int) -> None:
 
 def test_request_for_both_shares_is_refused_by_every_client() -> None:
     attack = BothSharesServer(target=1)
-    for cfg in (SecAggConfig(security="semi-honest"), insecure(security="semi-honest", threshold=3)):
+    for cfg in (
+        SecAggConfig(security="semi-honest"),
+        insecure(security="semi-honest", threshold=3),
+    ):
         res = play(attack, cfg, 6)
         # the check: SecAggClient.unmask refuses a request naming a client survivor and dropped
         assert res.meta["stopped_by"] == "client-refuses-both-shares"

@@ -72,7 +72,11 @@ def main() -> None:
         PREFIX + b"self-mask-commitment\0" + session + struct.pack(">I", 5) + secret
     ).digest()
     advertise = (
-        PREFIX + b"sign/advertise-keys\0" + context + struct.pack(">I", 3) + roster[3][0]
+        PREFIX
+        + b"sign/advertise-keys\0"
+        + context
+        + struct.pack(">I", 3)
+        + roster[3][0]
         + roster[3][1]
     )
     survivors = [9, 3, 12]

@@ -24,7 +24,7 @@ import contextlib
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -79,7 +79,7 @@ class Mutation:
     position: int  # bit position / byte count, taken modulo the message length
 
 
-@lru_cache(maxsize=None)
+@cache
 def _setup(graph: str, security: str) -> tuple[int, SecAggConfig, dict[int, np.ndarray], PKI]:
     n, cfg = SETUPS[(graph, security)]
     rng = np.random.default_rng(7)
@@ -87,7 +87,7 @@ def _setup(graph: str, security: str) -> tuple[int, SecAggConfig, dict[int, np.n
     return n, cfg, inputs, make_pki(range(n), DeterministicRandom(b"fuzz-pki"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _donor(graph: str, security: str, round_index: int, seed: bytes) -> dict[tuple, bytes]:
     """Every message of an honest session (for substitutions from another round/session)."""
     n, cfg, inputs, pki = _setup(graph, security)

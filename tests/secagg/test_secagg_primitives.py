@@ -384,7 +384,9 @@ def test_messages_roundtrip_and_reject_truncation() -> None:
 
 def test_masked_input_packs_at_bits() -> None:
     vec = np.arange(10, dtype=np.uint16)
-    assert len(MaskedInput(0, 0, SESSION, 16, (), (), vec).encode()) == 22 + 32 + 1 + 8 + 4 + 13 + 20
+    assert (
+        len(MaskedInput(0, 0, SESSION, 16, (), (), vec).encode()) == 22 + 32 + 1 + 8 + 4 + 13 + 20
+    )
 
 
 @settings(max_examples=60, deadline=None)
@@ -583,9 +585,9 @@ def test_neighbourhood_failure_probability_is_the_binomial_tail() -> None:
         got = neighbourhood_failure_probability(size=size, threshold=t, dropout=p)
         assert got == pytest.approx(direct, rel=1e-9)
     # The figure behind the old default (k = 14, t = 11): ~1.3% per neighbourhood.
-    assert neighbourhood_failure_probability(
-        size=15, threshold=11, dropout=0.1
-    ) == pytest.approx(0.0127, abs=5e-4)
+    assert neighbourhood_failure_probability(size=15, threshold=11, dropout=0.1) == pytest.approx(
+        0.0127, abs=5e-4
+    )
     assert neighbourhood_failure_probability(size=3000, threshold=2001, dropout=0.1) < 1e-100
 
 
@@ -595,7 +597,9 @@ def test_default_degree_keeps_rounds_alive_at_ten_percent_dropout() -> None:
     for n, want in [(100, 34), (1000, 42), (10_000, 54)]:
         k = default_degree(n)
         assert k == want, (n, k)
-        bound = round_failure_bound(num_clients=n, degree=k, threshold=two_thirds(k + 1), dropout=0.1)
+        bound = round_failure_bound(
+            num_clients=n, degree=k, threshold=two_thirds(k + 1), dropout=0.1
+        )
         assert bound <= 0.01
         smaller = round_failure_bound(
             num_clients=n, degree=k - 2, threshold=two_thirds(k - 1), dropout=0.1

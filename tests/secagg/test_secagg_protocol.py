@@ -556,8 +556,9 @@ def test_unmask_needs_enough_valid_signatures_over_the_set_the_client_signed() -
     with pytest.raises(ClientRefusal, match="only 4 valid signature"):
         s.clients[0].unmask(few)
     # enough signatures, but some are forged (a flipped bit): they do not count
-    forged = tuple((v, bytes([sig[0] ^ 1]) + sig[1:]) if v in (1, 2) else (v, sig)
-                   for v, sig in msg.signatures)
+    forged = tuple(
+        (v, bytes([sig[0] ^ 1]) + sig[1:]) if v in (1, 2) else (v, sig) for v, sig in msg.signatures
+    )
     with pytest.raises(ClientRefusal, match="only 4 valid signature"):
         s.clients[1].unmask(SignedSurvivors(1, sess, forged).encode())
     # the honest list passes; the shares follow from the signed set alone
