@@ -681,7 +681,7 @@ class UnmaskColumns:
         raw = bytes(r.take(count * size))
         r.done()
         kinds = raw[4::size]
-        if any(k > 1 for k in kinds):
+        if kinds and max(kinds) > 1:
             raise MessageError("UNMASK_RESPONSE: unknown share kind")
         owners = np.ndarray((count,), dtype=">u4", buffer=raw, strides=(size,)).tolist()
         if len(set(owners)) != count:

@@ -58,7 +58,8 @@ def test_bench_runs_and_checks_the_sum(tmp_path: Path) -> None:
         assert r["correct"] and r["included"] == 11
         assert r["expansion_sent_vs_float32"] > 1.0
         b = r["baselines"]
-        assert b["floor"] == pytest.approx(b["floor_keystream"] + b["floor_additions"])
+        # the least floor over runs is at least the least keystream plus the least additions
+        assert b["floor"] >= b["floor_keystream"] + b["floor_additions"] - 1e-12
         assert r["server_over_floor"] > 0 and r["server_over_plain_sum"] > 0
         assert r["masks_removed"] > r["included"]  # the dropped client's pairwise masks too
     assert fig["malicious_over_semi_honest_server"] > 0
