@@ -12,10 +12,11 @@ easiest records to memorize, as in Jagielski, Ullman, Oprea, "Auditing Different
 Machine Learning: How Private is Private SGD?", NeurIPS 2020.
 
 This module audits one client's DP-SGD trainer (:class:`privfed.client.UnitTrainer`, the code
-every run uses for local training) in isolation; it does not insert canaries into a federation
-run (that needs a data hook in the engine). The bound is the pure-DP (``delta = 0``) statement;
-with ``delta > 0`` the one-run bound is lower by a term that grows with ``m * delta``, so with
-small ``delta`` the comparison is tight and a bound above the accountant's epsilon means a bug.
+every run uses for local training) in isolation, with the guesses and the bound of
+:mod:`privfed.evaluation.audit`, which the audit inside a federated run (``[audit]``, canaries in
+one client's data) uses too. The bound is the pure-DP (``delta = 0``) statement; with
+``delta > 0`` the one-run bound is lower by a term that grows with ``m * delta``, so with small
+``delta`` the comparison is tight and a bound above the accountant's epsilon means a bug.
 """
 
 from __future__ import annotations
@@ -25,50 +26,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.stats import binom
 
 from attacks.base import Records
 from attacks.membership import init_model, per_record_loss
 from privfed.client import UnitSpec, UnitTrainer
-from privfed.models import flat_parameters
+from privfed.evaluation.audit import guess_canaries, one_run_epsilon_lower_bound
+from privfed.models import flat_parameters, load_flat_parameters
 from privfed.privacy.accounting import DPEvent, epsilon_for
 
-
-def one_run_epsilon_lower_bound(*, guesses: int, correct: int, confidence: float = 0.95) -> float:
-    """Largest epsilon rejected at ``confidence`` by ``correct`` right out of ``guesses`` guesses.
-
-    Args:
-        guesses: number of non-abstaining guesses ``r``.
-        correct: number of correct guesses ``v``.
-        confidence: ``1 - beta`` of the test.
-
-    Returns:
-        The audited lower bound (0 when nothing can be rejected).
-    """
-    if not 0 <= correct <= guesses:
-        raise ValueError(f"need 0 <= correct <= guesses, got {correct} of {guesses}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    beta = 1.0 - confidence
-    if guesses == 0:
-        return 0.0
-
-    def tail(eps: float) -> float:
-        p = 1.0 / (1.0 + math.exp(-eps))
-        return float(binom.sf(correct - 1, guesses, p))  # P[Bin >= correct]
-
-    if tail(0.0) > beta:
-        return 0.0
-    lo, hi = 0.0, 1.0
-    while tail(hi) <= beta and hi < 1e3:
-        lo, hi = hi, hi * 2
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        if tail(mid) <= beta:
-            lo = mid
-        else:
-            hi = mid
-    return lo
+__all__ = ["AuditResult", "audit_dp_sgd", "one_run_epsilon_lower_bound"]
 
 
 @dataclass(frozen=True)
@@ -161,14 +127,10 @@ def audit_dp_sgd(
     start = flat_parameters(init_model(unit, torch.Generator().manual_seed(seed)))
     res = trainer.train(start, steps=steps, round_index=0)
     model = unit.build()
-    from privfed.models import load_flat_parameters
-
     load_flat_parameters(model, res.vector)
-    scores = -per_record_loss(model, Records(cx, {task: wrong}), task)
-    order = np.argsort(scores)
-    guess_in, guess_out = order[-guesses:], order[:guesses]
-    correct = int(included[guess_in].sum() + (~included[guess_out]).sum())
-    lower = one_run_epsilon_lower_bound(guesses=2 * guesses, correct=correct, confidence=confidence)
+    loss = per_record_loss(model, Records(cx, {task: wrong}), task)
+    guessed = guess_canaries(loss, included, k=guesses, confidence=confidence)
+    lower = guessed.epsilon_lower_bound
     if claimed_epsilon is not None:
         eps = float(claimed_epsilon)
     elif noise_multiplier is None:
@@ -188,7 +150,7 @@ def audit_dp_sgd(
         epsilon_accountant=eps,
         delta=delta,
         canaries=canaries,
-        guesses=2 * guesses,
-        correct=correct,
+        guesses=guessed.guesses,
+        correct=guessed.correct,
         flagged=lower > eps,
     )

@@ -37,7 +37,6 @@ from attacks.base import (
 from privfed.config import ExperimentConfig, load_config
 from privfed.engine import CHECKPOINT, Engine, RunState
 from privfed.errors import CheckpointError, PrivfedError
-from privfed.rng import numpy_rng
 
 
 class AttackSetupError(PrivfedError):
@@ -208,8 +207,3 @@ def observe_run(
         **kwargs,  # type: ignore[arg-type]
     )
     return Prepared(obs, GroundTruth(**truth))  # type: ignore[arg-type]
-
-
-def challenge_rng(seed: int) -> np.random.Generator:
-    """The generator that draws challenge records for ``seed`` (named stream, not global)."""
-    return numpy_rng(seed, "attack-challenge")

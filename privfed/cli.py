@@ -68,6 +68,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"({summary.accountant.upper()} accountant); majority: each client's majority-class "
         "baseline"
     )
+    cl = summary.client_level
+    if cl.get("mode", "off") != "off":
+        print(
+            f"client-level ({cl['mode']}): epsilon {_fmt_eps(float(cl['epsilon']))} at "
+            f"delta={cl['delta']:g} (target {_fmt_eps(float(cl['target_epsilon']))})"
+        )
+    for w in summary.warnings:
+        print(f"WARNING (privacy): {w}")
     for name, a in summary.attacks.items():
         metrics = ", ".join(f"{k}={v:.3g}" for k, v in sorted(a["metrics"].items()))
         print(f"attack {name} ({a['threat_model']}): {metrics}")

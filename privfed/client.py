@@ -19,11 +19,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from opacus import PrivacyEngine
+from opacus.data_loader import DPDataLoader
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from privfed.models import MultiHeadMLP, flat_parameters, load_flat_parameters
+from privfed.privacy.planning import sample_rate_for
 from privfed.rng import int_seed
+
+__all__ = ["TrainResult", "UnitSpec", "UnitTrainer", "sample_rate_for"]
 
 
 @dataclass(frozen=True)
@@ -70,12 +74,6 @@ class TrainResult:
     mean_loss: float
 
 
-def sample_rate_for(n_train: int, batch_size: int) -> float:
-    """The Poisson rate Opacus will use: 1 / number of batches of the plain loader."""
-    batches = max(1, -(-n_train // batch_size))
-    return 1.0 / batches
-
-
 class UnitTrainer:
     """Persistent local trainer of one unit on one client's training records.
 
@@ -89,6 +87,11 @@ class UnitTrainer:
         max_grad_norm: per-sample clipping norm (private training only).
         seed: run seed; with ``stream`` it names this trainer's random streams.
         stream: integer coordinates (client, unit index) of this trainer.
+        public_sample_rate: if given (``dp.public_sampling``), Poisson-sample records at this
+            public rate instead of ``1 / len(loader)``, which depends on the private record count.
+        public_batch_size: with ``public_sample_rate``, the public divisor of the summed clipped
+            gradients (Opacus divides by its ``expected_batch_size``, otherwise derived from
+            the record count).
     """
 
     def __init__(
@@ -103,6 +106,8 @@ class UnitTrainer:
         max_grad_norm: float,
         seed: int,
         stream: Sequence[int],
+        public_sample_rate: float | None = None,
+        public_batch_size: int | None = None,
     ) -> None:
         if len(x) == 0:
             raise ValueError(f"unit {spec.name}: a trainer needs at least one training record")
@@ -137,6 +142,17 @@ class UnitTrainer:
                     poisson_sampling=True,
                     noise_generator=self._noise_gen,
                 )
+                if public_sample_rate is not None:
+                    # Poisson sampling at the public rate, averaged by a public batch size, and
+                    # Opacus's own accountant told the same rate.
+                    loader = DPDataLoader(
+                        dataset, sample_rate=public_sample_rate, generator=self._sample_gen
+                    )
+                    self.sample_rate = float(public_sample_rate)
+                    optimizer.expected_batch_size = int(public_batch_size or 1)
+                    optimizer.attach_step_hook(
+                        engine.accountant.get_optimizer_hook_fn(sample_rate=self.sample_rate)
+                    )
             self.engine: PrivacyEngine | None = engine
         else:
             self.engine = None

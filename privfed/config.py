@@ -19,7 +19,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import tomli_w
 import tomllib
@@ -151,6 +151,13 @@ class GroupConfig(_Checked):
 class FederationConfig(_Checked):
     """Population, cohort selection and the server update."""
 
+    #: Fields that no longer exist, with what to write instead (reported by the loader).
+    _REMOVED: ClassVar[Mapping[str, str]] = {
+        "mu": "was replaced by per-algorithm parameters: write [federation.algorithm_params] "
+        "with mu = ... for fedprox, or lambda = ... for ditto and mocha (`privfed list` shows "
+        "each algorithm's parameters)",
+    }
+
     num_clients: int = 20
     """Number of clients in the population."""
     cohort_fraction: float = 1.0
@@ -164,9 +171,10 @@ class FederationConfig(_Checked):
     aggregator: Literal["secagg", "plain"] = "secagg"
     """``secagg``: the server learns only the sum (secure aggregation); ``plain``: the sum is
     computed in the clear."""
-    mu: float = 0.01
-    """Proximal weight: FedProx's mu (pull toward the round's global model) and Ditto's lambda
-    (the personal model's pull toward the global one); unused by other algorithms."""
+    algorithm_params: Mapping[str, Any] = field(default_factory=dict)
+    """Parameters of the chosen algorithm, checked against the ones it declares (``privfed
+    list`` names them): ``mu`` for fedprox, ``lambda`` for ditto and mocha; unset ones take
+    the algorithm's defaults."""
     server_optimizer: Literal["sgd", "adam"] = "sgd"
     """How the mean update moves the global model: ``sgd`` (FedAvg when server_lr = 1) or
     ``adam`` (FedAdam, Reddi et al. 2021)."""
@@ -186,7 +194,6 @@ class FederationConfig(_Checked):
         _range(p, "dropout", self.dropout, lo=0.0, hi=1.0, hi_open=True)
         _range(p, "groups_per_client", self.groups_per_client, lo=0)
         _range(p, "server_lr", self.server_lr, lo=0.0, lo_open=True)
-        _range(p, "mu", self.mu, lo=0.0)
         _range(p, "server_beta1", self.server_beta1, lo=0.0, hi=1.0, hi_open=True)
         _range(p, "server_beta2", self.server_beta2, lo=0.0, hi=1.0, hi_open=True)
         _range(p, "server_tau", self.server_tau, lo=0.0, lo_open=True)
@@ -230,6 +237,13 @@ class DPConfig(_Checked):
     planned_participation: float = 1.0
     """Fraction of rounds a client is planned to take part in when calibrating noise
     (1.0: every round; the budget check stops a client that would exceed its budget)."""
+    public_sampling: bool = False
+    """Derive every client's sampling rate and noise multiplier from public parameters
+    (``nominal_records``, the config) instead of its own record count; off means each client's
+    record count is treated as public (stated in ``privacy.json``)."""
+    nominal_records: int = 0
+    """Public nominal records per client and data source for ``public_sampling``: every client
+    samples at rate ``1 / ceil(nominal_records / batch_size)``."""
 
     @property
     def private(self) -> bool:
@@ -243,6 +257,17 @@ class DPConfig(_Checked):
         _range(p, "max_grad_norm", self.max_grad_norm, lo=0.0, lo_open=True)
         _range(p, "noise_multiplier", self.noise_multiplier, lo=0.0)
         _range(p, "planned_participation", self.planned_participation, lo=0.0, hi=1.0, lo_open=True)
+        _range(p, "nominal_records", self.nominal_records, lo=0)
+        if self.public_sampling and self.nominal_records < 1:
+            p.append(
+                "nominal_records must be >= 1 with public_sampling = true (the public record "
+                "count every client's sampling rate is derived from)"
+            )
+        if self.nominal_records and not self.public_sampling:
+            p.append(
+                "nominal_records is only used with public_sampling = true; set public_sampling "
+                "or remove nominal_records"
+            )
         return p
 
 
@@ -277,9 +302,23 @@ class ClientDPConfig(_Checked):
     count_noise_multiplier: float = 0.0
     """Noise on the count of clipped clients (adaptive only); 0 means expected cohort / 20 as
     recommended by Andrew et al. 2021, Sec. 3."""
+    max_colluders: int = -1
+    """Distributed mode: clients whose noise the adversary may know (colluding with the server);
+    their shares and the protected client's own are not counted. -1 derives it from the
+    secure-aggregation threshold t of the planned cohort: ``2t - (k + 1) - 1`` with ``k + 1``
+    the closed neighbourhood (the whole cohort on the complete graph), the largest coalition
+    that cannot obtain both shares of an honest client's secrets."""
 
     def _problems(self) -> list[str]:
         p: list[str] = []
+        _range(p, "max_colluders", self.max_colluders, lo=-1)
+        if self.max_colluders != -1 and self.mode != "distributed":
+            p.append("max_colluders is only used with mode = 'distributed'; remove it or set mode")
+        if self.mode == "distributed" and self.noise_multiplier > 0:
+            p.append(
+                "noise_multiplier must be 0 with mode = 'distributed': the clients' discrete "
+                "Gaussian noise is calibrated to target_epsilon (set target_epsilon instead)"
+            )
         _range(p, "clip", self.clip, lo=0.0, lo_open=True)
         _range(p, "target_epsilon", self.target_epsilon, lo=0.0, lo_open=True)
         _range(p, "delta", self.delta, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
@@ -427,6 +466,13 @@ class ExperimentConfig(_Checked):
         except RegistryError as exc:
             p.append(f"federation.algorithm: {exc}")
         else:
+            from privfed.algorithms import parse_params
+
+            fed = self.federation
+            try:
+                parse_params(alg.Params, fed.algorithm_params, algorithm=fed.algorithm)
+            except ConfigError as exc:
+                p.extend(f"federation.algorithm_params.{q}" for q in exc.problems)
             if alg.needs_individual_updates and self.federation.aggregator == "secagg":
                 p.append(
                     f"federation.algorithm = {self.federation.algorithm!r} needs each client's "
@@ -440,11 +486,31 @@ class ExperimentConfig(_Checked):
                     f"{self.federation.algorithm!r}: client-level DP protects a noisy sum, and "
                     "this algorithm releases individual models"
                 )
+        first_on_source: dict[str, str] = {}
         for gname, g in self.groups.items():
             try:
                 PARTITIONERS.get(g.partition.kind)
             except RegistryError as exc:
                 p.append(f"groups.{gname}.partition.kind: {exc}")
+            first = first_on_source.setdefault(g.source, gname)
+            if first != gname:
+                f = self.groups[first]
+                differ = [
+                    name
+                    for name, mine, theirs in (
+                        ("source_params", dict(g.source_params), dict(f.source_params)),
+                        ("partition", g.partition, f.partition),
+                        ("split", tuple(g.split), tuple(f.split)),
+                    )
+                    if mine != theirs
+                ]
+                if differ:
+                    p.append(
+                        f"groups.{gname}: shares source {g.source!r} with groups.{first} but its "
+                        f"{', '.join(differ)} differ; a source's records belong to one client "
+                        "whatever the group (one partition per source, one privacy ledger per "
+                        "client and source): make them equal or use another source"
+                    )
         if self.attacks:
             from attacks.base import ATTACKS
 
@@ -474,6 +540,29 @@ class ExperimentConfig(_Checked):
                     "client_dp.adaptive must be false with mode = 'distributed' (adaptive "
                     "clipping is implemented for the central mode only)"
                 )
+        if self.client_dp.mode != "off":
+            from privfed.privacy.planning import check_delta
+
+            delta_check = check_delta(
+                delta=self.client_dp.delta,
+                n=self.federation.num_clients,
+                field_name="client_dp.delta",
+                unit="clients of the population (federation.num_clients)",
+            )
+            if delta_check.refuse:
+                p.append(delta_check.message)
+        if self.client_dp.mode == "central":
+            from privfed.privacy.client_dp import central_budget_problems
+
+            p.extend(
+                central_budget_problems(
+                    target_epsilon=self.client_dp.target_epsilon,
+                    delta=self.client_dp.delta,
+                    noise_multiplier=self.client_dp.noise_multiplier,
+                    sample_rate=self.federation.cohort_fraction,
+                    rounds=self.rounds,
+                )
+            )
         if self.client_dp.mode != "off" and self.federation.algorithm == "local":
             p.append(
                 "client_dp.mode must be 'off' with federation.algorithm = 'local' (nothing is "
@@ -499,10 +588,6 @@ class ExperimentConfig(_Checked):
                 )
             )
         return p
-
-    def task_names(self) -> list[str]:
-        """Every task as ``group.task``, in config order."""
-        return [f"{g}.{t}" for g, cfg in self.groups.items() for t in cfg.tasks]
 
 
 # --------------------------------------------------------------------------------------------
@@ -578,7 +663,11 @@ def _build(cls: type[C], data: Mapping[str, Any], path: str, problems: list[str]
     kwargs: dict[str, Any] = {}
     failed: set[str] = set()
     n_before = len(problems)
+    removed: Mapping[str, str] = getattr(cls, "_REMOVED", {})
     for key, value in data.items():
+        if key in removed:
+            problems.append(f"{prefix}{key} {removed[key]}")
+            continue
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -676,13 +765,16 @@ def dump_config(cfg: ExperimentConfig) -> str:
     return tomli_w.dumps(to_dict(cfg))
 
 
-#: Top-level fields added after the hash was first defined, left out of the hash while they
-#: hold their default, so adding them did not change the hash (and the run-directory names) of
-#: every existing config.
+#: Fields (dotted paths) added after the hash was first defined, left out of the hash while
+#: they hold their default, so adding them did not change the hash (and the run-directory
+#: names) of every existing config.
 _HASHED_ONLY_WHEN_SET: dict[str, Any] = {
     "attacks": [],
     "audit": {"canaries": 0, "guesses": 0, "client": 0, "group": "", "confidence": 0.95},
-    # secure-aggregation safety settings (the sum they produce is the same; dotted = nested)
+    "dp.public_sampling": False,
+    "dp.nominal_records": 0,
+    "client_dp.max_colluders": -1,
+    # secure-aggregation safety settings (the sum they produce is the same)
     "secagg.security": "malicious",
     "secagg.min_clients": 4,
     "secagg.min_neighbours": None,
@@ -695,13 +787,13 @@ _HASHED_ONLY_WHEN_SET: dict[str, Any] = {
 def config_hash(cfg: ExperimentConfig) -> str:
     """A short stable hash of the resolved config (sha256 of canonical JSON, 16 hex digits)."""
     data = to_dict(cfg)
-    for key, default in _HASHED_ONLY_WHEN_SET.items():
-        *parents, leaf = key.split(".")
+    for dotted, default in _HASHED_ONLY_WHEN_SET.items():
+        *parents, key = dotted.split(".")
         node: Any = data
         for part in parents:
             node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and leaf in node and node[leaf] == default:
-            node.pop(leaf)
+        if isinstance(node, dict) and node.get(key) == default:
+            node.pop(key, None)
     canon = json.dumps(data, sort_keys=True, default=str, allow_nan=True)
     return hashlib.sha256(canon.encode()).hexdigest()[:16]
 

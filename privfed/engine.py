@@ -15,7 +15,6 @@ and seed give the same numbers, resumed or not.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -28,20 +27,13 @@ import torch
 from torch import nn
 
 from privfed.aggregation import PHASES, AggregateResult, Aggregator, PlainSumAggregator
-from privfed.algorithms import ALGORITHMS, Algorithm
+from privfed.algorithms import Algorithm, make_algorithm
 from privfed.algorithms.server import ServerAdam, ServerOptimizer
-from privfed.client import UnitSpec, UnitTrainer, sample_rate_for
+from privfed.client import UnitTrainer
 from privfed.config import ExperimentConfig, config_hash, dump_config, load_config
-from privfed.data.partition import (
-    PARTITIONERS,
-    assign_groups,
-    partition_hash,
-    run_partitioner,
-    split_client,
-)
-from privfed.data.sources import SourceData, load_source
-from privfed.errors import CheckpointError, ConfigError, PrivfedError
+from privfed.errors import CheckpointError, PrivfedError
 from privfed.evaluation.metrics import summarize
+from privfed.federation import Federation, _features
 from privfed.io import (
     atomic_write_bytes,
     atomic_write_json,
@@ -50,274 +42,14 @@ from privfed.io import (
     rewrite_jsonl,
     to_json,
 )
-from privfed.models import flat_parameters, load_flat_parameters
-from privfed.privacy import client_dp
-from privfed.privacy.accounting import calibrate_noise
-from privfed.privacy.ledger import PrivacyLedger, SourceLedger
+from privfed.models import load_flat_parameters
+from privfed.privacy import client_dp, planning
+from privfed.privacy.distributed import DistributedPlan, NoiseShares
+from privfed.privacy.ledger import DistributedLedger, DistributedRound, PrivacyLedger, SourceLedger
 from privfed.repro import build_manifest
-from privfed.rng import int_seed, numpy_rng, torch_generator
+from privfed.rng import int_seed, numpy_rng
 
 CHECKPOINT = "checkpoint/state.pt"
-
-
-@dataclass(frozen=True)
-class ClientGroupData:
-    """One client's records of one task group, split into train / validation / test."""
-
-    train: np.ndarray
-    val: np.ndarray
-    test: np.ndarray
-
-
-@dataclass(frozen=True)
-class AuditPlan:
-    """Where the audit's canaries are: record indices and which ones the client trains on."""
-
-    group: str
-    client: int
-    canaries: np.ndarray
-    included: np.ndarray
-
-
-@dataclass
-class GroupState:
-    """A task group resolved against its data source."""
-
-    name: str
-    source: SourceData
-    ledger_key: str
-    units: list[UnitSpec]
-    clients: dict[int, ClientGroupData]
-    partition_hash: str
-
-
-def _token_vocab(src: SourceData) -> int:
-    """Vocabulary size of a token-id source (1 for float features)."""
-    if src.meta.get("input_kind") != "token_ids":
-        return 1
-    vocab = src.meta.get("vocab")
-    known = len(vocab) + 1 if isinstance(vocab, (str, list, tuple)) else 0  # + unknown id
-    return max(known, int(src.x.max()) + 1)
-
-
-def _features(src: SourceData, idx: np.ndarray) -> np.ndarray:
-    """Model inputs of records ``idx``.
-
-    Float features pass as they are; token ids are one-hot encoded, since the MLPs here take
-    fixed-size float inputs (LEAF Shakespeare gives [N, 80] character ids).
-    """
-    x = src.x[idx]
-    vocab = _token_vocab(src)
-    if vocab == 1:
-        return x
-    out = np.zeros((len(idx), *x.shape[1:], vocab), dtype=np.float32)
-    np.put_along_axis(out, x[..., None].astype(np.int64), 1.0, axis=-1)
-    return out
-
-
-def _unit_specs(name: str, cfg: ExperimentConfig, src: SourceData) -> list[UnitSpec]:
-    g = cfg.groups[name]
-    for t in g.tasks:
-        if t not in src.labels:
-            raise ConfigError(
-                f"groups.{name}.tasks: {t!r} is not a label column of source {g.source!r}; "
-                f"it has {', '.join(src.labels)}"
-            )
-    in_features = int(np.prod(src.input_shape)) * _token_vocab(src)
-    hidden = tuple(g.hidden)
-    if g.architecture == "shared-trunk":
-        heads = {t: int(src.num_classes[t]) for t in g.tasks}
-        return [UnitSpec(name, name, tuple(g.tasks), in_features, hidden, heads)]
-    return [
-        UnitSpec(f"{name}.{t}", name, (t,), in_features, hidden, {t: int(src.num_classes[t])})
-        for t in g.tasks
-    ]
-
-
-def _partition(cfg: ExperimentConfig, gname: str, src: SourceData) -> list[np.ndarray]:
-    g = cfg.groups[gname]
-    pc = g.partition
-    label = pc.label or g.tasks[0]
-    if label not in src.labels:
-        raise ConfigError(
-            f"groups.{gname}.partition.label: {label!r} is not a label column of {g.source!r}"
-        )
-    params: dict[str, Any] = {
-        "alpha": pc.alpha,
-        "shards_per_client": pc.shards_per_client,
-        "min_size": pc.min_size,
-    }
-    # The partition table holds the built-in partitioners' parameters; pass each partitioner
-    # the ones it declares.
-    accepted = inspect.signature(PARTITIONERS.get(pc.kind)).parameters
-    if not any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
-        params = {k: v for k, v in params.items() if k in accepted}
-    rng = numpy_rng(cfg.seed, f"partition:{gname}")
-    try:
-        return run_partitioner(
-            pc.kind,
-            src.labels[label],
-            src.owner,
-            num_clients=cfg.federation.num_clients,
-            rng=rng,
-            **params,
-        )
-    except ConfigError as exc:
-        raise ConfigError(
-            [
-                f"groups.{gname}.{p}"
-                if p.startswith("partition.")
-                else f"groups.{gname}.partition: {p}"
-                for p in exc.problems
-            ]
-        ) from None
-
-
-class Federation:
-    """Everything a run needs that is derived from config and seed (data, clients, units)."""
-
-    def __init__(self, cfg: ExperimentConfig) -> None:
-        self.cfg = cfg
-        n = cfg.federation.num_clients
-        group_names = list(cfg.groups)
-        held = assign_groups(
-            n,
-            group_names,
-            rng=numpy_rng(cfg.seed, "assign-groups"),
-            groups_per_client=cfg.federation.groups_per_client or None,
-        )
-        self.groups: dict[str, GroupState] = {}
-        self.audit: AuditPlan | None = None
-        sources_used: dict[str, int] = {}
-        for g in cfg.groups.values():
-            sources_used[g.source] = sources_used.get(g.source, 0) + 1
-        for gname, g in cfg.groups.items():
-            try:
-                src = load_source(g.source, seed=cfg.seed, **dict(g.source_params))
-            except ConfigError as exc:
-                raise ConfigError(
-                    [f"groups.{gname}.source_params.{p}" for p in exc.problems]
-                ) from None
-            parts = _partition(cfg, gname, src)
-            clients: dict[int, ClientGroupData] = {}
-            for c, idx in enumerate(parts):
-                if gname not in held[c] or len(idx) == 0:
-                    continue
-                s = split_client(
-                    idx,
-                    rng=numpy_rng(cfg.seed, f"split:{gname}", c),
-                    fractions=(g.split[0], g.split[1], g.split[2]),
-                )
-                if len(s.train) == 0 or len(s.test) == 0:
-                    continue
-                clients[c] = ClientGroupData(s.train, s.val, s.test)
-            audit_group = cfg.audit.group or next(iter(cfg.groups))
-            if cfg.audit.canaries and gname == audit_group:
-                src, clients = self._insert_canaries(gname, src, clients)
-            if not clients:
-                raise ConfigError(
-                    f"groups.{gname}: no client holds any records; lower federation.num_clients "
-                    "or change the partition"
-                )
-            self.groups[gname] = GroupState(
-                name=gname,
-                source=src,
-                ledger_key=g.source if sources_used[g.source] == 1 else f"{gname}/{g.source}",
-                units=_unit_specs(gname, cfg, src),
-                clients=clients,
-                partition_hash=partition_hash(parts),
-            )
-        self.units: list[UnitSpec] = [u for gs in self.groups.values() for u in gs.units]
-        if cfg.audit.canaries and self.audit is None:
-            raise ConfigError("audit: no canaries were inserted; check audit.group")
-        self.unit_group = {u.name: self.groups[u.group] for u in self.units}
-        self.sizes = [int(sum(p.numel() for p in u.build().parameters())) for u in self.units]
-        # Joint layout: every unit's vector, then one participation counter per unit.
-        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int)
-        self.counter_base = int(self.offsets[-1])
-        self.vector_length = self.counter_base + len(self.units)
-        self._tensors: dict[tuple[str, str], tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
-
-    def _insert_canaries(
-        self, gname: str, src: SourceData, clients: dict[int, ClientGroupData]
-    ) -> tuple[SourceData, dict[int, ClientGroupData]]:
-        """Append mislabeled canary copies of records no client trains on.
-
-        Each canary goes into the audited client's training data with probability 1/2
-        (Steinke et al. 2023, Sec. 4).
-        """
-        audit = self.cfg.audit
-        c = audit.client
-        if c not in clients:
-            raise ConfigError(
-                f"audit.client {c} holds no records of group {gname!r}; pick a client that does"
-            )
-        trained = np.concatenate([cg.train for cg in clients.values()])
-        pool = np.setdiff1d(np.arange(len(src)), trained)
-        if len(pool) < audit.canaries:
-            raise ConfigError(
-                f"audit.canaries = {audit.canaries} exceeds the {len(pool)} records of group "
-                f"{gname!r} that no client trains on; lower audit.canaries"
-            )
-        rng = numpy_rng(self.cfg.seed, "audit")
-        pick = rng.choice(pool, size=audit.canaries, replace=False)
-        labels = {}
-        for col, y in src.labels.items():
-            k = int(src.num_classes[col])
-            wrong = (y[pick] + rng.integers(1, max(k, 2), size=len(pick))) % max(k, 2)
-            labels[col] = np.concatenate([y, wrong.astype(np.int64)])
-        owner = None if src.owner is None else np.concatenate([src.owner, src.owner[pick]])
-        new = SourceData(
-            name=src.name,
-            x=np.concatenate([src.x, src.x[pick]]),
-            labels=labels,
-            num_classes=dict(src.num_classes),
-            owner=owner,
-            meta=dict(src.meta),
-        )
-        canary_idx = np.arange(len(src), len(src) + len(pick))
-        included = rng.random(len(pick)) < 0.5
-        cg = clients[c]
-        clients = dict(clients)
-        clients[c] = ClientGroupData(
-            np.concatenate([cg.train, canary_idx[included]]), cg.val, cg.test
-        )
-        self.audit = AuditPlan(group=gname, client=c, canaries=canary_idx, included=included)
-        return new, clients
-
-    def initial_vectors(self) -> dict[str, np.ndarray]:
-        """The common initialization of every unit, drawn from the run seed."""
-        out = {}
-        for i, u in enumerate(self.units):
-            gen = torch_generator(self.cfg.seed, "init", i)
-            model = u.build()
-            with torch.no_grad():
-                for p in model.parameters():
-                    if p.dim() > 1:
-                        bound = 1.0 / math.sqrt(p.shape[1])
-                        p.uniform_(-bound, bound, generator=gen)
-                    else:
-                        p.zero_()
-            out[u.name] = flat_parameters(model)
-        return out
-
-    def tensors(
-        self, group: str, split: str, client: int
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Features and label columns of one client's split as tensors."""
-        gs = self.groups[group]
-        idx = getattr(gs.clients[client], split)
-        x = torch.from_numpy(np.ascontiguousarray(_features(gs.source, idx), dtype=np.float32))
-        x = x.reshape(len(idx), -1)
-        ys = {
-            t: torch.from_numpy(np.asarray(gs.source.labels[t][idx], dtype=np.int64))
-            for t in gs.source.labels
-        }
-        return x, ys
-
-    def clients_of(self, unit: UnitSpec) -> list[int]:
-        """Clients that hold the unit's task group."""
-        return sorted(self.unit_group[unit.name].clients)
 
 
 def _model_hash(vectors: Mapping[str, np.ndarray]) -> bytes:
@@ -340,7 +72,8 @@ class RunState:
     timings: dict[str, float] = field(default_factory=dict)
     client_ledger: SourceLedger | None = None
     client_clip: float = 0.0
-    ddg_survivors: list[int] = field(default_factory=list)
+    ddg_ledger: DistributedLedger | None = None
+    client_refused_rounds: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -355,6 +88,8 @@ class RunSummary:
     accountant: str
     attacks: Mapping[str, Any] = field(default_factory=dict)
     audit: Mapping[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    client_level: Mapping[str, Any] = field(default_factory=dict)
 
 
 def make_server_optimizer(cfg: ExperimentConfig) -> ServerOptimizer:
@@ -367,28 +102,70 @@ def make_server_optimizer(cfg: ExperimentConfig) -> ServerOptimizer:
     return ServerOptimizer(lr=f.server_lr)
 
 
-def configure_distributed_dp(cfg: ExperimentConfig, *, dimension: int) -> Any:
-    """DDG parameters for the run: noise calibrated for the cohort expected to survive."""
-    from privfed.privacy.distributed import DDGError, ddg_configure
+def configure_distributed_dp(cfg: ExperimentConfig, *, dimension: int) -> DistributedPlan:
+    """The distributed-DP plan of the run (:func:`privfed.privacy.distributed.plan_distributed`).
+
+    Noise is calibrated for the worst round secure aggregation admits with the planned cohort
+    (``ceil(cohort_fraction * num_clients)``): ``t`` survivors, ``client_dp.max_colluders`` of
+    them colluding, the protected client's own share excluded.
+    """
+    from privfed.privacy.distributed import plan_distributed
 
     cdp, fed = cfg.client_dp, cfg.federation
-    cohort = max(1, math.ceil(fed.cohort_fraction * fed.num_clients))
-    survivors = max(1, math.floor(fed.cohort_fraction * fed.num_clients * (1.0 - fed.dropout)))
-    try:
-        return ddg_configure(
-            dimension=dimension,
-            clip=cdp.clip,
-            bits=cfg.secagg.bits,
-            cohort_size=fed.num_clients,
-            expected_survivors=min(survivors, cohort),
-            target_epsilon=cdp.target_epsilon,
-            delta=cdp.delta,
-            steps=cfg.rounds,
-        )
-    except DDGError as exc:
-        raise ConfigError(
-            f"client_dp (distributed): {exc}; raise secagg.bits or client_dp.target_epsilon"
-        ) from None
+    return plan_distributed(
+        dimension=dimension,
+        clip=cdp.clip,
+        secagg=cfg.secagg,
+        num_clients=fed.num_clients,
+        cohort=max(1, math.ceil(fed.cohort_fraction * fed.num_clients)),
+        max_colluders=cdp.max_colluders,
+        target_epsilon=cdp.target_epsilon,
+        delta=cdp.delta,
+        rounds=cfg.rounds,
+    )
+
+
+def plan_record_privacy(
+    cfg: ExperimentConfig, fed: Federation, algorithm: Algorithm
+) -> planning.RecordPlan:
+    """The record-level noise plan of every (client, data source), checked before training.
+
+    Lists, per (client, source), the units the client trains on those records (in the order
+    :meth:`Engine.run_round` trains them) and hands them to
+    :func:`privfed.privacy.planning.plan_record_level`.
+
+    Raises:
+        ConfigError: an impossible budget or a delta too large for some client's records.
+    """
+    units: dict[tuple[int, str], list[tuple[str, int]]] = {}
+    records: dict[tuple[int, str], np.ndarray] = {}
+    by_source: dict[str, list[tuple[str, int]]] = {}
+    tpp = algorithm.trainings_per_participation
+    for unit in fed.units:
+        gs = fed.unit_group[unit.name]
+        by_source.setdefault(gs.ledger_key, []).append((unit.name, tpp))
+        for c, cg in gs.clients.items():
+            key = (c, gs.ledger_key)
+            units.setdefault(key, []).append((unit.name, len(cg.train)))
+            records[key] = np.union1d(records.get(key, cg.train[:0]), cg.train)
+    dp = cfg.dp
+    return planning.plan_record_level(
+        target_epsilon=dp.target_epsilon,
+        delta=dp.delta,
+        noise_multiplier=dp.noise_multiplier,
+        planned_participation=dp.planned_participation,
+        public_sampling=dp.public_sampling,
+        nominal_records=dp.nominal_records,
+        rounds=cfg.rounds,
+        local_steps=cfg.train.local_steps,
+        batch_size=cfg.train.batch_size,
+        trainings_per_participation=tpp,
+        holdings={
+            key: planning.SourceHolding(records=len(records[key]), units=tuple(us))
+            for key, us in sorted(units.items())
+        },
+        units_by_source=by_source,
+    )
 
 
 def make_aggregator(cfg: ExperimentConfig) -> Aggregator:
@@ -419,13 +196,22 @@ class Engine:
         t0 = time.perf_counter()
         self.fed = Federation(cfg)
         self.setup_seconds = time.perf_counter() - t0
-        self.algorithm: Algorithm = ALGORITHMS.get(cfg.federation.algorithm)(mu=cfg.federation.mu)
+        self.algorithm: Algorithm = make_algorithm(
+            cfg.federation.algorithm, cfg.federation.algorithm_params
+        )
         self.algorithm.setup(
             self.fed.units,
             holders={u.name: self.fed.clients_of(u) for u in self.fed.units},
             lr=cfg.train.lr,
         )
         self.server_opt = make_server_optimizer(cfg)
+        self.record_plan: planning.RecordPlan | None = (
+            plan_record_privacy(cfg, self.fed, self.algorithm) if cfg.dp.private else None
+        )
+        self.warnings: list[str] = list(self.record_plan.warnings if self.record_plan else ())
+        self._plans_of: dict[int, list[planning.SourcePlan]] = {}
+        for plan in self.record_plan.sources.values() if self.record_plan else ():
+            self._plans_of.setdefault(plan.client, []).append(plan)
         cdp = cfg.client_dp
         q = cfg.federation.cohort_fraction
         self.expected_cohort = {
@@ -443,6 +229,15 @@ class Engine:
                 count_noise_multiplier=cdp.count_noise_multiplier,
                 expected_cohort=q * cfg.federation.num_clients,
             )
+        if cdp.mode != "off":
+            check = planning.check_delta(
+                delta=cdp.delta,
+                n=cfg.federation.num_clients,
+                field_name="client_dp.delta",
+                unit="clients of the population (federation.num_clients)",
+            )
+            if check.warn:
+                self.warnings.append(check.message)
         # Under client-level DP (either mode) each client's joint update is clipped, no
         # participation counters are sent and each unit is divided by its expected count.
         self.client_level = cdp.mode != "off"
@@ -452,41 +247,82 @@ class Engine:
         self.vector_length = self.fed.vector_length + (1 if cdp.adaptive else 0)
         self.aggregator = make_aggregator(cfg)
         self.ddg: Any = None
+        self.ddg_plan: DistributedPlan | None = None
         if cdp.mode == "distributed":
-            self.ddg = configure_distributed_dp(cfg, dimension=self.fed.counter_base)
+            self.ddg_plan = configure_distributed_dp(cfg, dimension=self.fed.counter_base)
+            self.ddg = self.ddg_plan.params
             self.aggregator = client_dp.DistributedDPAggregator(
                 self.ddg, cfg.secagg, root_seed=cfg.seed
             )
         self.trainers: dict[tuple[int, str], UnitTrainer] = {}
         self._eval_models = {u.name: u.build() for u in self.fed.units}
-        self._sigma: dict[tuple[int, str], float] = {}
         self.last_aggregate: AggregateResult | None = None
         self.last_updates: dict[int, np.ndarray] = {}
 
     # ------------------------------------------------------------------ privacy
     def noise_multiplier(self, client: int, group: str) -> float | None:
-        """The client's noise multiplier on ``group``'s records (None: no DP)."""
-        dp = self.cfg.dp
-        if not dp.private:
+        """The client's noise multiplier on ``group``'s data source (None: no DP).
+
+        One sigma per (client, source), calibrated at start for every training on the source's
+        records (:func:`plan_record_privacy`).
+        """
+        if self.record_plan is None:
             return None
-        key = (client, group)
-        if key not in self._sigma:
-            if dp.noise_multiplier > 0:
-                self._sigma[key] = dp.noise_multiplier
-            else:
-                gs = self.fed.groups[group]
-                q = sample_rate_for(len(gs.clients[client].train), self.cfg.train.batch_size)
-                participations = math.ceil(self.cfg.rounds * dp.planned_participation)
-                steps = (
-                    participations
-                    * self.cfg.train.local_steps
-                    * len(gs.units)
-                    * self.algorithm.trainings_per_participation
-                )
-                self._sigma[key] = calibrate_noise(
-                    target_epsilon=dp.target_epsilon, delta=dp.delta, sample_rate=q, steps=steps
-                )
-        return self._sigma[key]
+        return self.record_plan.noise_multiplier(client, self.fed.groups[group].ledger_key)
+
+    def admitted_units(self, client: int, state: RunState) -> dict[str, bool]:
+        """Which of the client's units may train this round without exceeding a budget.
+
+        The pre-dispatch budget check: per data source, the client's planned trainings
+        (:meth:`privfed.privacy.planning.SourcePlan.events`) are admitted greedily against its
+        ledger (:meth:`privfed.privacy.ledger.SourceLedger.admit`).
+        """
+        out: dict[str, bool] = {}
+        for plan in self._plans_of.get(client, ()):
+            flags = state.ledger.get(client, plan.source).admit(plan.events())
+            out.update({t.unit: ok for t, ok in zip(plan.trainings, flags, strict=True)})
+        return out
+
+    def client_level_gate(
+        self, r: int, cohort: list[int], state: RunState
+    ) -> NoiseShares | bool | None:
+        """The pre-dispatch client-level budget check of round ``r``.
+
+        Central mode: the round is one more subsampled Gaussian release on the population's
+        ledger. Distributed mode: the round guarantees ``t - 1 - colluders`` honest noise
+        shares for this cohort (:func:`privfed.privacy.distributed.noise_shares`). A round that
+        could push the guaranteed client-level epsilon above the target is refused before any
+        client trains (the run stops at its budget, as record-level ledgers do per client).
+
+        Returns:
+            None if the round is refused; the round's noise shares in distributed mode; True
+            otherwise.
+        """
+        refused = False
+        shares: NoiseShares | bool = True
+        if self.ddg_plan is not None and state.ddg_ledger is not None:
+            from privfed.privacy.distributed import noise_shares
+
+            shares = noise_shares(
+                self.cfg.secagg, cohort=len(cohort), colluders=self.ddg_plan.colluders
+            )
+            refused = bool(cohort) and state.ddg_ledger.would_exceed(shares.worst)
+        elif self.client_dp is not None and state.client_ledger is not None:
+            refused = state.client_ledger.would_exceed(
+                noise_multiplier=self.client_dp.noise_multiplier,
+                sample_rate=self.client_dp.sample_rate,
+                steps=1,
+            )
+        if not refused:
+            return shares
+        if not state.client_refused_rounds:
+            self.echo(
+                f"round {r + 1}: refused: releasing it could exceed client_dp.target_epsilon = "
+                f"{self.cfg.client_dp.target_epsilon:g} (client-level epsilon so far "
+                f"{self.client_epsilon(state) or 0.0:.4g}); rounds that do not fit are skipped"
+            )
+        state.client_refused_rounds.append(r)
+        return None
 
     def trainer(self, client: int, unit_index: int, *, personal: bool = False) -> UnitTrainer:
         """The persistent (Opacus-wrapped) trainer of (client, unit).
@@ -499,6 +335,7 @@ class Engine:
         tr = self.trainers.get(key)
         if tr is None:
             x, ys = self.fed.tensors(unit.group, "train", client)
+            plan = self.record_plan
             tr = UnitTrainer(
                 unit,
                 x=x,
@@ -509,7 +346,18 @@ class Engine:
                 max_grad_norm=self.cfg.dp.max_grad_norm,
                 seed=self.cfg.seed,
                 stream=(client, unit_index, 1) if personal else (client, unit_index),
+                public_sample_rate=plan.public_sample_rate if plan else None,
+                public_batch_size=plan.public_batch_size if plan else None,
             )
+            if plan is not None:
+                source = self.fed.unit_group[unit.name].ledger_key
+                planned = {t.unit: t.sample_rate for t in plan.sources[(client, source)].trainings}
+                if planned[unit.name] != tr.sample_rate:
+                    raise PrivfedError(
+                        f"client {client}, unit {unit.name}: the trainer samples at rate "
+                        f"{tr.sample_rate} but the privacy plan assumed {planned[unit.name]}; "
+                        "this is a bug in privfed (please report it)"
+                    )
             self.trainers[key] = tr
         return tr
 
@@ -531,6 +379,15 @@ class Engine:
                 else None
             ),
             client_clip=self.cfg.client_dp.clip,
+            ddg_ledger=(
+                DistributedLedger(
+                    self.ddg,
+                    delta=self.cfg.client_dp.delta,
+                    target_epsilon=self.cfg.client_dp.target_epsilon,
+                )
+                if self.ddg is not None
+                else None
+            ),
         )
 
     def save_checkpoint(self, state: RunState) -> None:
@@ -552,7 +409,8 @@ class Engine:
                 "algorithm": self.algorithm.state_dict(),
                 "client_ledger": state.client_ledger.to_dict() if state.client_ledger else None,
                 "client_clip": state.client_clip,
-                "ddg_survivors": state.ddg_survivors,
+                "ddg_ledger": state.ddg_ledger.to_dict() if state.ddg_ledger else None,
+                "client_refused_rounds": state.client_refused_rounds,
             },
             buf,
         )
@@ -591,7 +449,12 @@ class Engine:
                 SourceLedger.from_dict(data["client_ledger"]) if data.get("client_ledger") else None
             ),
             client_clip=float(data.get("client_clip", self.cfg.client_dp.clip)),
-            ddg_survivors=list(data.get("ddg_survivors", [])),
+            ddg_ledger=(
+                DistributedLedger.from_dict(data["ddg_ledger"], params=self.ddg)
+                if data.get("ddg_ledger")
+                else None
+            ),
+            client_refused_rounds=list(data.get("client_refused_rounds", [])),
         )
 
     # ------------------------------------------------------------------ round
@@ -631,6 +494,9 @@ class Engine:
         cfg = self.cfg
         fed = self.fed
         cohort = self.select_cohort(r)
+        shares = self.client_level_gate(r, cohort, state)
+        if shares is None:
+            return {"trained": 0.0, "budget_skips": 0.0, "diverged": 0.0, "client_refused": 1.0}
         updates: dict[int, np.ndarray] = {}
         trained = 0
         skipped_budget = 0
@@ -641,20 +507,17 @@ class Engine:
                 if self.algorithm.aggregates
                 else None
             )
+            admitted = self.admitted_units(c, state)
             for ui, unit in enumerate(fed.units):
                 gs = fed.unit_group[unit.name]
                 if c not in gs.clients:
                     continue
+                if not admitted.get(unit.name, True):
+                    skipped_budget += 1
+                    continue
                 tr = self.trainer(c, ui)
                 ledger = state.ledger.get(c, gs.ledger_key)
                 alg = self.algorithm
-                if tr.private and ledger.would_exceed(
-                    noise_multiplier=tr.noise_multiplier,
-                    sample_rate=tr.sample_rate,
-                    steps=cfg.train.local_steps * alg.trainings_per_participation,
-                ):
-                    skipped_budget += 1
-                    continue
                 global_vec = state.globals[unit.name]
                 personal = state.personal.get((c, unit.name))
                 start = alg.start_vector(unit=unit.name, global_vec=global_vec, personal=personal)
@@ -794,8 +657,18 @@ class Engine:
             state.globals[unit.name] = self.server_opt.step(
                 unit=unit.name, global_vec=state.globals[unit.name], mean_update=mean
             )
-        if self.ddg is not None:
-            state.ddg_survivors.append(len(result.included))
+        if state.ddg_ledger is not None and isinstance(shares, NoiseShares):
+            state.ddg_ledger.record(
+                DistributedRound(
+                    round=r,
+                    cohort=shares.cohort,
+                    threshold=shares.threshold,
+                    survivors=len(result.included),
+                    colluders=shares.colluders,
+                    honest_worst=shares.worst,
+                    honest_realized=shares.realized(len(result.included)),
+                )
+            )
         info["included"] = float(len(result.included))
         info["dropped"] = float(len(result.dropped))
         if observe:
@@ -810,6 +683,9 @@ class Engine:
         loss_fn = nn.CrossEntropyLoss(reduction="sum")
         tasks: dict[str, Any] = {}
         per_client: dict[str, dict[str, float]] = {}
+        # A client's test and validation features (and training labels, for the majority
+        # baseline) are built once per evaluation and shared by the units of its group.
+        data: dict[tuple[str, int], Any] = {}
         for unit in self.fed.units:
             gs = self.fed.unit_group[unit.name]
             model = self._eval_models[unit.name]
@@ -829,9 +705,14 @@ class Engine:
                 if key != loaded:
                     load_flat_parameters(model, vec)
                     loaded = key
-                x, ys = self.fed.tensors(unit.group, "test", c)
-                xv, yv = self.fed.tensors(unit.group, "val", c)
-                _, ytr = self.fed.tensors(unit.group, "train", c)
+                if (unit.group, c) not in data:
+                    data = {k: v for k, v in data.items() if k[0] == unit.group}
+                    data[(unit.group, c)] = (
+                        *self.fed.tensors(unit.group, "test", c),
+                        *self.fed.tensors(unit.group, "val", c),
+                        self.fed.labels(unit.group, "train", c),
+                    )
+                x, ys, xv, yv, ytr = data[(unit.group, c)]
                 with torch.no_grad():
                     out = model(x)
                     outv = model(xv) if len(xv) else None
@@ -909,6 +790,8 @@ class Engine:
             atomic_write_text(self.out / "config.toml", dump_config(cfg))
             rows = []
         self._write_manifest(state, finished=False)
+        for w in self.warnings:
+            self.echo(f"WARNING (privacy): {w}")
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -971,6 +854,8 @@ class Engine:
             accountant=report["accountant"],
             attacks=attack_results,
             audit=audit,
+            warnings=tuple(self.warnings),
+            client_level=report["client_level"],
         )
 
     def run_audit(self, state: RunState) -> dict[str, Any]:
@@ -981,7 +866,7 @@ class Engine:
         correct guesses give a pure-DP epsilon lower bound (Steinke et al. 2023, Thm. 3.1),
         compared with the accountant's epsilon of the client's ledger for that data source.
         """
-        from attacks.audit import one_run_epsilon_lower_bound
+        from privfed.evaluation.audit import guess_canaries
 
         plan = self.fed.audit
         assert plan is not None
@@ -1008,12 +893,8 @@ class Engine:
                 y = torch.from_numpy(gs.source.labels[t][plan.canaries])
                 loss += ce(out[t], y).double().numpy()
         k = self.cfg.audit.guesses or len(plan.canaries) // 4
-        order = np.argsort(loss)  # lowest loss first: most likely trained on
-        guess_in, guess_out = order[:k], order[-k:]
-        correct = int(plan.included[guess_in].sum() + (~plan.included[guess_out]).sum())
-        lower = one_run_epsilon_lower_bound(
-            guesses=2 * k, correct=correct, confidence=self.cfg.audit.confidence
-        )
+        guessed = guess_canaries(loss, plan.included, k=k, confidence=self.cfg.audit.confidence)
+        correct, lower = guessed.correct, guessed.epsilon_lower_bound
         ledger = state.ledger.get(plan.client, gs.ledger_key)
         eps = ledger.epsilon() if ledger.steps else 0.0
         result = {
@@ -1108,59 +989,84 @@ class Engine:
             "target_epsilon": cfg.dp.target_epsilon,
             "accountant": accountant,
             "complete": final,
+            "assumptions": list(self.record_plan.assumptions) if self.record_plan else [],
+            "warnings": list(self.warnings),
+            "public_sampling": (
+                {
+                    "sample_rate": self.record_plan.public_sample_rate,
+                    "batch_size": self.record_plan.public_batch_size,
+                    "nominal_records": cfg.dp.nominal_records,
+                }
+                if self.record_plan is not None and self.record_plan.public_sample_rate
+                else None
+            ),
             "summary": summary,
             "ledgers": ledgers,
             "client_level": self._client_level_report(state, accountant),
         }
 
-    def expected_survivors(self) -> int:
-        """Clients per round the distributed noise was calibrated for."""
-        f = self.cfg.federation
-        return max(1, math.floor(f.cohort_fraction * f.num_clients * (1.0 - f.dropout)))
-
     def client_epsilon(self, state: RunState) -> float | None:
-        """Client-level epsilon spent so far (None without client-level DP)."""
-        if self.ddg is not None:
-            if not state.ddg_survivors:
-                return 0.0
-            from privfed.privacy.distributed import realized_epsilon
+        """Client-level epsilon guaranteed so far (None without client-level DP).
 
-            return realized_epsilon(
-                params=self.ddg,
-                survivors_per_round=state.ddg_survivors,
-                delta=self.cfg.client_dp.delta,
-            )
+        Distributed mode: every round composed at the honest noise shares the protocol
+        guarantees (:class:`privfed.privacy.ledger.DistributedLedger`), never fewer.
+        """
+        if state.ddg_ledger is not None:
+            return state.ddg_ledger.epsilon()
         if state.client_ledger is not None:
             return state.client_ledger.epsilon() if state.client_ledger.steps else 0.0
         return None
 
     def _client_level_report(self, state: RunState, accountant: str) -> dict[str, Any]:
         cdp = self.cfg.client_dp
-        if self.ddg is not None:
+        common = {
+            "unit": "client (everything one client contributes over the whole run)",
+            "delta": cdp.delta,
+            "target_epsilon": cdp.target_epsilon,
+            "refused_rounds": list(state.client_refused_rounds),
+        }
+        if self.ddg_plan is not None and state.ddg_ledger is not None:
             from privfed.privacy.distributed import wrap_probability
 
-            n = max(state.ddg_survivors) if state.ddg_survivors else 0
+            plan, lg = self.ddg_plan, state.ddg_ledger
+            n = max((e.survivors for e in lg.rounds), default=0)
             return {
                 "mode": "distributed",
-                "unit": "client (everything one client contributes over the whole run)",
+                **common,
                 "mechanism": "distributed discrete Gaussian (Kairouz, Liu, Steinke 2021): "
                 "clip, randomized Hadamard, conditional randomized rounding, discrete Gaussian "
                 "noise added by each client, secure aggregation modulo 2^bits; no amplification "
                 "by client sampling is claimed",
-                "delta": cdp.delta,
-                "target_epsilon": cdp.target_epsilon,
-                "accountant": "rdp (sum of discrete Gaussians, Kairouz et al. 2021)",
+                "accountant": "rdp (sum of discrete Gaussians, Kairouz et al. 2021, Prop. 14)",
                 "params": {
                     "dimension": self.ddg.dimension,
+                    "padded_dimension": self.ddg.padded_dimension,
                     "clip": self.ddg.clip,
                     "bits": self.ddg.bits,
                     "gamma": self.ddg.gamma,
                     "sigma_per_client": self.ddg.sigma,
                     "beta": self.ddg.beta,
+                    "l2_sensitivity": self.ddg.l2_sensitivity,
+                    "l1_sensitivity": self.ddg.l1_sensitivity,
                 },
-                "expected_survivors": self.expected_survivors(),
-                "survivors_per_round": state.ddg_survivors,
-                "epsilon": self.client_epsilon(state),
+                "max_colluders": plan.colluders,
+                "max_colluders_derived": plan.colluders_derived,
+                "planned": {
+                    "cohort": plan.planned.cohort,
+                    "threshold": plan.planned.threshold,
+                    "honest_noise_shares": plan.planned.worst,
+                },
+                "epsilon": lg.epsilon(),
+                "epsilon_realized": lg.epsilon(realized=True),
+                "rounds": lg.history(),
+                "assumptions": [
+                    "epsilon counts, every round, only the noise of t - 1 - max_colluders "
+                    "clients: t survivors (the fewest secure aggregation completes with), "
+                    "max_colluders of them colluding with the server, the protected client's "
+                    "own share excluded; epsilon_realized counts the survivors reported",
+                    "noise is simulation randomness drawn from the run seed; deployed clients "
+                    "must draw it from a cryptographically secure generator",
+                ],
                 "wrap_probability_bound": wrap_probability(params=self.ddg, n_clients=n)
                 if n
                 else 0.0,
@@ -1168,23 +1074,26 @@ class Engine:
             }
         if self.client_dp is None or state.client_ledger is None:
             return {"mode": "off"}
-        lg = state.client_ledger
+        central = state.client_ledger
         return {
             "mode": cdp.mode,
-            "unit": "client (everything one client contributes over the whole run)",
+            **common,
             "mechanism": "DP-FedAvg: per-client L2 clipping, Gaussian noise on the sum added by "
             "the server (trusted), fixed denominator, Poisson client sampling"
             + (", adaptive clipping" if cdp.adaptive else ""),
-            "delta": cdp.delta,
-            "target_epsilon": cdp.target_epsilon,
             "noise_multiplier": self.client_dp.noise_multiplier,
             "update_noise_multiplier": self.client_dp.update_noise_multiplier,
             "count_noise_std": self.client_dp.count_noise_std,
             "sample_rate": self.client_dp.sample_rate,
             "clip": state.client_clip,
             "accountant": accountant,
-            "epsilon": lg.epsilon(accountant) if lg.steps else 0.0,
-            "ledger": lg.to_dict(),
+            "epsilon": central.epsilon(accountant) if central.steps else 0.0,
+            "ledger": central.to_dict(),
+            "assumptions": [
+                "the server adding the noise is trusted; the client sampling is hidden from "
+                "the adversary (amplification by Poisson sampling)",
+                "noise is simulation randomness drawn from the run seed",
+            ],
         }
 
     def _write_manifest(self, state: RunState, *, finished: bool) -> None:

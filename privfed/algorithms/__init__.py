@@ -30,16 +30,125 @@ it: :attr:`Algorithm.trainings_per_participation`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from privfed.client import UnitSpec
+from privfed.errors import ConfigError
 from privfed.registry import Registry
+
+
+# ------------------------------------------------------------------------------ parameters
+@dataclass(frozen=True, kw_only=True)
+class NoParams:
+    """The algorithm takes no parameters."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProximalParams:
+    """FedProx's parameters (Li et al. 2020, Sec. 3)."""
+
+    mu: float = 0.01
+    """Weight of the proximal term ``mu/2 ||w - w_global||²`` pulling local training toward the
+    round's global model."""
+
+    def __post_init__(self) -> None:
+        if not self.mu >= 0:
+            raise ConfigError(f"mu must be >= 0, got {self.mu!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DittoParams:
+    """Ditto's parameters (Li et al. 2021, Algorithm 1)."""
+
+    lambda_: float = 0.01
+    """``lambda``: the personal model's pull ``lambda/2 ||v - w_global||²`` toward the global
+    model (TOML key ``lambda``)."""
+
+    def __post_init__(self) -> None:
+        if not self.lambda_ >= 0:
+            raise ConfigError(f"lambda must be >= 0, got {self.lambda_!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MochaParams:
+    """MOCHA's parameters (Smith et al. 2017, objective (1)-(2))."""
+
+    lambda_: float = 0.01
+    """``lambda``: strength of the task-relationship regularizer ``lambda tr(W Omega^-1 W^T)``
+    (TOML key ``lambda``)."""
+
+    def __post_init__(self) -> None:
+        if not self.lambda_ >= 0:
+            raise ConfigError(f"lambda must be >= 0, got {self.lambda_!r}")
+
+
+def _toml_name(field_name: str) -> str:
+    """A parameter's TOML key: the field name without a trailing underscore (``lambda_``)."""
+    return field_name.rstrip("_")
+
+
+def param_defaults(params_type: type) -> dict[str, Any]:
+    """TOML key -> default of every parameter ``params_type`` declares (required ones omitted)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(params_type):
+        if f.default is not dataclasses.MISSING:
+            out[_toml_name(f.name)] = f.default
+    return out
+
+
+def parse_params(params_type: type, values: Mapping[str, Any], *, algorithm: str) -> Any:
+    """Build ``params_type`` from TOML-shaped ``values`` (keys as in the config file).
+
+    Raises:
+        ConfigError: listing every unknown, missing or ill-typed parameter, each named with the
+            parameters the algorithm declares.
+    """
+    fields = {_toml_name(f.name): f for f in dataclasses.fields(params_type)}
+    declared = ", ".join(sorted(fields)) or "none"
+    problems: list[str] = []
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        f = fields.get(key)
+        if f is None:
+            problems.append(
+                f"{key} is not a parameter of algorithm {algorithm!r}; it takes: {declared}"
+            )
+            continue
+        expected = (
+            f.type
+            if isinstance(f.type, type)
+            else {"float": float, "int": int}.get(str(f.type), object)
+        )
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if expected in (float, int) and (
+            isinstance(value, bool) or not isinstance(value, expected)
+        ):
+            problems.append(f"{key} must be a number, got {value!r}")
+            continue
+        kwargs[f.name] = value
+    for key, f in fields.items():
+        if (
+            f.name not in kwargs
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ):
+            problems.append(f"{key} is required by algorithm {algorithm!r}")
+    if problems:
+        raise ConfigError(problems)
+    try:
+        return params_type(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"algorithm {algorithm!r}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -59,19 +168,28 @@ class Algorithm(ABC):
     """A federated learning strategy over parameter vectors of one unit.
 
     Args:
-        mu: weight of the proximal term (``fedprox``: toward the round's global model;
-            ``ditto``: lambda, the personal model's pull toward the global model).
+        params: the algorithm's parameters, an instance of :attr:`Params` (``None``: defaults).
+            A config gives them as ``[federation.algorithm_params]``; :func:`make_algorithm`
+            validates them against :attr:`Params`.
     """
 
     #: Registry name.
     name: str = ""
+    #: The frozen dataclass of the algorithm's parameters (its fields are the TOML keys).
+    Params: ClassVar[type] = NoParams
     #: Whether the server aggregates anything (False: no aggregation runs at all).
     aggregates: bool = True
     #: DP trainings of each unit per participation (Ditto trains a personal model too).
     trainings_per_participation: int = 1
 
-    def __init__(self, *, mu: float = 0.0) -> None:
-        self.mu = float(mu)
+    def __init__(self, params: Any = None) -> None:
+        if params is None:
+            params = self.Params()
+        if not isinstance(params, self.Params):
+            raise TypeError(
+                f"algorithm {self.name!r} takes {self.Params.__name__}, got {type(params).__name__}"
+            )
+        self.params: Any = params
 
     #: Whether the server needs each client's vector rather than their sum (MOCHA). Such an
     #: algorithm cannot run under secure aggregation; the config loader refuses the pair.
@@ -182,11 +300,12 @@ class FedProx(FedAvg):
     """
 
     name = "fedprox"
+    Params = ProximalParams
 
     @property
     def prox_mu(self) -> float:
         """The configured ``mu``."""
-        return self.mu
+        return float(self.params.mu)
 
 
 class FedAvgFineTune(FedAvg):
@@ -228,8 +347,8 @@ class FedPer(Algorithm):
 
     name = "fedper"
 
-    def __init__(self, *, mu: float = 0.0) -> None:
-        super().__init__(mu=mu)
+    def __init__(self, params: Any = None) -> None:
+        super().__init__(params)
         self._head_mask: dict[str, np.ndarray] = {}
 
     def setup(
@@ -296,18 +415,19 @@ class Ditto(FedAvg):
 
     Li et al. 2021, "Ditto: Fair and Robust Federated Learning Through Personalization",
     Algorithm 1: each participation trains the global model as FedAvg does and, separately, the
-    personal model ``v`` on ``loss(v) + lambda/2 ||v - w_global||²`` (``lambda`` = ``mu``).
+    personal model ``v`` on ``loss(v) + lambda/2 ||v - w_global||²``.
     Both trainings are DP-SGD on the same records and both are recorded on the client's ledger
     for that data source.
     """
 
     name = "ditto"
+    Params = DittoParams
     trainings_per_participation = 2
 
     @property
     def personal_mu(self) -> float | None:
         """Lambda: the personal model's pull toward the global one."""
-        return self.mu
+        return float(self.params.lambda_)
 
     def after_training(
         self, *, unit: str, start: np.ndarray, trained: np.ndarray, personal: np.ndarray | None
@@ -346,14 +466,16 @@ class Mocha(Algorithm):
     guarantee; Omega is post-processing.
 
     Args:
-        mu: lambda, the strength of the task-relationship regularizer.
+        params: :class:`MochaParams` (``lambda``, the strength of the task-relationship
+            regularizer).
     """
 
     name = "mocha"
+    Params = MochaParams
     needs_individual_updates = True
 
-    def __init__(self, *, mu: float = 0.0) -> None:
-        super().__init__(mu=mu)
+    def __init__(self, params: Any = None) -> None:
+        super().__init__(params)
         self.holders: dict[str, list[int]] = {}
         self.columns: dict[str, dict[int, np.ndarray]] = {}
         self.omega_inv: dict[str, np.ndarray] = {}
@@ -380,7 +502,8 @@ class Mocha(Algorithm):
         self, *, unit: str, client: int, start: np.ndarray, global_vec: np.ndarray
     ) -> tuple[np.ndarray, float] | None:
         """The regularizer's gradient as a proximal term (see the class docstring)."""
-        if self.mu <= 0:
+        lam = float(self.params.lambda_)
+        if lam <= 0:
             return None
         idx = self.holders[unit].index(client)
         oinv = self.omega_inv[unit]
@@ -389,7 +512,7 @@ class Mocha(Algorithm):
         for j, c in enumerate(self.holders[unit]):
             if c != client:
                 pull += oinv[j, idx] * cols.get(c, global_vec)
-        a = 2.0 * self.mu * oinv[idx, idx]
+        a = 2.0 * lam * oinv[idx, idx]
         centre = (-pull / oinv[idx, idx]).astype(np.float32)
         return centre, float(min(a, self.max_weight))
 
@@ -467,6 +590,19 @@ class LocalOnly(Algorithm):
 ALGORITHMS: Registry[type[Algorithm]] = Registry(
     "algorithm", entry_point_group="privfed.algorithms"
 )
+
+
+def make_algorithm(name: str, params: Mapping[str, Any] | None = None) -> Algorithm:
+    """The registered algorithm ``name`` with its parameters checked against its ``Params``.
+
+    Raises:
+        RegistryError: unknown algorithm.
+        ConfigError: unknown, missing or invalid parameters (each one named).
+    """
+    cls = ALGORITHMS.get(name)
+    return cls(parse_params(cls.Params, params or {}, algorithm=name))
+
+
 ALGORITHMS.register(
     "fedavg", FedAvg, description="FedAvg per model unit; clients use the global model"
 )
@@ -476,19 +612,20 @@ ALGORITHMS.register(
     description="FedAvg; clients predict with a locally fine-tuned copy (no extra privacy cost)",
 )
 ALGORITHMS.register(
-    "fedprox", FedProx, description="FedAvg with a proximal term mu (Li et al. 2020)"
+    "fedprox", FedProx, description="FedAvg with a proximal term (Li et al. 2020); params: mu"
 )
 ALGORITHMS.register("fedper", FedPer, description="shared trunk, personal heads kept on the client")
 ALGORITHMS.register(
     "fedrep", FedRep, description="shared trunk, personal heads; heads then trunk each round"
 )
 ALGORITHMS.register(
-    "ditto", Ditto, description="global model + personal model pulled toward it (lambda = mu)"
+    "ditto", Ditto, description="global model + personal model pulled toward it; params: lambda"
 )
 ALGORITHMS.register(
     "mocha",
     Mocha,
-    description="per-client models + learned task relationships (convex; needs individual models)",
+    description="per-client models + learned task relationships (convex; individual models); "
+    "params: lambda",
 )
 ALGORITHMS.register("local", LocalOnly, description="local-only training, no federation (baseline)")
 
@@ -497,6 +634,7 @@ __all__ = [
     "Algorithm",
     "ClientOutcome",
     "Ditto",
+    "DittoParams",
     "FedAvg",
     "FedAvgFineTune",
     "FedPer",
@@ -504,4 +642,10 @@ __all__ = [
     "FedRep",
     "LocalOnly",
     "Mocha",
+    "MochaParams",
+    "NoParams",
+    "ProximalParams",
+    "make_algorithm",
+    "param_defaults",
+    "parse_params",
 ]

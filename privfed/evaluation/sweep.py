@@ -15,6 +15,9 @@ A sweep file is TOML with one ``[sweep]`` table::
     "federation.algorithm" = ["fedavg", "fedavg-ft", "local"]
     seed = [0, 1, 2]
 
+    [sweep.algorithm_params.fedavg-ft]   # per-algorithm parameters (none for fedavg-ft;
+                                   # e.g. ``lambda`` for ditto), for the points running it
+
     [[sweep.baselines]]            # extra points: fixed overrides, crossed with the other axes
     name = "nonprivate-plain"
     "dp.target_epsilon" = inf
@@ -139,6 +142,9 @@ class SweepSpec:
         set: overrides applied to every point.
         axes: grid axes, dotted path -> values, in file order.
         baselines: extra points as (name, fixed overrides).
+        algorithm_params: algorithm name -> ``federation.algorithm_params`` of every point that
+            runs that algorithm (``[sweep.algorithm_params.NAME]``), unless the point or
+            ``set`` gives ``federation.algorithm_params`` itself.
     """
 
     name: str
@@ -148,6 +154,7 @@ class SweepSpec:
     set: Mapping[str, Any]
     axes: Mapping[str, tuple[Any, ...]]
     baselines: tuple[tuple[str, Mapping[str, Any]], ...] = ()
+    algorithm_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -224,7 +231,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
             f"{path} must hold exactly one [sweep] table (base, grid, set, baselines); "
             f"found top-level keys {sorted(data)}"
         )
-    known = {"name", "base", "set", "grid", "baselines", "description"}
+    known = {"name", "base", "set", "grid", "baselines", "description", "algorithm_params"}
     unknown = sorted(set(sw) - known)
     if unknown:
         raise SweepError(
@@ -300,6 +307,24 @@ def load_sweep(path: str | Path) -> SweepSpec:
             )
         baselines.append((bname, fixed))
 
+    raw_p = sw.get("algorithm_params", {})
+    if not isinstance(raw_p, dict) or not all(isinstance(v, dict) for v in raw_p.values()):
+        raise SweepError(
+            f"{path}: sweep.algorithm_params must hold one table per algorithm, e.g. "
+            "[sweep.algorithm_params.ditto] with lambda = 0.1"
+        )
+    from privfed.algorithms import ALGORITHMS, parse_params
+
+    for alg, params in raw_p.items():
+        try:
+            parse_params(ALGORITHMS.get(alg).Params, params, algorithm=alg)
+        except PrivfedError as exc:
+            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+            raise SweepError(
+                f"{path}: sweep.algorithm_params.{alg} is invalid:\n"
+                + "\n".join(f"  - {q}" for q in problems)
+            ) from None
+
     spec = SweepSpec(
         name=name,
         source=str(path),
@@ -308,6 +333,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
         set=set_,
         axes=axes,
         baselines=tuple(baselines),
+        algorithm_params={k: dict(v) for k, v in raw_p.items()},
     )
     _validate_axes(spec)
     return spec
@@ -333,14 +359,21 @@ def _problems(exc: ConfigError) -> str:
     return "\n".join(f"  - {p}" for p in exc.problems)
 
 
-def _check_algorithm(cfg: ExperimentConfig) -> str | None:
-    from privfed.algorithms import ALGORITHMS
+def point_config(spec: SweepSpec, overrides: Mapping[str, Any]) -> ExperimentConfig:
+    """The config of the point with ``overrides`` on the sweep base.
 
-    try:
-        ALGORITHMS.get(cfg.federation.algorithm)
-    except PrivfedError as exc:
-        return f"federation.algorithm: {exc}"
-    return None
+    The sweep's ``algorithm_params`` table of the point's algorithm is applied unless the point
+    or ``set`` gives ``federation.algorithm_params`` itself.
+
+    Raises:
+        ConfigError: the point's config is invalid.
+    """
+    explicit = any(k.startswith("federation.algorithm_params") for k in [*spec.set, *overrides])
+    algorithm = overrides.get("federation.algorithm", spec.base.federation.algorithm)
+    params = spec.algorithm_params.get(str(algorithm))
+    if params is not None and not explicit:
+        overrides = {**overrides, "federation.algorithm_params": dict(params)}
+    return with_overrides(spec.base, overrides)
 
 
 def _validate_axes(spec: SweepSpec) -> None:
@@ -348,17 +381,12 @@ def _validate_axes(spec: SweepSpec) -> None:
     for axis, values in spec.axes.items():
         for v in values:
             try:
-                cfg = with_overrides(spec.base, {axis: v})
+                point_config(spec, {axis: v})
             except ConfigError as exc:
                 raise SweepError(
                     f"{spec.source}: sweep.grid axis {axis!r} value {format_value(v)} is "
                     f"invalid:\n{_problems(exc)}"
                 ) from None
-            bad = _check_algorithm(cfg)
-            if bad:
-                raise SweepError(
-                    f"{spec.source}: sweep.grid axis {axis!r} value {format_value(v)}: {bad}"
-                )
 
 
 # --------------------------------------------------------------------------------------------
@@ -416,16 +444,12 @@ def expand_points(spec: SweepSpec) -> list[SweepPoint]:
     seen: dict[str, str] = {}
     for label, ov in combos:
         try:
-            cfg = with_overrides(spec.base, ov)
+            cfg = point_config(spec, ov)
         except ConfigError as exc:
             where = ", ".join(f"{k}={format_value(v)}" for k, v in ov.items())
             raise SweepError(
                 f"{spec.source}: {label} point ({where}) is invalid:\n{_problems(exc)}"
             ) from None
-        bad = _check_algorithm(cfg)
-        if bad:
-            where = ", ".join(f"{k}={format_value(v)}" for k, v in ov.items())
-            raise SweepError(f"{spec.source}: {label} point ({where}): {bad}")
         h = config_hash(cfg)
         if h in seen:
             continue  # a baseline identical to a grid point (or another baseline) runs once

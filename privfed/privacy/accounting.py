@@ -40,11 +40,14 @@ __all__ = [
     "MAX_NOISE_MULTIPLIER",
     "DPEvent",
     "calibrate_noise",
+    "calibrate_noise_composed",
     "check_accountant",
     "epsilon_for",
     "epsilon_from_rdp",
+    "plan_epsilon",
     "prv_epsilon",
     "rdp_vector",
+    "smallest_feasible_epsilon",
 ]
 
 DEFAULT_ORDERS: tuple[float, ...] = tuple(float(a) for a in RDPAccountant.DEFAULT_ALPHAS)
@@ -515,6 +518,7 @@ def calibrate_noise(
 ) -> float:
     """Smallest noise multiplier whose ``steps`` steps at ``sample_rate`` stay within budget.
 
+    The one-mechanism case of :func:`calibrate_noise_composed` (see there for the method).
     Brackets sigma by doubling or halving from 1, runs Brent's method on log(sigma) to a
     relative precision of about 1e-6, then steps sigma up until ``epsilon(sigma) <=
     target_epsilon`` holds, so the returned sigma always meets the budget. Each evaluation is a
@@ -542,33 +546,133 @@ def calibrate_noise(
             sigma <= :data:`MAX_NOISE_MULTIPLIER` (RDP cannot certify epsilon below about 0.1 at
             delta=1e-5 with Opacus's orders, whatever the noise).
     """
+    return calibrate_noise_composed(
+        target_epsilon=target_epsilon,
+        delta=delta,
+        plan=[(sample_rate, steps)],
+        accountant=accountant,
+    )
+
+
+def calibrate_noise_composed(
+    *,
+    target_epsilon: float,
+    delta: float,
+    plan: Sequence[tuple[float, int]],
+    accountant: str = "rdp",
+) -> float:
+    """Smallest single noise multiplier under which a whole heterogeneous plan meets the budget.
+
+    ``plan`` lists ``(sample_rate, steps)`` pairs: every group of Poisson-subsampled Gaussian
+    steps that will touch the same records (e.g. one client's trainings on one data source by
+    several task groups, model units and algorithm phases, each with its own train set and so
+    its own sampling rate). All of them run at the returned sigma, and their RDP curves add
+    per order (Mironov 2017, Prop. 1), so ``epsilon(sum_i steps_i * rdp(sigma, q_i))`` is the
+    spend of a record that every planned step may sample. A record that only some of the
+    trainings can sample spends less (a step whose data set does not hold the record does not
+    depend on it), so the composed figure is a conservative bound for every record.
+
+    Epsilon decreases in sigma, so sigma is bracketed by doubling or halving from 1, refined by
+    Brent's method on log(sigma) and finally stepped up until the budget holds. Pairs with
+    equal rates are merged and the plan is sorted before caching, so plans that differ only in
+    order share one calibration.
+
+    Args:
+        target_epsilon: the budget; ``math.inf`` means no privacy and returns ``0.0``.
+        delta: target delta in (0, 1).
+        plan: ``(sample_rate, steps)`` pairs, rates in (0, 1], steps >= 0.
+        accountant: ``"rdp"`` (fast) or ``"prv"`` (tighter, seconds per call).
+
+    Returns:
+        The noise multiplier sigma (``0.0`` for an unlimited target or a plan without steps).
+
+    Raises:
+        PrivacyBudgetError: if an argument is out of range or the target cannot be reached with
+            sigma <= :data:`MAX_NOISE_MULTIPLIER` (the message names the smallest epsilon the
+            accountant can certify for the plan).
+    """
     check_accountant(accountant)
     _check_delta(delta)
     if math.isnan(target_epsilon) or target_epsilon <= 0:
         raise PrivacyBudgetError(f"target_epsilon must be > 0, got {target_epsilon}")
-    _check_mechanism(noise_multiplier=1.0, sample_rate=sample_rate, steps=steps)
-    if sample_rate == 0:
-        raise PrivacyBudgetError("sample_rate must be > 0 to calibrate noise, got 0")
-    if math.isinf(target_epsilon) or steps == 0:
+    merged = _canonical_plan(plan)
+    if math.isinf(target_epsilon) or not merged:
         return 0.0
-    return _calibrate_cached(
-        float(target_epsilon), float(delta), float(f"{sample_rate:.12g}"), int(steps), accountant
+    return _calibrate_cached(float(target_epsilon), float(delta), merged, accountant)
+
+
+def _canonical_plan(plan: Sequence[tuple[float, int]]) -> tuple[tuple[float, int], ...]:
+    """Validate ``(q, steps)`` pairs, drop empty ones, merge equal rates, sort."""
+    merged: dict[float, int] = {}
+    for sample_rate, steps in plan:
+        _check_mechanism(noise_multiplier=1.0, sample_rate=sample_rate, steps=steps)
+        if sample_rate == 0:
+            raise PrivacyBudgetError("sample_rate must be > 0 to calibrate noise, got 0")
+        if steps == 0:
+            continue
+        q = float(f"{sample_rate:.12g}")
+        merged[q] = merged.get(q, 0) + int(steps)
+    return tuple(sorted(merged.items()))
+
+
+def plan_epsilon(
+    plan: Sequence[tuple[float, int]],
+    *,
+    noise_multiplier: float,
+    delta: float,
+    accountant: str = "rdp",
+) -> float:
+    """Epsilon of a plan of ``(sample_rate, steps)`` pairs all run at ``noise_multiplier``.
+
+    The composed spend that :func:`calibrate_noise_composed` bounds; used to say how much a
+    fixed noise multiplier would spend and the smallest epsilon a plan can reach.
+
+    Args:
+        plan: ``(sample_rate, steps)`` pairs.
+        noise_multiplier: sigma of every step (0 gives ``math.inf``).
+        delta: target delta in (0, 1).
+        accountant: ``"rdp"`` or ``"prv"``.
+
+    Returns:
+        Epsilon (``0.0`` for a plan without steps).
+    """
+    events = [
+        DPEvent(noise_multiplier=noise_multiplier, sample_rate=q, steps=steps)
+        for q, steps in _canonical_plan(plan)
+    ]
+    return epsilon_for(events, delta=delta, accountant=accountant)
+
+
+def smallest_feasible_epsilon(
+    plan: Sequence[tuple[float, int]], *, delta: float, accountant: str = "rdp"
+) -> float:
+    """The smallest budget :func:`calibrate_noise_composed` can meet for ``plan``.
+
+    The accountant's epsilon at sigma = :data:`MAX_NOISE_MULTIPLIER`: with RDP it is the
+    conversion's floor (about 0.1 at delta = 1e-5 with Opacus's orders), whatever the plan.
+    """
+    return plan_epsilon(
+        plan, noise_multiplier=MAX_NOISE_MULTIPLIER, delta=delta, accountant=accountant
     )
 
 
 @functools.lru_cache(maxsize=4096)
 def _calibrate_cached(
-    target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str
+    target_epsilon: float, delta: float, plan: tuple[tuple[float, int], ...], accountant: str
 ) -> float:
     memo: dict[float, float] = {}
 
     def eps(sigma: float) -> float:
         if sigma not in memo:
             if accountant == "prv":
-                event = DPEvent(noise_multiplier=sigma, sample_rate=sample_rate, steps=steps)
-                memo[sigma] = prv_epsilon([event], delta=delta)
+                events = [
+                    DPEvent(noise_multiplier=sigma, sample_rate=q, steps=steps) for q, steps in plan
+                ]
+                memo[sigma] = prv_epsilon(events, delta=delta)
             else:  # bypass the one-step cache: trial sigmas would only evict useful entries
-                rdp = _rdp_fast_curve(sigma, sample_rate, DEFAULT_ORDERS) * steps
+                rdp = np.zeros(len(DEFAULT_ORDERS), dtype=np.float64)
+                for q, steps in plan:
+                    rdp = rdp + _rdp_fast_curve(sigma, q, DEFAULT_ORDERS) * steps
                 memo[sigma] = epsilon_from_rdp(rdp, delta=delta)
         return memo[sigma]
 
@@ -578,11 +682,15 @@ def _calibrate_cached(
         while eps(high) > target_epsilon:
             high *= 2.0
             if high > MAX_NOISE_MULTIPLIER:
+                floor = eps(MAX_NOISE_MULTIPLIER)
+                steps = sum(s for _, s in plan)
+                rates = ", ".join(f"{q:.4g}" for q, _ in plan)
                 raise PrivacyBudgetError(
                     f"target_epsilon={target_epsilon} at delta={delta} is unreachable for "
-                    f"{steps} steps at sample_rate={sample_rate} with the {accountant} "
-                    f"accountant even at noise multiplier {MAX_NOISE_MULTIPLIER:g}; raise the "
-                    "target epsilon or delta, or plan fewer steps"
+                    f"{steps} steps at sample rate(s) {rates} with the {accountant} "
+                    f"accountant even at noise multiplier {MAX_NOISE_MULTIPLIER:g}: the "
+                    f"smallest feasible epsilon is {floor:.4g}; raise the target epsilon or "
+                    "delta, or plan fewer steps"
                 )
         low = high / 2.0
     else:

@@ -28,8 +28,13 @@ from typing import Any
 import numpy as np
 
 from privfed.aggregation import AggregateResult
-from privfed.errors import ConfigError
-from privfed.privacy.accounting import calibrate_noise
+from privfed.errors import ConfigError, PrivacyBudgetError
+from privfed.privacy.accounting import (
+    calibrate_noise,
+    calibrate_noise_composed,
+    plan_epsilon,
+    smallest_feasible_epsilon,
+)
 from privfed.privacy.ledger import SourceLedger
 
 #: The ledger key of the client-level guarantee (one ledger for the whole population: every
@@ -52,6 +57,88 @@ class ClientDPParams:
     update_noise_multiplier: float
     count_noise_std: float
     sample_rate: float
+
+
+def central_budget_problems(
+    *,
+    target_epsilon: float,
+    delta: float,
+    noise_multiplier: float,
+    sample_rate: float,
+    rounds: int,
+) -> list[str]:
+    """Why the central client-level budget cannot be met over the planned rounds (empty: it can).
+
+    With a fixed ``noise_multiplier`` the spend of ``rounds`` releases (one Poisson-subsampled
+    Gaussian event each, McMahan et al. 2018) must fit in ``target_epsilon``: otherwise the run
+    is refused at config load, naming the smallest feasible epsilon (what the fixed noise
+    spends), the noise multiplier that would fit and the most rounds that fit. A calibrated
+    multiplier fails only for a target below what the accountant can certify at ``delta``.
+
+    Args:
+        target_epsilon: ``client_dp.target_epsilon``.
+        delta: ``client_dp.delta``.
+        noise_multiplier: ``client_dp.noise_multiplier`` (0: calibrated).
+        sample_rate: client sampling rate q (``federation.cohort_fraction``).
+        rounds: planned rounds.
+
+    Returns:
+        One message per problem, each naming the fields to change.
+    """
+    plan = [(sample_rate, rounds)]
+    where = (
+        f"over {rounds} rounds (client sampling rate {sample_rate:g}, client_dp.delta = {delta:g})"
+    )
+    if noise_multiplier <= 0:
+        try:
+            calibrate_noise_composed(target_epsilon=target_epsilon, delta=delta, plan=plan)
+        except PrivacyBudgetError:
+            floor = smallest_feasible_epsilon(plan, delta=delta)
+            return [
+                f"client_dp.target_epsilon = {target_epsilon:g} cannot be met {where} whatever "
+                f"the noise: the smallest feasible epsilon is {floor:.4g}; raise "
+                "client_dp.target_epsilon or client_dp.delta"
+            ]
+        return []
+    spent = plan_epsilon(plan, noise_multiplier=noise_multiplier, delta=delta)
+    if spent <= target_epsilon:
+        return []
+    fixes = []
+    try:
+        needed = calibrate_noise_composed(target_epsilon=target_epsilon, delta=delta, plan=plan)
+        fixes.append(f"raise client_dp.noise_multiplier to >= {needed:.4g}")
+    except PrivacyBudgetError:
+        pass
+    fitting = _most_rounds_within(
+        target_epsilon=target_epsilon,
+        delta=delta,
+        noise_multiplier=noise_multiplier,
+        sample_rate=sample_rate,
+        rounds=rounds,
+    )
+    if fitting >= 1:
+        fixes.append(f"lower rounds to <= {fitting}")
+    fixes.append(f"raise client_dp.target_epsilon to >= {spent:.4g}")
+    return [
+        f"client_dp.noise_multiplier = {noise_multiplier:g} cannot meet "
+        f"client_dp.target_epsilon = {target_epsilon:g} {where}; the smallest feasible "
+        f"epsilon is {spent:.4g}: " + ", or ".join(fixes)
+    ]
+
+
+def _most_rounds_within(
+    *, target_epsilon: float, delta: float, noise_multiplier: float, sample_rate: float, rounds: int
+) -> int:
+    """The largest ``R <= rounds`` whose ``R`` releases fit in the budget (0 if none does)."""
+    lo, hi = 0, rounds  # invariant: lo fits (0 always does), hi + 1 does not
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        eps = plan_epsilon([(sample_rate, mid)], noise_multiplier=noise_multiplier, delta=delta)
+        if eps <= target_epsilon:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def resolve_params(

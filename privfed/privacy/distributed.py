@@ -42,6 +42,7 @@ from scipy import special
 from privfed.errors import ConfigError, PrivfedError
 from privfed.privacy.accounting import epsilon_from_rdp
 from privfed.privacy.discrete import sample_discrete_gaussian
+from privfed.secagg.config import SecAggConfig
 from privfed.secagg.field import dtype_for_bits
 
 __all__ = [
@@ -50,6 +51,8 @@ __all__ = [
     "DDGEncoding",
     "DDGError",
     "DDGParams",
+    "DistributedPlan",
+    "NoiseShares",
     "RoundingResult",
     "choose_gamma",
     "conditional_randomized_rounding",
@@ -57,18 +60,23 @@ __all__ = [
     "ddg_configure",
     "ddg_epsilon",
     "ddg_rdp",
+    "ddg_round_rdp",
     "ddg_tau",
     "decode",
+    "default_max_colluders",
     "encode",
     "encode_report",
     "fwht",
     "inverse_randomized_hadamard",
+    "noise_shares",
     "padded_dimension",
+    "plan_distributed",
     "randomized_hadamard",
     "realized_epsilon",
     "rotation_signs",
     "rounded_l1_bound",
     "rounded_l2_bound",
+    "secagg_threshold",
     "wrap_probability",
 ]
 
@@ -704,6 +712,101 @@ def realized_epsilon(
     return epsilon_from_rdp(total, delta=delta, orders=orders_t)
 
 
+@dataclass(frozen=True, kw_only=True)
+class NoiseShares:
+    """Whose noise protects a client in one round of secure aggregation, worst case first.
+
+    Attributes:
+        cohort: clients selected for the round.
+        threshold: the Shamir threshold ``t`` secure aggregation resolves for the cohort; a
+            round that completes has summed at least ``t`` clients (every surviving
+            neighbourhood keeps ``t`` holders, on either graph).
+        neighbourhood: the closed neighbourhood ``t`` counts over (the cohort on the complete
+            graph, ``degree + 1`` on the SecAgg+ graph).
+        colluders: clients whose noise the adversary may know.
+        worst: honest noise shares in the sum of a round with ``t`` survivors of which
+            ``colluders`` collude, excluding the protected client's own share:
+            ``t - 1 - colluders`` (may be <= 0: no guarantee).
+    """
+
+    cohort: int
+    threshold: int
+    neighbourhood: int
+    colluders: int
+    worst: int
+
+    def realized(self, survivors: int) -> int:
+        """Honest noise shares when ``survivors`` clients were summed (own share excluded)."""
+        return max(0, int(survivors) - 1 - self.colluders)
+
+
+def secagg_threshold(secagg: SecAggConfig, *, cohort: int) -> tuple[int, int]:
+    """``(t, closed neighbourhood size)`` that secure aggregation resolves for ``cohort`` clients.
+
+    Calls :func:`privfed.secagg.config.resolve_degree` and
+    :func:`~privfed.secagg.config.resolve_threshold`, so the accounting follows whatever rule
+    secure aggregation applies (never a copy of it).
+    """
+    from privfed.secagg.config import resolve_degree, resolve_threshold
+
+    if cohort < 1:
+        return 0, 0
+    degree = resolve_degree(secagg, cohort)
+    return int(resolve_threshold(secagg, num_clients=cohort, degree=degree)), degree + 1
+
+
+def default_max_colluders(secagg: SecAggConfig, *, cohort: int) -> int:
+    """The colluders ``client_dp.max_colluders = -1`` stands for: ``max(0, 2t - (k+1) - 1)``.
+
+    A server that lies about dropouts sends "u survived" to some honest holders of u's shares
+    and "u dropped" to others; with ``c`` colluding holders it obtains both the self-mask seed
+    and the key shares of ``u`` (hence u's individual input) iff each request reaches ``t``
+    shares from disjoint honest sets, i.e. iff ``2 (t - c) <= (k + 1) - c`` over u's closed
+    neighbourhood of ``k + 1`` holders (Bonawitz et al. 2017's threshold argument; ``k + 1`` is
+    the cohort on the complete graph). So ``2t - (k + 1) - 1`` is the largest coalition under
+    which secure aggregation still hides every individual input, and the distributed noise is
+    calibrated against that many colluders. With the two-thirds threshold on the complete graph
+    it is about a third of the cohort; with a majority threshold it is 0.
+
+    Args:
+        secagg: the secure-aggregation parameters.
+        cohort: clients selected per round (the planned cohort).
+    """
+    t, nb = secagg_threshold(secagg, cohort=cohort)
+    return max(0, 2 * t - nb - 1)
+
+
+def noise_shares(secagg: SecAggConfig, *, cohort: int, colluders: int) -> NoiseShares:
+    """The :class:`NoiseShares` of a round with ``cohort`` selected clients."""
+    t, nb = secagg_threshold(secagg, cohort=cohort)
+    return NoiseShares(
+        cohort=int(cohort),
+        threshold=t,
+        neighbourhood=nb,
+        colluders=int(colluders),
+        worst=t - 1 - int(colluders),
+    )
+
+
+def ddg_round_rdp(
+    *, params: DDGParams, honest: int, orders: Sequence[float] = DDG_ORDERS
+) -> np.ndarray:
+    """RDP of one round whose sum holds ``honest`` noise shares the adversary does not know.
+
+    :func:`ddg_rdp` at the run's sensitivities (no amplification); ``inf`` for ``honest <= 0``.
+    """
+    if params.sigma < MIN_SIGMA:
+        raise DDGError(f"params.sigma={params.sigma} < {MIN_SIGMA}: no DDG guarantee applies")
+    return ddg_rdp(
+        l2_sensitivity=params.l2_sensitivity,
+        l1_sensitivity=params.l1_sensitivity,
+        n_survivors=max(0, int(honest)),
+        sigma_per_client=params.sigma,
+        dimension=params.padded_dimension,
+        orders=orders,
+    )
+
+
 def ddg_calibrate_sigma(
     *,
     target_epsilon: float,
@@ -1021,4 +1124,91 @@ def decode(
     signs = rotation_signs(rotation_seed, padded_dimension=params.padded_dimension)
     return inverse_randomized_hadamard(
         signed.astype(np.float64) * params.gamma, signs=signs, dimension=params.dimension
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistributedPlan:
+    """The distributed-DP parameters of a run and the threat model they were calibrated for.
+
+    Attributes:
+        params: gamma, per-client sigma and the rest (:func:`ddg_configure`).
+        colluders: clients whose noise the adversary may know.
+        colluders_derived: whether ``colluders`` came from :func:`default_max_colluders`.
+        planned: the noise shares of a round with the planned cohort; ``params.sigma`` is
+            calibrated so that ``rounds`` rounds with only ``planned.worst`` honest shares each
+            meet the target.
+    """
+
+    params: DDGParams
+    colluders: int
+    colluders_derived: bool
+    planned: NoiseShares
+
+
+def plan_distributed(
+    *,
+    dimension: int,
+    clip: float,
+    secagg: SecAggConfig,
+    num_clients: int,
+    cohort: int,
+    max_colluders: int,
+    target_epsilon: float,
+    delta: float,
+    rounds: int,
+) -> DistributedPlan:
+    """Calibrate the distributed discrete Gaussian for the worst round secure aggregation admits.
+
+    A round completes with as few as ``t`` summed clients (:func:`secagg_threshold`); of those,
+    ``max_colluders`` may reveal their noise to the server and the protected client's own share
+    does not protect it, leaving ``t - 1 - colluders`` honest shares
+    (:func:`noise_shares`). The per-client sigma is calibrated so that ``rounds`` such rounds
+    meet ``target_epsilon`` at ``delta`` (Kairouz et al. 2021, Prop. 14 composed over rounds);
+    rounds with more survivors spend less.
+
+    Args:
+        dimension: length of the float update.
+        clip: L2 clip of one client's update.
+        secagg: secure-aggregation parameters (``bits``, threshold rule).
+        num_clients: the population (most encodings one sum can hold, for the wrap bound).
+        cohort: the planned cohort size.
+        max_colluders: ``client_dp.max_colluders`` (-1: :func:`default_max_colluders`).
+        target_epsilon: ``client_dp.target_epsilon``.
+        delta: ``client_dp.delta``.
+        rounds: planned rounds.
+
+    Raises:
+        ConfigError: if the worst admissible round has no honest noise share, or ``bits`` is
+            too small (each message names the fields to change).
+    """
+    derived = max_colluders < 0
+    colluders = default_max_colluders(secagg, cohort=cohort) if derived else int(max_colluders)
+    shares = noise_shares(secagg, cohort=cohort, colluders=colluders)
+    if shares.worst < 1:
+        origin = "derived from the threshold" if derived else "configured"
+        raise ConfigError(
+            f"client_dp.max_colluders = {colluders} ({origin}) leaves no honest noise share in "
+            f"a round that secure aggregation completes with t = {shares.threshold} of the "
+            f"planned cohort of {cohort} clients (t - 1 - colluders = {shares.worst}, the "
+            "protected client's own share excluded): lower client_dp.max_colluders below "
+            f"{shares.threshold - 1}, or raise secagg.threshold or the cohort size"
+        )
+    try:
+        params = ddg_configure(
+            dimension=dimension,
+            clip=clip,
+            bits=secagg.bits,
+            cohort_size=num_clients,
+            expected_survivors=shares.worst,
+            target_epsilon=target_epsilon,
+            delta=delta,
+            steps=rounds,
+        )
+    except DDGError as exc:
+        raise ConfigError(
+            f"client_dp (distributed): {exc}; raise secagg.bits or client_dp.target_epsilon"
+        ) from None
+    return DistributedPlan(
+        params=params, colluders=colluders, colluders_derived=derived, planned=shares
     )

@@ -21,7 +21,8 @@ because JSON has no infinity.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, TypedDict
 
 import numpy as np
@@ -36,7 +37,13 @@ from privfed.privacy.accounting import (
     rdp_vector,
 )
 
-__all__ = ["PrivacyLedger", "SourceLedger", "SourceSummary"]
+__all__ = [
+    "DistributedLedger",
+    "DistributedRound",
+    "PrivacyLedger",
+    "SourceLedger",
+    "SourceSummary",
+]
 
 
 def _float_to_json(value: float) -> float | str:
@@ -200,6 +207,39 @@ class SourceLedger:
         if rdp_eps <= self.target_epsilon or self.accountant == "rdp":
             return rdp_eps > self.target_epsilon
         return prv_epsilon([*self._events, planned], delta=self.delta) > self.target_epsilon
+
+    def admit(self, planned: Sequence[DPEvent]) -> tuple[bool, ...]:
+        """Which of a participation's planned trainings fit in the remaining budget.
+
+        Greedy in the given order: a training is admitted if the events recorded so far, the
+        trainings admitted before it and itself stay within ``target_epsilon``; a training
+        that does not fit is skipped and the next one is tried (a smaller one may still fit).
+        Nothing is recorded. This is the pre-dispatch check: a client takes only admitted
+        trainings, so the ledger never exceeds its target (with the RDP accountant; with PRV,
+        a training RDP refuses is re-checked with PRV as :meth:`would_exceed` does).
+
+        Args:
+            planned: the trainings one participation would take on this source, in order.
+
+        Returns:
+            One flag per planned training.
+        """
+        if math.isinf(self.target_epsilon):
+            return tuple(True for _ in planned)
+        total = self._total.copy()
+        history = list(self._events)
+        out = []
+        for event in planned:
+            trial = total + _event_rdp(event)
+            eps = epsilon_from_rdp(trial, delta=self.delta)
+            fits = eps <= self.target_epsilon
+            if not fits and self.accountant == "prv":
+                fits = prv_epsilon([*history, event], delta=self.delta) <= self.target_epsilon
+            if fits:
+                total = trial
+                history.append(event)
+            out.append(fits)
+        return tuple(out)
 
     # ---------------------------------------------------------- serialization
     def to_dict(self) -> dict[str, Any]:
@@ -371,3 +411,173 @@ class PrivacyLedger:
         for entry in entries:
             ledger.add(SourceLedger.from_dict(entry))
         return ledger
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistributedRound:
+    """One released round of the distributed discrete Gaussian, as the ledger keeps it.
+
+    Attributes:
+        round: 0-based round index.
+        cohort: clients selected.
+        threshold: the secure-aggregation threshold of that cohort.
+        survivors: clients whose encodings were summed.
+        colluders: clients whose noise the adversary may know.
+        honest_worst: honest noise shares the protocol guarantees (``threshold - 1 -
+            colluders``): what the round costs even if only ``threshold`` clients had survived.
+        honest_realized: honest noise shares with the survivors counted (``survivors - 1 -
+            colluders``, the protected client's own share excluded).
+    """
+
+    round: int
+    cohort: int
+    threshold: int
+    survivors: int
+    colluders: int
+    honest_worst: int
+    honest_realized: int
+
+    def to_dict(self) -> dict[str, int]:
+        """JSON-safe dict of the fields."""
+        return {
+            "round": self.round,
+            "cohort": self.cohort,
+            "threshold": self.threshold,
+            "survivors": self.survivors,
+            "colluders": self.colluders,
+            "honest_worst": self.honest_worst,
+            "honest_realized": self.honest_realized,
+        }
+
+
+class DistributedLedger:
+    """The rounds released under the distributed discrete Gaussian, with running RDP totals.
+
+    Two figures are kept: the *guaranteed* epsilon composes every round at its worst admissible
+    number of honest noise shares (it holds whatever the server reports about survivors), and
+    the *realized* epsilon composes the shares actually counted. The budget is enforced on the
+    guaranteed figure before each round (:meth:`would_exceed`), so the realized one, never
+    larger, stays within the target too.
+
+    Args:
+        params: the run's :class:`~privfed.privacy.distributed.DDGParams`.
+        delta: delta at which epsilon is reported.
+        target_epsilon: the client-level budget (``math.inf``: none).
+    """
+
+    def __init__(self, params: Any, *, delta: float, target_epsilon: float) -> None:
+        from privfed.privacy.distributed import DDG_ORDERS
+
+        if not 0 < delta < 1:
+            raise PrivacyBudgetError(f"delta must be in (0, 1), got {delta}")
+        self.params = params
+        self.delta = float(delta)
+        self.target_epsilon = float(target_epsilon)
+        self.orders = DDG_ORDERS
+        self._rounds: list[DistributedRound] = []
+        self._worst = np.zeros(len(DDG_ORDERS))
+        self._realized = np.zeros(len(DDG_ORDERS))
+        self._curves: dict[int, np.ndarray] = {}
+
+    def _curve(self, honest: int) -> np.ndarray:
+        if honest not in self._curves:
+            from privfed.privacy.distributed import ddg_round_rdp
+
+            self._curves[honest] = ddg_round_rdp(params=self.params, honest=honest)
+        return self._curves[honest]
+
+    @property
+    def rounds(self) -> tuple[DistributedRound, ...]:
+        """The released rounds in order."""
+        return tuple(self._rounds)
+
+    def epsilon(self, *, realized: bool = False) -> float:
+        """Guaranteed (default) or realized epsilon so far; ``0.0`` before any round."""
+        if not self._rounds:
+            return 0.0
+        total = self._realized if realized else self._worst
+        return epsilon_from_rdp(total, delta=self.delta, orders=self.orders)
+
+    def would_exceed(self, honest_worst: int) -> bool:
+        """Whether one more round guaranteeing ``honest_worst`` shares would pass the target.
+
+        A round without any guaranteed honest share (``honest_worst <= 0``) always exceeds.
+        """
+        if honest_worst < 1:
+            return True
+        if math.isinf(self.target_epsilon):
+            return False
+        trial = self._worst + self._curve(honest_worst)
+        return epsilon_from_rdp(trial, delta=self.delta, orders=self.orders) > self.target_epsilon
+
+    def record(self, entry: DistributedRound) -> None:
+        """Add a released round (its realized shares may not be below its guaranteed ones).
+
+        Raises:
+            PrivacyBudgetError: if ``honest_realized < honest_worst`` (inconsistent entry).
+        """
+        if entry.honest_realized < entry.honest_worst:
+            raise PrivacyBudgetError(
+                f"round {entry.round}: {entry.honest_realized} realized honest shares is below "
+                f"the {entry.honest_worst} the protocol guarantees; the round's survivors "
+                "cannot be fewer than its threshold"
+            )
+        self._rounds.append(entry)
+        self._worst = self._worst + self._curve(entry.honest_worst)
+        self._realized = self._realized + self._curve(entry.honest_realized)
+
+    def history(self) -> list[dict[str, Any]]:
+        """Per round: the entry's fields and the cumulative guaranteed and realized epsilon."""
+        replay = DistributedLedger(self.params, delta=self.delta, target_epsilon=math.inf)
+        out = []
+        for entry in self._rounds:
+            replay.record(entry)
+            out.append(
+                {
+                    **entry.to_dict(),
+                    "epsilon": replay.epsilon(),
+                    "epsilon_realized": replay.epsilon(realized=True),
+                    "target_epsilon": _float_to_json(self.target_epsilon),
+                }
+            )
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict: delta, target, the rounds (params are the run's, not stored)."""
+        return {
+            "delta": self.delta,
+            "target_epsilon": _float_to_json(self.target_epsilon),
+            "rounds": [r.to_dict() for r in self._rounds],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, params: Any) -> DistributedLedger:
+        """Rebuild from :meth:`to_dict` output with the run's parameters.
+
+        Raises:
+            PrivacyBudgetError: if a field is missing or invalid.
+        """
+        try:
+            ledger = cls(
+                params,
+                delta=float(data["delta"]),
+                target_epsilon=_float_from_json(data["target_epsilon"], name="target_epsilon"),
+            )
+            for r in data["rounds"]:
+                ledger.record(DistributedRound(**{k: int(r[k]) for k in _ROUND_FIELDS}))
+        except KeyError as exc:
+            raise PrivacyBudgetError(
+                f"distributed ledger entry lacks the field {exc.args[0]!r}"
+            ) from None
+        return ledger
+
+
+_ROUND_FIELDS = (
+    "round",
+    "cohort",
+    "threshold",
+    "survivors",
+    "colluders",
+    "honest_worst",
+    "honest_realized",
+)

@@ -12,9 +12,9 @@ from privfed.config import from_dict
 from privfed.engine import Engine
 
 
-def _engine(tmp_path: Path, algorithm: str, **fed):
+def _engine(tmp_path: Path, algorithm: str, **params):
     data = tiny_dict(rounds=2)
-    data["federation"].update({"algorithm": algorithm, **fed})
+    data["federation"].update({"algorithm": algorithm, "algorithm_params": params})
     cfg = from_dict(data)
     return Engine(cfg, tmp_path / algorithm, progress=False, echo=lambda m: None)
 
@@ -71,7 +71,7 @@ def test_fedper_shares_trunk_keeps_heads(tmp_path: Path):
 
 
 def test_ditto_accounts_personal_training_on_the_same_ledger(tmp_path: Path):
-    eng = _engine(tmp_path, "ditto", mu=0.5)
+    eng = _engine(tmp_path, "ditto", **{"lambda": 0.5})
     state = eng.fresh_state()
     for r in range(2):
         eng.run_round(r, state)

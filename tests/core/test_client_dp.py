@@ -10,8 +10,9 @@ from support import tiny_dict
 
 from privfed.config import from_dict
 from privfed.engine import Engine, run_experiment
-from privfed.errors import ConfigError
+from privfed.errors import ConfigError, PrivacyBudgetError
 from privfed.privacy import client_dp
+from privfed.privacy.ledger import DistributedLedger, DistributedRound
 
 
 def test_clip_update_bounds_norm_and_reports_within():
@@ -178,15 +179,189 @@ def test_distributed_noise_is_in_the_securely_summed_total(tmp_path: Path):
     assert err.std() == pytest.approx(2 * per_client_std, rel=0.15)
     # what the server saw of each client is a masked integer vector, not the update
     assert all(v.dtype.kind == "u" for v in agg.observed.values())
-    assert state.ddg_survivors == [4]
+    (entry,) = state.ddg_ledger.rounds
+    assert entry.survivors == 4 and entry.cohort == 4
+    # own share and colluders not counted: 4 survivors - 1 - colluders
+    assert entry.honest_realized == 4 - 1 - eng.ddg_plan.colluders
+    assert entry.honest_worst == entry.threshold - 1 - eng.ddg_plan.colluders
 
 
 def test_distributed_epsilon_follows_survivors(tmp_path: Path):
     eng = Engine(_ddg_config(), tmp_path / "r", progress=False, echo=lambda m: None)
+    plan = eng.ddg_plan
+    t, c = plan.planned.threshold, plan.colluders
+
+    def ledger_with(survivors):
+        lg = DistributedLedger(eng.ddg, delta=1e-2, target_epsilon=10.0)
+        for r, n in enumerate(survivors):
+            lg.record(
+                DistributedRound(
+                    round=r,
+                    cohort=4,
+                    threshold=t,
+                    survivors=n,
+                    colluders=c,
+                    honest_worst=t - 1 - c,
+                    honest_realized=n - 1 - c,
+                )
+            )
+        return lg
+
+    full, fewer = ledger_with([4, 4]), ledger_with([4, t])
+    assert fewer.epsilon(realized=True) > full.epsilon(realized=True)
+    # the guarantee does not depend on what the server reports: calibrated to the target
+    assert full.epsilon() == fewer.epsilon() <= 10.0 + 1e-6
+    assert fewer.epsilon(realized=True) <= fewer.epsilon()
+    with pytest.raises(PrivacyBudgetError, match="below"):
+        full.record(
+            DistributedRound(
+                round=2,
+                cohort=4,
+                threshold=t,
+                survivors=t - 1,
+                colluders=c,
+                honest_worst=t - 1 - c,
+                honest_realized=t - 2 - c,
+            )
+        )
+
+
+def test_fixed_central_noise_that_cannot_meet_the_target_is_refused_at_load():
+    data = tiny_dict(rounds=30)
+    data["client_dp"] = {
+        "mode": "central",
+        "target_epsilon": 1.0,
+        "delta": 1e-3,
+        "noise_multiplier": 0.3,
+    }
+    with pytest.raises(ConfigError) as exc:
+        from_dict(data)
+    (msg,) = exc.value.problems
+    assert msg.startswith(
+        "client_dp.noise_multiplier = 0.3 cannot meet client_dp.target_epsilon = 1 over 30 rounds"
+    )
+    spent = float(msg.split("smallest feasible epsilon is ")[1].split(":")[0])
+    needed = float(msg.split("noise_multiplier to >= ")[1].split(",")[0])
+    # the figures in the message are the accountant's
+    from privfed.privacy.accounting import plan_epsilon
+
+    assert spent == pytest.approx(
+        plan_epsilon([(1.0, 30)], noise_multiplier=0.3, delta=1e-3), rel=1e-3
+    )
+    assert plan_epsilon([(1.0, 30)], noise_multiplier=needed * 1.001, delta=1e-3) <= 1.0
+    # a fixed noise that fits over fewer rounds says how many
+    data["client_dp"].update({"noise_multiplier": 3.0, "target_epsilon": 4.0})
+    with pytest.raises(ConfigError, match=r"lower rounds to <= \d+"):
+        from_dict(data)
+    # one that fits is accepted, and a target below the accountant's floor is refused
+    data["client_dp"].update({"noise_multiplier": 40.0})
+    from_dict(data)
+    data["client_dp"] = {"mode": "central", "target_epsilon": 0.01, "delta": 1e-3}
+    with pytest.raises(ConfigError, match="whatever the noise: the smallest feasible epsilon"):
+        from_dict(data)
+
+
+def test_client_delta_at_one_over_n_is_refused_and_near_it_warned(tmp_path: Path):
+    data = tiny_dict()
+    data["client_dp"] = {"mode": "central", "target_epsilon": 10.0, "delta": 0.3}
+    with pytest.raises(ConfigError, match=r"client_dp.delta = 0.3 is at least 1/n for the 4"):
+        from_dict(data)
+    data["client_dp"]["delta"] = 0.05
+    eng = Engine(from_dict(data), tmp_path / "r", progress=False, echo=lambda m: None)
+    assert any(w.startswith("client_dp.delta = 0.05 is within a factor 10") for w in eng.warnings)
+    run = run_experiment(from_dict(data), tmp_path / "w", progress=False, echo=lambda m: None)
+    report = json.loads((tmp_path / "w" / "privacy.json").read_text())
+    assert report["warnings"] == list(run.warnings) and run.warnings
+
+
+def test_central_budget_is_enforced_before_a_round(tmp_path: Path):
+    cfg = _cdp_config(noise_multiplier=0.0)  # calibrated for 3 rounds
+    messages: list[str] = []
+    eng = Engine(cfg, tmp_path / "r", progress=False, echo=messages.append)
     state = eng.fresh_state()
-    state.ddg_survivors = [4, 4]
-    full = eng.client_epsilon(state)
-    state.ddg_survivors = [4, 2]
-    fewer = eng.client_epsilon(state)
-    assert full is not None and fewer is not None
-    assert full <= 10.0 + 1e-6 < fewer
+    for r in range(3):
+        assert "client_refused" not in eng.run_round(r, state)
+    before = state.client_ledger.epsilon()
+    assert before <= 10.0
+    info = eng.run_round(3, state)  # a fourth release would exceed the budget
+    assert info["client_refused"] == 1.0 and info["trained"] == 0.0
+    assert state.client_refused_rounds == [3]
+    assert state.client_ledger.epsilon() == before
+    assert any("round 4: refused" in m for m in messages)
+
+
+def test_colluders_and_own_share_are_not_counted():
+    from privfed.privacy.distributed import (
+        ddg_epsilon,
+        default_max_colluders,
+        noise_shares,
+        plan_distributed,
+    )
+    from privfed.secagg.config import SecAggConfig, resolve_degree, resolve_threshold
+
+    sc = SecAggConfig(bits=40)
+    t = resolve_threshold(sc, num_clients=20, degree=resolve_degree(sc, 20))
+    c = default_max_colluders(sc, cohort=20)
+    assert c == max(0, 2 * t - 20 - 1)
+    shares = noise_shares(sc, cohort=20, colluders=c)
+    assert shares.worst == t - 1 - c and shares.realized(20) == 19 - c
+    kw = dict(
+        dimension=100,
+        clip=0.5,
+        secagg=sc,
+        num_clients=20,
+        cohort=20,
+        target_epsilon=8.0,
+        delta=1e-3,
+        rounds=10,
+    )
+    derived = plan_distributed(max_colluders=-1, **kw)
+    trusting = plan_distributed(max_colluders=0, **kw)
+    assert derived.colluders == c and derived.colluders_derived
+    assert derived.planned.worst == t - 1 - c < trusting.planned.worst == t - 1
+    assert (
+        derived.params.sigma * derived.params.gamma > trusting.params.sigma * trusting.params.gamma
+    )
+    p = derived.params
+    common = dict(
+        l2_sensitivity=p.l2_sensitivity,
+        l1_sensitivity=p.l1_sensitivity,
+        sigma_per_client=p.sigma,
+        dimension=p.padded_dimension,
+        delta=1e-3,
+        steps=10,
+    )
+    # calibrated for the worst admissible round: t survivors, c colluders, own share excluded
+    assert ddg_epsilon(n_survivors=t - 1 - c, **common) <= 8.0
+    assert ddg_epsilon(n_survivors=t - 1 - c, **common) == pytest.approx(8.0, rel=1e-3)
+    # counting every survivor (the old accounting) would claim far less than is guaranteed
+    assert ddg_epsilon(n_survivors=20, **common) < 0.7 * 8.0
+    with pytest.raises(ConfigError, match="client_dp.max_colluders = 13 .* leaves no honest"):
+        plan_distributed(max_colluders=t - 1, **kw)
+
+
+def test_distributed_rounds_stop_at_the_budget_and_report_realized_vs_target(tmp_path: Path):
+    cfg = _ddg_config()
+    eng = Engine(cfg, tmp_path / "r", progress=False, echo=lambda m: None)
+    state = eng.fresh_state()
+    for r in range(cfg.rounds):
+        assert "client_refused" not in eng.run_round(r, state)
+    assert eng.client_epsilon(state) <= cfg.client_dp.target_epsilon + 1e-9
+    assert eng.run_round(cfg.rounds, state)["client_refused"] == 1.0  # one more would exceed
+    assert len(state.ddg_ledger.rounds) == cfg.rounds
+    report = eng.privacy_report(state, final=True)["client_level"]
+    assert report["epsilon"] == pytest.approx(cfg.client_dp.target_epsilon, rel=1e-3)
+    assert report["epsilon_realized"] <= report["epsilon"]
+    assert report["refused_rounds"] == [cfg.rounds]
+    rows = report["rounds"]
+    assert [row["round"] for row in rows] == list(range(cfg.rounds))
+    for row in rows:
+        assert row["epsilon_realized"] <= row["epsilon"] <= row["target_epsilon"] + 1e-9
+        assert row["honest_realized"] == row["survivors"] - 1 - report["max_colluders"]
+    # resume: the ledger round-trips through the checkpoint
+    eng.out.mkdir(parents=True, exist_ok=True)
+    state.next_round = cfg.rounds
+    eng.save_checkpoint(state)
+    again = eng.load_checkpoint()
+    assert again.ddg_ledger.rounds == state.ddg_ledger.rounds
+    assert again.client_refused_rounds == [cfg.rounds]

@@ -109,10 +109,46 @@ def test_quickstart_config_loads():
 
 def test_hash_of_defaults_is_pinned():
     """Adding a field with a default must not change existing configs' hashes (run-directory
-    names, resume and reproduce checks). Change the pin only for a deliberate format change."""
-    assert config_hash(ExperimentConfig()) == "bf2f1d816207e4d8"
+    names, resume and reproduce checks). Change the pin only for a deliberate format change
+    (last: federation.mu replaced by federation.algorithm_params)."""
+    assert config_hash(ExperimentConfig()) == "53f15bcd618c74d0"
     from support import tiny_dict as _td
 
     data = _td()
     data["attacks"] = [{"name": "mia-loss"}]
     assert config_hash(from_dict(data)) != config_hash(from_dict(_td()))
+
+
+def test_algorithm_params_are_checked_against_the_algorithm():
+    from support import tiny_dict as _td
+
+    data = _td()
+    data["federation"].update({"algorithm": "ditto", "algorithm_params": {"lambda": 0.3}})
+    cfg = from_dict(data)
+    from privfed.algorithms import make_algorithm
+
+    alg = make_algorithm(cfg.federation.algorithm, cfg.federation.algorithm_params)
+    assert alg.personal_mu == 0.3
+    assert make_algorithm("fedprox").prox_mu == 0.01  # the declared default
+    data["federation"]["algorithm_params"] = {"mu": 1.0, "lambda": "x"}
+    with pytest.raises(ConfigError) as exc:
+        from_dict(data)
+    text = str(exc.value)
+    assert "federation.algorithm_params.mu is not a parameter of algorithm 'ditto'" in text
+    assert "it takes: lambda" in text
+    assert "federation.algorithm_params.lambda must be a number, got 'x'" in text
+    data["federation"].update({"algorithm": "fedavg", "algorithm_params": {"mu": 0.1}})
+    with pytest.raises(ConfigError, match="it takes: none"):
+        from_dict(data)
+
+
+def test_old_federation_mu_says_what_to_write_instead():
+    from support import tiny_dict as _td
+
+    data = _td()
+    data["federation"]["mu"] = 0.1
+    with pytest.raises(ConfigError) as exc:
+        from_dict(data)
+    text = str(exc.value)
+    assert "federation.mu was replaced by per-algorithm parameters" in text
+    assert "[federation.algorithm_params]" in text and "lambda = ..." in text

@@ -213,7 +213,7 @@ def test_diverged_training_is_not_sent(tmp_path: Path):
 
 def test_token_id_sources_are_one_hot(tmp_path: Path):
     from privfed.data.sources import SourceData
-    from privfed.engine import _features, _token_vocab
+    from privfed.federation import _features, _token_vocab
 
     src = SourceData(
         name="toy",

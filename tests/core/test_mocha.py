@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from privfed.algorithms import Mocha
+from privfed.algorithms import Mocha, MochaParams
 from privfed.client import UnitSpec
 from privfed.config import from_dict
 from privfed.engine import Engine, run_experiment
@@ -15,7 +15,7 @@ UNIT = UnitSpec("g.label", "g", ("label",), 5, (), {"label": 3})
 
 
 def _mocha(m: int, mu: float = 0.3) -> Mocha:
-    alg = Mocha(mu=mu)
+    alg = Mocha(MochaParams(lambda_=mu))
     alg.setup([UNIT], holders={UNIT.name: list(range(m))}, lr=0.1)
     return alg
 
@@ -77,7 +77,7 @@ def _convex_config(algorithm: str, rounds: int = 3):
                 "num_clients": 6,
                 "aggregator": "plain",
                 "algorithm": algorithm,
-                "mu": 0.05,
+                "algorithm_params": {"lambda": 0.05},
             },
             "train": {"local_steps": 3, "batch_size": 16, "lr": 0.1},
             "dp": {"target_epsilon": 8.0, "delta": 1e-3},

@@ -122,6 +122,29 @@ def test_invalid_axis_value_names_the_axis(tmp_path):
         load_sweep(path)
 
 
+def test_algorithm_params_apply_to_the_points_of_their_algorithm(tmp_path):
+    path = write_sweep(
+        tmp_path,
+        textwrap.dedent("""
+        [sweep.algorithm_params.ditto]
+        lambda = 0.5
+
+        [sweep.grid]
+        "federation.algorithm" = ["fedavg", "ditto"]
+    """),
+    )
+    points = {p.config.federation.algorithm: p.config for p in expand_points(load_sweep(path))}
+    assert dict(points["ditto"].federation.algorithm_params) == {"lambda": 0.5}
+    assert dict(points["fedavg"].federation.algorithm_params) == {}
+    bad = write_sweep(
+        tmp_path,
+        "[sweep.algorithm_params.ditto]\nmu = 0.5\n[sweep.grid]\nseed = [0]\n",
+        name="bad",
+    )
+    with pytest.raises(SweepError, match=r"(?s)algorithm_params.ditto.*mu is not a parameter"):
+        load_sweep(bad)
+
+
 def _sweep_cmd(path: Path, out: Path, workers: int) -> list[str]:
     return [
         sys.executable,

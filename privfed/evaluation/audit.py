@@ -1,0 +1,111 @@
+"""The math of the one-run canary audit (Steinke, Nasr, Jagielski 2023).
+
+Insert ``m`` canaries, each included independently with probability 1/2; after training, guess
+"in" for the ``k`` canaries of lowest loss and "out" for the ``k`` of highest loss, abstaining on
+the rest. Under pure ``epsilon``-DP the number of correct guesses among ``r = 2k`` is
+stochastically dominated by ``Binomial(r, e^eps / (1 + e^eps))`` (Thm. 3.1), so ``v`` correct
+guesses reject every epsilon for which ``P[Binomial(r, p(eps)) >= v] <= 1 - confidence``; the
+audited lower bound is the largest rejected epsilon.
+
+Used by the audit inside a federated run (:meth:`privfed.engine.Engine.run_audit`, canaries in
+one client's data) and by the audit of one DP-SGD trainer in isolation
+(:func:`attacks.audit.audit_dp_sgd`). The bound is the pure-DP (``delta = 0``) statement; with
+``delta > 0`` the true lower bound is slightly smaller.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["CanaryGuesses", "guess_canaries", "one_run_epsilon_lower_bound"]
+
+
+def one_run_epsilon_lower_bound(*, guesses: int, correct: int, confidence: float = 0.95) -> float:
+    """Largest epsilon rejected at ``confidence`` by ``correct`` right out of ``guesses`` guesses.
+
+    Args:
+        guesses: number of non-abstaining guesses ``r``.
+        correct: number of correct guesses ``v``.
+        confidence: ``1 - beta`` of the test.
+
+    Returns:
+        The audited lower bound (0 when nothing can be rejected).
+
+    Raises:
+        ValueError: ``correct`` outside ``[0, guesses]`` or ``confidence`` outside ``(0, 1)``.
+    """
+    from scipy.stats import binom
+
+    if not 0 <= correct <= guesses:
+        raise ValueError(f"need 0 <= correct <= guesses, got {correct} of {guesses}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    beta = 1.0 - confidence
+    if guesses == 0:
+        return 0.0
+
+    def tail(eps: float) -> float:
+        p = 1.0 / (1.0 + math.exp(-eps))
+        return float(binom.sf(correct - 1, guesses, p))  # P[Bin >= correct]
+
+    if tail(0.0) > beta:
+        return 0.0
+    lo, hi = 0.0, 1.0
+    while tail(hi) <= beta and hi < 1e3:
+        lo, hi = hi, hi * 2
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if tail(mid) <= beta:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+@dataclass(frozen=True)
+class CanaryGuesses:
+    """The auditor's guesses and the bound they give.
+
+    Attributes:
+        guesses: non-abstaining guesses (``2k``).
+        correct: correct guesses.
+        confidence: confidence level of the bound.
+        epsilon_lower_bound: the audited lower bound on epsilon.
+    """
+
+    guesses: int
+    correct: int
+    confidence: float
+    epsilon_lower_bound: float
+
+
+def guess_canaries(
+    loss: np.ndarray, included: np.ndarray, *, k: int, confidence: float = 0.95
+) -> CanaryGuesses:
+    """Guess "in" for the ``k`` canaries of lowest loss and "out" for the ``k`` of highest.
+
+    Args:
+        loss: each canary's loss under the audited model (lower: more likely trained on).
+        included: whether each canary was really in the training data.
+        k: guesses on each side (``2k <= len(loss)``).
+        confidence: confidence of the lower bound.
+
+    Raises:
+        ValueError: ``k`` out of range or ``loss`` and ``included`` of different lengths.
+    """
+    loss = np.asarray(loss)
+    included = np.asarray(included, dtype=bool)
+    if loss.shape != included.shape or loss.ndim != 1:
+        raise ValueError(f"loss {loss.shape} and included {included.shape} must be equal 1-d")
+    if not 0 < 2 * k <= len(loss):
+        raise ValueError(f"need 0 < 2k <= canaries, got k = {k} and {len(loss)} canaries")
+    order = np.argsort(loss)  # lowest loss first: most likely trained on
+    guess_in, guess_out = order[:k], order[-k:]
+    correct = int(included[guess_in].sum() + (~included[guess_out]).sum())
+    lower = one_run_epsilon_lower_bound(guesses=2 * k, correct=correct, confidence=confidence)
+    return CanaryGuesses(
+        guesses=2 * k, correct=correct, confidence=confidence, epsilon_lower_bound=lower
+    )
