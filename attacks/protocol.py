@@ -76,9 +76,10 @@ from privfed.secagg.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
+from privfed.secagg.parties import LocalParties, RoutedParties
 from privfed.secagg.prg import MASK_KEY_BYTES, apply_masks
 from privfed.secagg.server import SecAggServer
-from privfed.secagg.simulate import secure_sum
+from privfed.secagg.simulate import run_session, secure_sum
 
 _THREAT = ThreatModel(
     adversary=Adversary.MALICIOUS_SERVER,
@@ -579,21 +580,49 @@ class SybilServer(_ProtocolAttack):
         if config.security == "malicious":
             real = make_pki(ids)  # the registry the honest client trusts
             forged = make_pki(ids)  # the identities the server can make up
-            identities = {**forged.identities, self.target: real.identities[self.target]}
-            cohort_registry = real.registry
-            try:
-                result = _sybil_session(
-                    inputs, config, identities, cohort_registry, forged, self.target
-                )
-            except PrivfedError as exc:
+            server_registry = forged.registry.with_keys(
+                {self.target: real.identities[self.target].public}
+            )
+            # The honest target and the server's sybils run the same client code; the target
+            # checks every roster entry against the registry *it* trusts.
+            target_party = LocalParties(
+                {self.target: secret},
+                config=config,
+                round_index=0,
+                model_hash=_MODEL,
+                identities={self.target: real.identities[self.target]},
+                registry=real.registry,
+            )
+            sybil_party = LocalParties(
+                sybils,
+                config=config,
+                round_index=0,
+                model_hash=_MODEL,
+                identities={c: forged.identities[c] for c in sybils},
+                registry=server_registry,
+            )
+            parties = RoutedParties(
+                {c: target_party if c == self.target else sybil_party for c in ids}
+            )
+            result = run_session(
+                parties,
+                ids,
+                config=config,
+                round_index=0,
+                model_hash=_MODEL,
+                length=self.length,
+                registry=server_registry,
+            )
+            if self.target not in result.included:
+                why = result.client_errors.get(self.target, "the target dropped out")
                 return AttackResult(
                     attack=self.name,
                     outputs={"recovered": np.zeros(0, dtype=np.uint64), "secret": secret},
                     metrics={"sybils": float(len(sybils))},
-                    notes=(f"{note}; but the honest client refused: {exc}",),
-                    meta={"stopped_by": _stopped_by({self.target: str(exc)}, "pki")},
+                    notes=(f"{note}; but the honest client refused: {why}",),
+                    meta={"stopped_by": _stopped_by({self.target: why}, "pki")},
                 )
-            total = result
+            total = result.total
         else:
             total = secure_sum(inputs, config=config).total
         known = np.zeros(self.length, dtype=np.uint64)
@@ -611,53 +640,6 @@ class SybilServer(_ProtocolAttack):
             ),
             meta={"stopped_by": "none"},
         )
-
-
-def _sybil_session(
-    inputs: Mapping[int, np.ndarray],
-    config: SecAggConfig,
-    identities: Mapping[int, object],
-    target_registry: KeyRegistry,
-    forged: PKI,
-    target: int,
-) -> np.ndarray:
-    """The server runs its sybils honestly with forged identities.
-
-    The target checks the roster against the registry it trusts (and raises its refusal).
-    """
-    length = len(next(iter(inputs.values())))
-    server_registry = forged.registry.with_keys({target: target_registry.keys[target]})
-    server = SecAggServer(
-        config=config,
-        round_index=0,
-        model_hash=_MODEL,
-        length=length,
-        client_ids=frozenset(inputs),
-        registry=server_registry,
-    )
-    clients = {
-        c: SecAggClient(
-            c,
-            config=config,
-            round_index=0,
-            model_hash=_MODEL,
-            length=length,
-            identity=identities[c],  # type: ignore[arg-type]
-            registry=target_registry if c == target else server_registry,
-        )
-        for c in inputs
-    }
-    for c, cl in clients.items():
-        server.receive_advertise_keys(c, cl.advertise_keys())
-    for c, data in server.close_advertise_keys().items():
-        server.receive_share_keys(c, clients[c].share_keys(data))  # the target raises here
-    for c, data in server.close_share_keys().items():
-        server.receive_masked_input(c, clients[c].masked_input(data, inputs[c]))
-    for c, data in server.close_masked_input().items():
-        server.receive_consistency_check(c, clients[c].consistency_check(data))
-    for c, data in server.close_consistency_check().items():
-        server.receive_unmask(c, clients[c].unmask(data))
-    return server.finish().total
 
 
 class RosterIsolationServer(_ProtocolAttack):

@@ -37,7 +37,13 @@ from privfed.secagg.errors import (
 )
 from privfed.secagg.identity import PKI, ClientIdentity, KeyRegistry, make_pki
 from privfed.secagg.messages import Stage
-from privfed.secagg.parties import ClientParties, LocalParties, PartyCosts, PartyFailure
+from privfed.secagg.parties import (
+    ClientParties,
+    LocalParties,
+    PartyCosts,
+    PartyFailure,
+    RoutedParties,
+)
 from privfed.secagg.server import SecAggServer
 from privfed.secagg.simulate import PHASES, SecureSumResult, run_session, secure_sum
 
@@ -53,6 +59,7 @@ __all__ = [
     "MessageError",
     "PartyCosts",
     "PartyFailure",
+    "RoutedParties",
     "ProtocolViolation",
     "SecAggAbort",
     "SecAggAggregator",

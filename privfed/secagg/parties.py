@@ -200,3 +200,40 @@ class LocalParties:
             dict(self._seconds),
             {c: cl.masking_seconds for c, cl in self.clients.items() if cl.masking_seconds > 0},
         )
+
+
+class RoutedParties:
+    """Several :class:`ClientParties` (workers) behind one seam: messages go to each client's.
+
+    Args:
+        routes: client id -> the party that runs it.
+    """
+
+    def __init__(self, routes: Mapping[int, ClientParties]) -> None:
+        self.routes = dict(routes)
+
+    def step(self, stage: Stage, messages: Mapping[int, bytes]) -> dict[int, bytes | PartyFailure]:
+        """Hand each party its clients' messages in one call; merge the replies."""
+        batches: dict[int, tuple[ClientParties, dict[int, bytes]]] = {}
+        out: dict[int, bytes | PartyFailure] = {}
+        for c, data in messages.items():
+            party = self.routes.get(c)
+            if party is None:
+                out[c] = PartyFailure(f"no party runs client {c}")
+                continue
+            batches.setdefault(id(party), (party, {}))[1][c] = data
+        for party, batch in batches.values():
+            out.update(party.step(stage, batch))
+        return out
+
+    def costs(self) -> PartyCosts:
+        """The summed costs of the parties that measure theirs."""
+        seconds: dict[str, float] = {}
+        masking: dict[int, float] = {}
+        for party in {id(p): p for p in self.routes.values()}.values():
+            if isinstance(party, MeasuredParties):
+                got = party.costs()
+                for stage, s in got.seconds.items():
+                    seconds[stage] = seconds.get(stage, 0.0) + s
+                masking.update(got.masking_seconds)
+        return PartyCosts(seconds, masking)

@@ -10,6 +10,7 @@ import pytest
 from privfed.secagg import (
     LocalParties,
     PartyFailure,
+    RoutedParties,
     SecAggConfig,
     Stage,
     make_pki,
@@ -29,22 +30,16 @@ def expected(inputs: Mapping[int, np.ndarray], ids: tuple[int, ...]) -> np.ndarr
     return (sum(inputs[c].astype(np.uint64) for c in ids) % 2**32).astype(np.uint32)
 
 
-class SplitParties:
-    """Two workers, each holding half the cohort (and only those clients' identities): the
-    driver routes every stage's messages by client id and gets bytes back."""
+class Recording:
+    """Records every call that crosses the seam (stage and the clients named)."""
 
-    def __init__(self, workers: list[LocalParties]) -> None:
-        self.workers = workers
+    def __init__(self, inner: RoutedParties) -> None:
+        self.inner = inner
         self.calls: list[tuple[Stage, tuple[int, ...]]] = []
 
     def step(self, stage: Stage, messages: Mapping[int, bytes]) -> dict[int, bytes | PartyFailure]:
         self.calls.append((stage, tuple(sorted(messages))))
-        out: dict[int, bytes | PartyFailure] = {}
-        for w in self.workers:
-            mine = {c: bytes(m) for c, m in messages.items() if c in w.clients}
-            if mine:
-                out.update(w.step(stage, mine))
-        return out
+        return self.inner.step(stage, {c: bytes(m) for c, m in messages.items()})
 
 
 @pytest.mark.parametrize("security", ["semi-honest", "malicious"])
@@ -66,7 +61,7 @@ def test_run_session_against_clients_split_over_two_workers(security: str, graph
         )
         for half in halves
     ]
-    parties = SplitParties(workers)
+    parties = Recording(RoutedParties({c: workers[c // 6] for c in range(n)}))
     res = run_session(
         parties,
         range(n),
@@ -90,6 +85,16 @@ def test_run_session_against_clients_split_over_two_workers(security: str, graph
             assert 5 not in called
         if stage is Stage.UNMASK:
             assert 7 not in called
+
+
+def test_routed_parties_report_unknown_clients_and_sum_costs() -> None:
+    cfg = SecAggConfig(security="semi-honest")
+    a = LocalParties(make_inputs(2), config=cfg, round_index=0, model_hash=b"")
+    routed = RoutedParties({0: a, 1: a})
+    out = routed.step(Stage.ADVERTISE_KEYS, {0: b"", 1: b"", 7: b""})
+    assert isinstance(out[0], bytes) and isinstance(out[7], PartyFailure)
+    assert "no party runs client 7" in out[7].reason
+    assert set(routed.costs().seconds) == {"advertise_keys"}
 
 
 def test_step_calls_only_the_named_clients_and_reports_failures() -> None:
