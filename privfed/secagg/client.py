@@ -47,7 +47,6 @@ from privfed.secagg.errors import (
     ClientRefusal,
     EnvelopeError,
     ProtocolViolation,
-    SignatureError,
     StageError,
     TooFewSurvivors,
 )
@@ -469,17 +468,9 @@ class SecAggClient:
         signed = consistency_message(
             session=self.session, round_index=self.round_index, survivors=survivors
         )
-        valid = 0
-        for signer, sig in msg.signatures:
-            if signer not in survivors:
-                continue  # a signer outside the set it signed is no evidence for it
-            try:
-                self._registry.verify(signer, signed, sig)
-            except SignatureError:
-                continue
-            valid += 1
-            if valid >= needed:
-                break
+        valid = self._rosters.valid_signatures(
+            msg.signatures, key=data, signed=signed, survivors=survivors, needed=needed
+        )
         if valid < needed:
             raise ClientRefusal(
                 stage,

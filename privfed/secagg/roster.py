@@ -9,12 +9,14 @@ in-process :class:`~privfed.secagg.parties.LocalParties`) computes it once per d
 through a :class:`RosterCache` and hands the same immutable :class:`RosterView` to each client.
 Nothing is skipped: a client still checks that its own keys are in the roster and its own
 neighbourhood, and a roster that fails a check fails for every client that receives it (the
-error is cached too and raised again for each).
+error is cached too and raised again for each). The same holds for the signatures of the
+consistency check (:meth:`RosterCache.valid_signatures`): the clients of a party that signed
+the same survivor set and receive the same signature list count the valid signatures once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -83,6 +85,7 @@ class RosterCache:
             length=length,
         )
         self._views: dict[bytes, RosterView | SecAggError] = {}
+        self._tallies: dict[tuple[bytes, bytes, frozenset[int]], int] = {}
 
     def matches(
         self,
@@ -123,6 +126,42 @@ class RosterCache:
             self._views[bytes(data)] = got
         if isinstance(got, SecAggError):
             raise got
+        return got
+
+    def valid_signatures(
+        self,
+        signatures: Sequence[tuple[int, bytes]],
+        *,
+        key: bytes,
+        signed: bytes,
+        survivors: frozenset[int],
+        needed: int,
+    ) -> int:
+        """How many of ``signatures`` by members of ``survivors`` verify over ``signed``.
+
+        Counting stops at ``needed``. The tally is a pure function of the signature list (the
+        message bytes ``key``), the signed bytes and the set, so clients of one party that
+        receive the same list over the same set share it (computed once, like the roster).
+        """
+        if self.registry is None:
+            return 0
+        memo = (key, signed, survivors)
+        got = self._tallies.get(memo)
+        if got is None:
+            got = 0
+            for signer, sig in signatures:
+                if signer not in survivors:
+                    continue  # a signer outside the set it signed is no evidence for it
+                try:
+                    self.registry.verify(signer, signed, sig)
+                except SignatureError:
+                    continue
+                got += 1
+                if got >= needed:
+                    break
+            if len(self._tallies) > 64:
+                self._tallies.clear()
+            self._tallies[memo] = got
         return got
 
     def _compute(self, data: bytes) -> RosterView:
