@@ -7,7 +7,8 @@ Public entry points:
 
 * :func:`secure_sum` -- sum integer vectors modulo ``2**bits`` through the real protocol.
 * :func:`run_session` -- the server's driver against any :class:`ClientParties` (clients in this
-  process: :class:`LocalParties`; elsewhere: anything that moves the bytes).
+  process: :class:`LocalParties`; several workers: :class:`RoutedParties`; elsewhere: anything
+  that moves the bytes).
 * :class:`SecAggConfig` -- parameters (``security = "malicious"`` by default);
   :func:`check_no_overflow` -- the modulus rule.
 * :class:`SecAggClient`, :class:`SecAggServer` -- the two state machines, for tests and attacks
