@@ -94,7 +94,7 @@ class _Reader:
         if count * 4 > len(self.data) - self.pos:
             raise MessageError(f"{self.what}: truncated id list")
         raw = self.take(4 * count)
-        out = tuple(int(v) for v in np.frombuffer(raw, dtype=">u4"))
+        out = tuple(np.frombuffer(raw, dtype=">u4").tolist())
         if len(set(out)) != len(out):
             raise MessageError(f"{self.what}: duplicate ids")
         return out

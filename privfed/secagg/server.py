@@ -381,8 +381,9 @@ class SecAggServer:
         records = np.concatenate(parts) if parts else np.zeros(0, dtype=ENVELOPE_RECORD)
         receivers = records["party"].astype(np.int64)
         origin = np.repeat(np.asarray(senders, dtype=np.int64), [len(p) for p in parts])
-        keep = np.isin(receivers, np.fromiter(self.u2, dtype=np.int64))
-        records, receivers, origin = records[keep], receivers[keep], origin[keep]
+        if self.u2 != self.u1:  # envelopes to clients that left after advertising stay here
+            keep = np.isin(receivers, np.fromiter(self.u2, dtype=np.int64))
+            records, receivers, origin = records[keep], receivers[keep], origin[keep]
         order = np.argsort(receivers, kind="stable")  # senders stay sorted within a receiver
         relabelled = records[order]
         relabelled["party"] = origin[order]
