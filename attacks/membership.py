@@ -30,6 +30,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from attacks.base import (
     Adversary,
@@ -43,26 +44,26 @@ from attacks.base import (
 )
 from attacks.metrics import roc_auc, tpr_at_fpr
 from privfed.client import UnitSpec
-from privfed.models import MultiHeadMLP, load_flat_parameters
+from privfed.models import load_flat_parameters
 
 #: False-positive rates at which TPR is reported (Carlini et al. 2022, Sec. III).
 FPRS: tuple[float, ...] = (0.001, 0.01)
 
 
-def _logits(model: MultiHeadMLP, x: np.ndarray, task: str) -> torch.Tensor:
+def _logits(model: nn.Module, x: np.ndarray, task: str) -> torch.Tensor:
     model.eval()
     with torch.no_grad():
         return model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))[task]
 
 
-def per_record_loss(model: MultiHeadMLP, records: Records, task: str) -> np.ndarray:
+def per_record_loss(model: nn.Module, records: Records, task: str) -> np.ndarray:
     """Cross-entropy of each record under ``model``'s ``task`` head."""
     logits = _logits(model, records.x, task)
     y = torch.from_numpy(np.asarray(records.labels[task], dtype=np.int64))
     return F.cross_entropy(logits, y, reduction="none").numpy().astype(np.float64)
 
 
-def logit_confidence(model: MultiHeadMLP, records: Records, task: str) -> np.ndarray:
+def logit_confidence(model: nn.Module, records: Records, task: str) -> np.ndarray:
     """``phi = log p_y - log(1 - p_y)`` per record, computed stably from the logits."""
     logits = _logits(model, records.x, task).double()
     y = torch.from_numpy(np.asarray(records.labels[task], dtype=np.int64))
@@ -77,7 +78,7 @@ def _key(unit: UnitSpec, task: str) -> str:
     return f"{unit.group}:{unit.group}.{task}"
 
 
-def _released_model(obs: Observation, unit: UnitSpec) -> MultiHeadMLP:
+def _released_model(obs: Observation, unit: UnitSpec) -> nn.Module:
     if obs.released is None:
         raise ValueError("this attack needs the released models (View.RELEASED_MODELS)")
     model = unit.build()
@@ -135,7 +136,7 @@ class LossThreshold(_MembershipAttack):
         return AttackResult(attack=self.name, outputs=outputs)
 
 
-def init_model(unit: UnitSpec, generator: torch.Generator) -> MultiHeadMLP:
+def init_model(unit: UnitSpec, generator: torch.Generator) -> nn.Module:
     """A fresh model of ``unit`` initialized like the engine does, from ``generator`` only."""
     model = unit.build()
     with torch.no_grad():
@@ -156,7 +157,7 @@ def train_shadow(
     batch_size: int,
     lr: float,
     generator: torch.Generator,
-) -> MultiHeadMLP:
+) -> nn.Module:
     """Train one shadow model of ``unit`` on ``data`` with plain minibatch SGD.
 
     Args:

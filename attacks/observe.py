@@ -1,7 +1,8 @@
 """Build an adversary's :class:`~attacks.base.Observation` from a finished run directory.
 
 The framework, not the attack, reads the run: it loads ``config.toml`` and
-``checkpoint/state.pt``, rebuilds the federation from config and seed, and fills only the views
+``checkpoint/state.ckpt`` (verified against the sha256 in ``manifest.json``; never unpickled),
+rebuilds the federation from config and seed, and fills only the views
 the threat model allows. For server and client views it replays one observed round with
 ``Engine.run_round(..., observe=True)`` on a copy of a state, never touching the run directory:
 
@@ -35,8 +36,9 @@ from attacks.base import (
     View,
 )
 from privfed.config import ExperimentConfig, load_config
-from privfed.engine import CHECKPOINT, Engine, RunState
+from privfed.engine import Engine, RunState
 from privfed.errors import CheckpointError, PrivfedError
+from privfed.rundir import CHECKPOINT, LEGACY_CHECKPOINT
 
 
 class AttackSetupError(PrivfedError):
@@ -67,7 +69,8 @@ def load_run(run_dir: str | Path) -> tuple[ExperimentConfig, Engine, RunState]:
     """Config, engine and final state of a finished run directory.
 
     Raises:
-        AttackSetupError: ``config.toml`` or the checkpoint is missing.
+        AttackSetupError: ``config.toml`` or the checkpoint is missing, or the checkpoint is
+            damaged or not the one the run's manifest records.
     """
     run = Path(run_dir)
     if not (run / "config.toml").is_file():
@@ -75,7 +78,7 @@ def load_run(run_dir: str | Path) -> tuple[ExperimentConfig, Engine, RunState]:
             f"{run / 'config.toml'} does not exist; pass --run the directory of a finished "
             "`privfed run`"
         )
-    if not (run / CHECKPOINT).is_file():
+    if not (run / CHECKPOINT).is_file() and not (run / LEGACY_CHECKPOINT).is_file():
         raise AttackSetupError(
             f"{run / CHECKPOINT} does not exist; the run has not finished a round yet"
         )

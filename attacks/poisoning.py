@@ -36,9 +36,12 @@ DIGITS_TRIGGER: tuple[int, ...] = (54, 55, 62, 63)
 
 
 def add_trigger(x: np.ndarray, trigger: Collection[int]) -> np.ndarray:
-    """A copy of ``x`` (rows of features in [0, 1]) with the trigger pixels set to 1."""
+    """A copy of ``x`` (records in [0, 1], any shape) with the trigger pixels set to 1.
+
+    ``trigger`` holds indices into each record's flattened pixels.
+    """
     out = np.array(x, dtype=np.float32, copy=True)
-    out[:, list(trigger)] = 1.0
+    out.reshape(len(out), -1)[:, list(trigger)] = 1.0
     return out
 
 

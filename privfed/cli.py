@@ -1,4 +1,4 @@
-"""The ``privfed`` command line: run, list, bench (and the evaluation / attack commands)."""
+"""The ``privfed`` command line: run, list, bench, data (and the evaluation / attack commands)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.resume and args.out is None:
         raise PrivfedError("--resume needs --out DIR naming the run directory to continue")
+    if args.out is not None:
+        from privfed.rundir import check_out_dir
+
+        # Refuse a bad --out before anything is read or written (the engine checks again).
+        check_out_dir(Path(args.out), resume=args.resume)
     if args.resume and args.config is None:
         cfg_path = Path(args.out) / "config.toml"
     else:
@@ -96,9 +101,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     from privfed.algorithms import ALGORITHMS
     from privfed.data.partition import PARTITIONERS
     from privfed.data.sources import SOURCES
+    from privfed.models import MODELS
 
     sections: list[tuple[str, Registry[Any]]] = [
         ("data sources (tasks are their label columns)", SOURCES),
+        ("models (groups.X.model; parameters in model_params)", MODELS),
         ("partitioners", PARTITIONERS),
         ("algorithms", ALGORITHMS),
     ]
@@ -144,13 +151,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("list", help="registered data sources, partitioners, algorithms, attacks")
+    p = sub.add_parser(
+        "list", help="registered data sources, models, partitioners, algorithms, attacks"
+    )
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("bench", help="speed benchmarks with in-run baselines (secagg, client)")
     p.add_argument("name", choices=["secagg", "client"])
     p.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own arguments")
     p.set_defaults(func=cmd_bench)
+
+    from privfed.data.commands import register as register_data
+
+    register_data(sub)
 
     from privfed.evaluation.commands import register as register_evaluation
 

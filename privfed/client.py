@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +24,8 @@ from opacus.data_loader import DPDataLoader
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from privfed.models import MultiHeadMLP, flat_parameters, load_flat_parameters
+from privfed.data.inputs import InputSpec
+from privfed.models import build_model, flat_parameters, load_flat_parameters
 from privfed.privacy.planning import sample_rate_for
 from privfed.rng import int_seed
 
@@ -38,9 +40,15 @@ class UnitSpec:
         name: ``group.task`` for a per-task model, ``group`` for a shared-trunk model.
         group: task group name.
         tasks: label columns (heads) of the model.
-        in_features: flattened input size.
-        hidden: trunk widths.
+        in_features: flattened input size as an MLP's first layer sees it (token ids count
+            ``vocab`` each, one-hot).
+        hidden: hidden widths of the ``mlp`` model (its ``hidden`` parameter unless
+            ``model_params`` sets it); unused by other models.
         heads: task -> number of classes.
+        model: registered model name (``privfed.models.MODELS``).
+        model_params: the model factory's parameters.
+        inputs: the data source's input spec; None means float feature vectors of
+            ``in_features``.
     """
 
     name: str
@@ -49,10 +57,28 @@ class UnitSpec:
     in_features: int
     hidden: tuple[int, ...]
     heads: Mapping[str, int]
+    model: str = "mlp"
+    model_params: Mapping[str, Any] = field(default_factory=dict)
+    inputs: InputSpec | None = None
 
-    def build(self) -> MultiHeadMLP:
-        """A fresh (untrained) model of this unit."""
-        return MultiHeadMLP(self.in_features, self.hidden, self.heads)
+    @property
+    def input_spec(self) -> InputSpec:
+        """What one record looks like to the model."""
+        if self.inputs is not None:
+            return self.inputs
+        return InputSpec(shape=(self.in_features,), kind="features")
+
+    @property
+    def factory_params(self) -> dict[str, Any]:
+        """The parameters passed to the model factory."""
+        params = dict(self.model_params)
+        if self.model == "mlp":
+            params.setdefault("hidden", tuple(self.hidden))
+        return params
+
+    def build(self) -> nn.Module:
+        """A fresh (untrained) model of this unit: ``x -> {task: logits}``."""
+        return build_model(self.model, self.input_spec, self.heads, self.factory_params)
 
 
 @dataclass(frozen=True)
@@ -217,8 +243,12 @@ class UnitTrainer:
                     torch.from_numpy(np.ascontiguousarray(start, dtype=np.float32)),
                 )
             done, losses = self._steps(steps, center=center, mu=prox_mu, keep=keep)
+        vector = flat_parameters(self.module)
+        # Drop the last step's gradients and per-sample gradients (batch x parameters floats
+        # per trainer, kept for every client ever seen); every step starts by clearing them.
+        self.optimizer.zero_grad(set_to_none=True)
         return TrainResult(
-            vector=flat_parameters(self.module),
+            vector=vector,
             steps=done,
             sample_rate=self.sample_rate,
             noise_multiplier=self.noise_multiplier if self.private else 0.0,

@@ -111,6 +111,29 @@ class PartitionConfig(_Checked):
         return p
 
 
+_DEFAULT_HIDDEN = (64,)
+
+
+def _model_problems(g: GroupConfig) -> list[str]:
+    """The group's model is registered and its parameters are ones the model accepts."""
+    from privfed.errors import RegistryError
+    from privfed.models import MODELS, param_problems
+
+    try:
+        MODELS.get(g.model)
+    except RegistryError as exc:
+        return [f"model: {exc}"]
+    p = [f"model_params.{q}" for q in param_problems(g.model, g.model_params)]
+    if g.model != "mlp" and tuple(g.hidden) != _DEFAULT_HIDDEN:
+        p.append(
+            f"hidden sets the widths of the mlp only; model {g.model!r} takes its sizes from "
+            "model_params: remove hidden"
+        )
+    if g.model == "mlp" and "hidden" in g.model_params and tuple(g.hidden) != _DEFAULT_HIDDEN:
+        p.append("hidden and model_params.hidden both set the mlp's widths: keep one")
+    return p
+
+
 @dataclass(frozen=True, kw_only=True)
 class GroupConfig(_Checked):
     """A task group: several related tasks on the records of one data source."""
@@ -123,12 +146,22 @@ class GroupConfig(_Checked):
     """Parameters passed to the data source (e.g. ``path`` for local loaders)."""
     architecture: Literal["per-task", "shared-trunk"] = "per-task"
     """``per-task``: one model per task; ``shared-trunk``: one trunk and one head per task."""
-    hidden: tuple[int, ...] = (64,)
-    """Hidden layer widths of the MLP (trunk)."""
+    hidden: tuple[int, ...] = _DEFAULT_HIDDEN
+    """Hidden layer widths of the ``mlp`` model (trunk); other models take their sizes from
+    ``model_params``."""
+    model: str = "mlp"
+    """Model of every unit of the group (``privfed list`` shows them): mlp, cnn (images),
+    lstm (token sequences), or a plug-in's."""
+    model_params: Mapping[str, Any] = field(default_factory=dict)
+    """Parameters of the model (e.g. ``{ hidden = 128, layers = 1 }`` for lstm); unknown
+    names are refused with the model's accepted ones."""
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     """How records are split across clients."""
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)
     """Fractions of each client's records for train, validation and test."""
+    split_order: Literal["random", "ordered"] = "random"
+    """``random``: each client's records are shuffled before the split; ``ordered``: they
+    keep the source's order (time order for text), so the last ones are the test set."""
 
     def _problems(self) -> list[str]:
         p: list[str] = []
@@ -138,6 +171,7 @@ class GroupConfig(_Checked):
             p.append(f"tasks must not repeat, got {list(self.tasks)}")
         if any(h < 1 for h in self.hidden):
             p.append(f"hidden widths must be >= 1, got {list(self.hidden)}")
+        p.extend(_model_problems(self))
         if (
             len(self.split) != 3
             or any(f <= 0 for f in self.split)
@@ -501,6 +535,7 @@ class ExperimentConfig(_Checked):
                         ("source_params", dict(g.source_params), dict(f.source_params)),
                         ("partition", g.partition, f.partition),
                         ("split", tuple(g.split), tuple(f.split)),
+                        ("split_order", g.split_order, f.split_order),
                     )
                     if mine != theirs
                 ]
@@ -723,19 +758,38 @@ def from_dict(data: Mapping[str, Any], *, source: str | None = None) -> Experime
     return cfg
 
 
+MAX_CONFIG_BYTES = 16 * 2**20
+"""Largest experiment file :func:`load_config` reads."""
+
+
 def load_config(path: str | Path) -> ExperimentConfig:
     """Load and validate a TOML experiment file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(
             f"cannot read config file {path}: {exc.strerror}", source=str(path)
         ) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"the file is larger than {MAX_CONFIG_BYTES} bytes; an experiment file is a few "
+            "kilobytes: check the path",
+            source=str(path),
+        )
     try:
-        data = tomllib.loads(text)
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text: {exc}", source=str(path)) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", source=str(path)) from None
+    except RecursionError:
+        raise ConfigError(
+            "arrays or tables are nested too deeply to parse; an experiment file nests a few "
+            "levels",
+            source=str(path),
+        ) from None
     return from_dict(data, source=str(path))
 
 
@@ -784,6 +838,14 @@ _HASHED_ONLY_WHEN_SET: dict[str, Any] = {
 }
 
 
+#: Task-group fields likewise added later (models, split order), hashed only when set.
+_GROUP_HASHED_ONLY_WHEN_SET: dict[str, Any] = {
+    "model": "mlp",
+    "model_params": {},
+    "split_order": "random",
+}
+
+
 def config_hash(cfg: ExperimentConfig) -> str:
     """A short stable hash of the resolved config (sha256 of canonical JSON, 16 hex digits)."""
     data = to_dict(cfg)
@@ -794,6 +856,10 @@ def config_hash(cfg: ExperimentConfig) -> str:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict) and node.get(key) == default:
             node.pop(key, None)
+    for group in data.get("groups", {}).values():
+        for key, default in _GROUP_HASHED_ONLY_WHEN_SET.items():
+            if group.get(key) == default:
+                group.pop(key, None)
     canon = json.dumps(data, sort_keys=True, default=str, allow_nan=True)
     return hashlib.sha256(canon.encode()).hexdigest()[:16]
 

@@ -6,7 +6,8 @@ the rounds, writing the run directory as it goes (see ``docs/concepts.md``):
 
 * ``config.toml`` (resolved), ``manifest.json`` (seed, versions, commit, platform, timings),
 * ``metrics.jsonl`` (one line per evaluation), ``privacy.json`` (the ledger),
-* ``checkpoint/state.pt`` after every round, from which ``--resume`` continues.
+* ``checkpoint/state.ckpt`` after every round (:mod:`privfed.checkpoint`, no pickle; its sha256
+  is recorded in the manifest), from which ``--resume`` continues.
 
 Every random draw comes from a stream named by (purpose, round, client, unit), so the same config
 and seed give the same numbers, resumed or not.
@@ -29,13 +30,15 @@ from torch import nn
 from privfed.aggregation import PHASES, AggregateResult, Aggregator, PlainSumAggregator
 from privfed.algorithms import Algorithm, make_algorithm
 from privfed.algorithms.server import ServerAdam, ServerOptimizer
+from privfed.checkpoint import TreeReader, encode_state, is_int, is_number
 from privfed.client import UnitTrainer
 from privfed.config import ExperimentConfig, config_hash, dump_config, load_config
-from privfed.errors import CheckpointError, PrivfedError
+from privfed.data.inputs import model_inputs
+from privfed.errors import CheckpointError, PrivfedError, StorageError
 from privfed.evaluation.metrics import summarize
-from privfed.federation import Federation, _features
+from privfed.federation import Federation
 from privfed.io import (
-    atomic_write_bytes,
+    append_text,
     atomic_write_json,
     atomic_write_text,
     read_jsonl,
@@ -46,10 +49,20 @@ from privfed.models import load_flat_parameters
 from privfed.privacy import client_dp, planning
 from privfed.privacy.distributed import DistributedPlan, NoiseShares
 from privfed.privacy.ledger import DistributedLedger, DistributedRound, PrivacyLedger, SourceLedger
-from privfed.repro import build_manifest
+from privfed.repro import build_manifest, timestamp
 from privfed.rng import int_seed, numpy_rng
+from privfed.rundir import (
+    CHECKPOINT,
+    LEGACY_CHECKPOINT,
+    checkpoint_record,
+    prepare_out_dir,
+    read_manifest,
+    verify_checkpoint,
+)
 
-CHECKPOINT = "checkpoint/state.pt"
+STATE_KIND = "privfed-run-state"
+STATE_VERSION = 1
+"""Version of the run-state tree inside the checkpoint container (see Engine.state_tree)."""
 
 
 def _model_hash(vectors: Mapping[str, np.ndarray]) -> bytes:
@@ -258,6 +271,9 @@ class Engine:
         self._eval_models = {u.name: u.build() for u in self.fed.units}
         self.last_aggregate: AggregateResult | None = None
         self.last_updates: dict[int, np.ndarray] = {}
+        # (sha256, rounds) of the checkpoint file on disk, as the manifest records it
+        self._checkpoint: tuple[str | None, int] = (None, 0)
+        self._manifest_base: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ privacy
     def noise_multiplier(self, client: int, group: str) -> float | None:
@@ -390,72 +406,168 @@ class Engine:
             ),
         )
 
-    def save_checkpoint(self, state: RunState) -> None:
-        """Write the checkpoint atomically."""
-        import io
+    # ------------------------------------------------------------------ checkpoint
+    def state_tree(self, state: RunState) -> dict[str, Any]:
+        """The checkpoint tree of ``state`` plus the server optimizer's and algorithm's state.
 
-        buf = io.BytesIO()
-        torch.save(
-            {
-                "format": 1,
-                "config_hash": config_hash(self.cfg),
-                "next_round": state.next_round,
-                "globals": state.globals,
-                "personal": {f"{c}|{u}": v for (c, u), v in state.personal.items()},
-                "ledger": state.ledger.to_dict(),
-                "aborted_rounds": state.aborted_rounds,
-                "timings": state.timings,
-                "server_optimizer": self.server_opt.state_dict(),
-                "algorithm": self.algorithm.state_dict(),
-                "client_ledger": state.client_ledger.to_dict() if state.client_ledger else None,
-                "client_clip": state.client_clip,
-                "ddg_ledger": state.ddg_ledger.to_dict() if state.ddg_ledger else None,
-                "client_refused_rounds": state.client_refused_rounds,
-            },
-            buf,
-        )
-        atomic_write_bytes(self.out / CHECKPOINT, buf.getvalue())
+        The tree holds only what :func:`privfed.checkpoint.write_state` stores (no pickle). To
+        checkpoint a new :class:`RunState` field, add an entry here and read it back in
+        :meth:`state_from_tree`, with a default when the entry is absent.
+        """
+        return {
+            "kind": STATE_KIND,
+            "version": STATE_VERSION,
+            "config_hash": config_hash(self.cfg),
+            "next_round": state.next_round,
+            "globals": dict(state.globals),
+            "personal": [
+                {"client": c, "unit": u, "vector": v}
+                for (c, u), v in sorted(state.personal.items())
+            ],
+            "ledger": state.ledger.to_dict(),
+            "aborted_rounds": list(state.aborted_rounds),
+            "timings": dict(state.timings),
+            "client_ledger": state.client_ledger.to_dict() if state.client_ledger else None,
+            "client_clip": state.client_clip,
+            "ddg_ledger": state.ddg_ledger.to_dict() if state.ddg_ledger else None,
+            "client_refused_rounds": list(state.client_refused_rounds),
+            "server_optimizer": self.server_opt.state_dict(),
+            "algorithm": self.algorithm.state_dict(),
+        }
 
-    def load_checkpoint(self) -> RunState:
-        """Read the checkpoint of this run directory, refusing one from another config."""
-        path = self.out / CHECKPOINT
-        if not path.exists():
-            raise CheckpointError(f"{path} does not exist; run without --resume to start afresh")
-        try:
-            data = torch.load(path, weights_only=False, map_location="cpu")
-        except Exception as exc:
+    def state_from_tree(self, tree: Mapping[str, Any], *, source: str | Path) -> RunState:
+        """The :class:`RunState` of a checkpoint tree; restores optimizer and algorithm state.
+
+        Every field is checked against this run (unit names and vector lengths, client ids,
+        round numbers) before it is used.
+
+        Raises:
+            CheckpointError: naming ``source`` and the field at fault.
+        """
+        t = TreeReader(tree, source)
+        if not (t.equals("kind", STATE_KIND) and t.equals("version", STATE_VERSION)):
             raise CheckpointError(
-                f"{path} is unreadable ({exc}); delete it and start afresh"
-            ) from None
-        if data.get("config_hash") != config_hash(self.cfg):
+                f"{source} is not a {STATE_KIND!r} tree of version {STATE_VERSION}; it was "
+                "written by another privfed version: use that version, or start the run afresh "
+                "in a new --out"
+            )
+        if not t.equals("config_hash", config_hash(self.cfg)):
             raise CheckpointError(
-                f"{path} was written by a different config; resume with the run's own "
+                f"{source} was written by a different config; resume with the run's own "
                 f"config.toml or pick a new --out directory"
             )
-        self.server_opt.load_state_dict(data.get("server_optimizer", {}))
-        self.algorithm.load_state_dict(data.get("algorithm", {}))
-        personal = {}
-        for k, v in data["personal"].items():
-            c, u = k.split("|", 1)
-            personal[(int(c), u)] = v
-        return RunState(
-            next_round=int(data["next_round"]),
-            globals=data["globals"],
-            personal=personal,
-            ledger=PrivacyLedger.from_dict(data["ledger"]),
-            aborted_rounds=list(data["aborted_rounds"]),
-            timings=dict(data["timings"]),
-            client_ledger=(
-                SourceLedger.from_dict(data["client_ledger"]) if data.get("client_ledger") else None
-            ),
-            client_clip=float(data.get("client_clip", self.cfg.client_dp.clip)),
-            ddg_ledger=(
-                DistributedLedger.from_dict(data["ddg_ledger"], params=self.ddg)
-                if data.get("ddg_ledger")
-                else None
-            ),
-            client_refused_rounds=list(data.get("client_refused_rounds", [])),
+        sizes = {u.name: n for u, n in zip(self.fed.units, self.fed.sizes, strict=True)}
+        next_round = t.integer("next_round", low=0, high=self.cfg.rounds)
+        glob = t.mapping("globals")
+        t.check(set(glob) == set(sizes), "globals", f"must hold the units {sorted(sizes)}")
+        globals_ = {u: t.vector(f"globals.{u}", glob[u], sizes[u]) for u in sizes}
+        personal: dict[tuple[int, str], np.ndarray] = {}
+        for i, entry in enumerate(t.sequence("personal")):
+            where = f"personal[{i}]"
+            t.check(
+                isinstance(entry, Mapping) and set(entry) == {"client", "unit", "vector"},
+                where,
+                "must be an object with keys client, unit, vector",
+            )
+            c, u = entry["client"], entry["unit"]
+            t.check(
+                is_int(c)
+                and 0 <= c < self.cfg.federation.num_clients
+                and isinstance(u, str)
+                and u in sizes,
+                where,
+                f"names client {c!r} and unit {u!r}, not a client and unit of this run",
+            )
+            t.check((c, u) not in personal, where, "repeats an earlier (client, unit)")
+            personal[(c, u)] = t.vector(f"{where}.vector", entry["vector"], sizes[u])
+        aborted = t.integers("aborted_rounds", low=0, high=self.cfg.rounds)
+        timings = t.mapping("timings")
+        for k, v in timings.items():
+            t.check(is_number(v), f"timings.{k}", "must be a number")
+        ledger = t.build("ledger", PrivacyLedger.from_dict, t.mapping("ledger"))
+        raw_client = tree.get("client_ledger")
+        client_ledger = (
+            None
+            if raw_client is None
+            else t.build("client_ledger", SourceLedger.from_dict, t.mapping("client_ledger"))
         )
+        clip = tree.get("client_clip", self.cfg.client_dp.clip)
+        t.check(
+            is_number(clip) and math.isfinite(clip) and clip >= 0,
+            "client_clip",
+            "must be a finite number >= 0",
+        )
+        raw_ddg = tree.get("ddg_ledger")
+        t.check(
+            (raw_ddg is None) == (self.ddg is None),
+            "ddg_ledger",
+            "must be present exactly when client_dp.mode is 'distributed'",
+        )
+        ddg_ledger = (
+            None
+            if raw_ddg is None
+            else t.build(
+                "ddg_ledger",
+                lambda d: DistributedLedger.from_dict(d, params=self.ddg),
+                t.mapping("ddg_ledger"),
+            )
+        )
+        refused = t.integers("client_refused_rounds", low=0, high=self.cfg.rounds)
+        opt = t.mapping("server_optimizer")
+        for moment in ("m", "v"):
+            if moment in opt:
+                t.check(
+                    isinstance(opt[moment], Mapping) and set(opt[moment]) <= set(sizes),
+                    f"server_optimizer.{moment}",
+                    "must map unit names to vectors",
+                )
+                for u, vec in opt[moment].items():
+                    t.vector(f"server_optimizer.{moment}.{u}", vec, sizes[u], dtype=None)
+        t.build("server_optimizer", self.server_opt.load_state_dict, dict(opt))
+        t.build("algorithm", self.algorithm.load_state_dict, t.mapping("algorithm"))
+        return RunState(
+            next_round=next_round,
+            globals=globals_,
+            personal=personal,
+            ledger=ledger,
+            aborted_rounds=aborted,
+            timings={str(k): float(v) for k, v in timings.items()},
+            client_ledger=client_ledger,
+            client_clip=float(clip),
+            ddg_ledger=ddg_ledger,
+            client_refused_rounds=refused,
+        )
+
+    def save_checkpoint(self, state: RunState) -> None:
+        """Write the checkpoint atomically and record its sha256 in the manifest.
+
+        The manifest first lists the new digest as pending, then the file is replaced, then
+        the manifest lists the new digest alone (:mod:`privfed.rundir`): a run killed at any
+        point leaves a checkpoint its manifest accepts.
+
+        Raises:
+            StorageError: a file cannot be written; the previous checkpoint is intact.
+        """
+        enc = encode_state(self.state_tree(state))
+        self._write_manifest(state, finished=False, pending=enc.sha256)
+        enc.write(self.out / CHECKPOINT)
+        self._checkpoint = (enc.sha256, state.next_round)
+        self._write_manifest(state, finished=False)
+
+    def load_checkpoint(self) -> RunState:
+        """Read this run directory's checkpoint, verified against the manifest's sha256.
+
+        Raises:
+            CheckpointError: the checkpoint is missing, damaged, not the one the manifest
+                records, from another config, or inconsistent with this run.
+        """
+        path = self.out / CHECKPOINT
+        if not path.exists() and not (self.out / LEGACY_CHECKPOINT).exists():
+            raise CheckpointError(f"{path} does not exist; run without --resume to start afresh")
+        checked = verify_checkpoint(self.out)
+        state = self.state_from_tree(checked.tree, source=path)
+        self._checkpoint = (checked.sha256, state.next_round)
+        return state
 
     # ------------------------------------------------------------------ round
     def select_cohort(self, round_index: int) -> list[int]:
@@ -757,38 +869,82 @@ class Engine:
 
     # ------------------------------------------------------------------ run
     def run(self, *, resume: bool = False) -> RunSummary:
-        """Run (or resume) every round, writing the run directory."""
+        """Run (or resume) every round, writing the run directory.
+
+        Raises:
+            CheckpointError: ``--out`` cannot be used (see :func:`privfed.rundir.prepare_out_dir`)
+                or the run cannot be resumed.
+            StorageError: a file cannot be written; everything up to the last checkpoint is
+                kept and the message says how to continue.
+        """
+        try:
+            return self._run(resume=resume)
+        except StorageError as exc:
+            raise StorageError(
+                f"{exc}. Nothing computed is lost: {self.out} holds the run up to round "
+                f"{self._checkpoint[1]}; once the problem is fixed, continue it with "
+                f"`privfed run --resume --out {self.out}`",
+                path=exc.path,
+                errno=exc.errno,
+            ) from None
+
+    def open_run_dir(self, *, resume: bool) -> tuple[RunState, list[dict[str, Any]]]:
+        """Check ``--out``, then start the run directory or load its checkpoint.
+
+        Returns:
+            The state to continue from and the metrics rows already written (up to it).
+        """
         cfg = self.cfg
-        self.out.mkdir(parents=True, exist_ok=True)
+        prepare_out_dir(self.out, resume=resume)
         metrics_path = self.out / "metrics.jsonl"
-        if resume:
-            if not (self.out / "config.toml").exists():
-                raise CheckpointError(
-                    f"{self.out} holds no run (no config.toml); run without --resume to start one"
-                )
-            on_disk = load_config(self.out / "config.toml")
-            if config_hash(on_disk) != config_hash(cfg):
-                raise CheckpointError(
-                    f"{self.out / 'config.toml'} differs from the config given; resume with "
-                    "the run directory's own config"
-                )
-            if (self.out / CHECKPOINT).exists():
-                state = self.load_checkpoint()
-            else:
-                # Stopped before the first checkpoint: nothing to keep, start from round 0.
-                self.echo(f"{self.out}: no checkpoint yet; starting from the first round")
-                state = self.fresh_state()
-            rows = [m for m in read_jsonl(metrics_path) if m["round"] <= state.next_round]
-            rewrite_jsonl(metrics_path, rows)
-        else:
-            if (self.out / CHECKPOINT).exists() or metrics_path.exists():
-                raise CheckpointError(
-                    f"{self.out} already holds a run; pass --resume to continue it or choose "
-                    "another --out"
-                )
+        if not resume:
             state = self.fresh_state()
+            # The manifest first: it marks the directory as a privfed run.
+            self._write_manifest(state, finished=False)
             atomic_write_text(self.out / "config.toml", dump_config(cfg))
-            rows = []
+            for stale in ("metrics.jsonl", "privacy.json", "attacks.json", "audit.json"):
+                (self.out / stale).unlink(missing_ok=True)
+            return state, []
+        on_disk = load_config(self.out / "config.toml")
+        if config_hash(on_disk) != config_hash(cfg):
+            raise CheckpointError(
+                f"{self.out / 'config.toml'} differs from the config given; resume with "
+                "the run directory's own config"
+            )
+        if (self.out / CHECKPOINT).exists() or (self.out / LEGACY_CHECKPOINT).exists():
+            state = self.load_checkpoint()
+        else:
+            recorded = read_manifest(self.out).get("checkpoint")
+            if isinstance(recorded, dict) and recorded.get("sha256"):
+                raise CheckpointError(
+                    f"{self.out / CHECKPOINT} is missing, but manifest.json records a checkpoint "
+                    f"after round {recorded.get('rounds_done')}; restore the file, or start the "
+                    "run afresh in a new --out directory"
+                )
+            # Stopped before the first checkpoint: nothing to keep, start from round 0.
+            self.echo(f"{self.out}: no checkpoint yet; starting from the first round")
+            state = self.fresh_state()
+        try:
+            rows = read_jsonl(metrics_path)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(
+                f"{metrics_path} cannot be read ({exc}); restore it or delete it (it is "
+                "rebuilt only from later rounds)"
+            ) from None
+        rows = [
+            m
+            for m in rows
+            if is_int(m.get("round"))
+            and isinstance(m.get("tasks"), dict)
+            and m["round"] <= state.next_round
+        ]
+        rewrite_jsonl(metrics_path, rows)
+        return state, rows
+
+    def _run(self, *, resume: bool) -> RunSummary:
+        cfg = self.cfg
+        metrics_path = self.out / "metrics.jsonl"
+        state, rows = self.open_run_dir(resume=resume)
         self._write_manifest(state, finished=False)
         for w in self.warnings:
             self.echo(f"WARNING (privacy): {w}")
@@ -817,8 +973,7 @@ class Engine:
                     t1 = time.perf_counter()
                     last_eval = self.evaluate(r, state)
                     rows.append(last_eval)
-                    with open(metrics_path, "a", encoding="utf-8") as fh:
-                        fh.write(to_json(last_eval) + "\n")
+                    append_text(metrics_path, to_json(last_eval) + "\n")
                     state.timings["eval_s"] = state.timings.get("eval_s", 0.0) + (
                         time.perf_counter() - t1
                     )
@@ -843,8 +998,10 @@ class Engine:
         atomic_write_json(self.out / "privacy.json", report)
         attack_results = self.run_attacks() if cfg.attacks else {}
         audit = self.run_audit(state) if self.fed.audit is not None else {}
+        if last_eval is None:  # resumed a complete run whose metrics were removed
+            last_eval = self.evaluate(cfg.rounds - 1, state)
+            append_text(metrics_path, to_json(last_eval) + "\n")
         self._write_manifest(state, finished=True)
-        assert last_eval is not None
         return RunSummary(
             out_dir=self.out,
             rounds=cfg.rounds,
@@ -871,9 +1028,7 @@ class Engine:
         plan = self.fed.audit
         assert plan is not None
         gs = self.fed.groups[plan.group]
-        x = torch.from_numpy(
-            np.ascontiguousarray(_features(gs.source, plan.canaries), dtype=np.float32)
-        ).reshape(len(plan.canaries), -1)
+        x = torch.from_numpy(model_inputs(gs.source, plan.canaries))
         loss = np.zeros(len(plan.canaries))
         ce = nn.CrossEntropyLoss(reduction="none")
         for unit in gs.units:
@@ -1096,12 +1251,22 @@ class Engine:
             ],
         }
 
-    def _write_manifest(self, state: RunState, *, finished: bool) -> None:
-        manifest = build_manifest(self.cfg)
+    def _write_manifest(
+        self, state: RunState, *, finished: bool, pending: str | None = None
+    ) -> None:
+        """Write ``manifest.json``; ``rounds_done`` counts the rounds the checkpoint holds."""
+        if self._manifest_base is None:
+            self._manifest_base = build_manifest(self.cfg)
+        manifest = dict(self._manifest_base)
+        sha, rounds = self._checkpoint
         manifest.update(
             {
+                "written_at": timestamp(),
                 "finished": finished,
-                "rounds_done": state.next_round,
+                "rounds_done": rounds,
+                "checkpoint": checkpoint_record(
+                    sha256=sha, rounds_done=rounds, pending_sha256=pending
+                ),
                 "aborted_rounds": state.aborted_rounds,
                 "partition_hashes": {g: gs.partition_hash for g, gs in self.fed.groups.items()},
                 "vector_length": self.fed.vector_length,

@@ -40,3 +40,20 @@ class PrivacyBudgetError(PrivfedError):
 
 class CheckpointError(PrivfedError):
     """A run directory or checkpoint cannot be resumed."""
+
+
+class StorageError(PrivfedError):
+    """A file could not be written or read because of the disk or the file system.
+
+    Raised for full disks, read-only or permission-denied directories and similar
+    :class:`OSError` conditions; the message names the path and what to do.
+
+    Attributes:
+        path: the file or directory at fault.
+        errno: the operating system's error number (None if unknown).
+    """
+
+    def __init__(self, message: str, *, path: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.errno = errno

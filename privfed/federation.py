@@ -8,7 +8,6 @@ lays out the model units and the joint update vector.
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +16,7 @@ import torch
 
 from privfed.client import UnitSpec
 from privfed.config import ExperimentConfig
+from privfed.data.inputs import input_spec, model_inputs
 from privfed.data.partition import (
     PARTITIONERS,
     assign_groups,
@@ -27,7 +27,8 @@ from privfed.data.partition import (
 from privfed.data.sources import SourceData, load_source
 from privfed.errors import ConfigError
 from privfed.models import flat_parameters
-from privfed.rng import numpy_rng, torch_generator
+from privfed.models.check import model_problems
+from privfed.rng import int_seed, numpy_rng, torch_generator
 
 
 @dataclass(frozen=True)
@@ -62,30 +63,6 @@ class GroupState:
     partition_hash: str
 
 
-def _token_vocab(src: SourceData) -> int:
-    """Vocabulary size of a token-id source (1 for float features)."""
-    if src.meta.get("input_kind") != "token_ids":
-        return 1
-    vocab = src.meta.get("vocab")
-    known = len(vocab) + 1 if isinstance(vocab, (str, list, tuple)) else 0  # + unknown id
-    return max(known, int(src.x.max()) + 1)
-
-
-def _features(src: SourceData, idx: np.ndarray) -> np.ndarray:
-    """Model inputs of records ``idx``.
-
-    Float features pass as they are; token ids are one-hot encoded, since the MLPs here take
-    fixed-size float inputs (LEAF Shakespeare gives [N, 80] character ids).
-    """
-    x = src.x[idx]
-    vocab = _token_vocab(src)
-    if vocab == 1:
-        return x
-    out = np.zeros((len(idx), *x.shape[1:], vocab), dtype=np.float32)
-    np.put_along_axis(out, x[..., None].astype(np.int64), 1.0, axis=-1)
-    return out
-
-
 def _unit_specs(name: str, cfg: ExperimentConfig, src: SourceData) -> list[UnitSpec]:
     g = cfg.groups[name]
     for t in g.tasks:
@@ -94,15 +71,40 @@ def _unit_specs(name: str, cfg: ExperimentConfig, src: SourceData) -> list[UnitS
                 f"groups.{name}.tasks: {t!r} is not a label column of source {g.source!r}; "
                 f"it has {', '.join(src.labels)}"
             )
-    in_features = int(np.prod(src.input_shape)) * _token_vocab(src)
-    hidden = tuple(g.hidden)
+    inputs = input_spec(src)
+
+    def unit(unit_name: str, tasks: tuple[str, ...]) -> UnitSpec:
+        return UnitSpec(
+            name=unit_name,
+            group=name,
+            tasks=tasks,
+            in_features=inputs.size * max(inputs.vocab, 1),
+            hidden=tuple(g.hidden),
+            heads={t: int(src.num_classes[t]) for t in tasks},
+            model=g.model,
+            model_params=dict(g.model_params),
+            inputs=inputs,
+        )
+
     if g.architecture == "shared-trunk":
-        heads = {t: int(src.num_classes[t]) for t in g.tasks}
-        return [UnitSpec(name, name, tuple(g.tasks), in_features, hidden, heads)]
-    return [
-        UnitSpec(f"{name}.{t}", name, (t,), in_features, hidden, {t: int(src.num_classes[t])})
-        for t in g.tasks
-    ]
+        specs = [unit(name, tuple(g.tasks))]
+    else:
+        specs = [unit(f"{name}.{t}", (t,)) for t in g.tasks]
+    for spec in specs:
+        _check_unit(spec, where=f"groups.{name}")
+    return specs
+
+
+def _check_unit(spec: UnitSpec, *, where: str) -> None:
+    """Build the unit's model once and check it for DP-SGD; ConfigError before any round."""
+    label = f"{where}.model ({spec.model!r}, unit {spec.name})"
+    try:
+        module = spec.build()
+    except ConfigError as exc:
+        raise ConfigError([f"{label}: {q}" for q in exc.problems]) from None
+    problems = model_problems(module, spec.input_spec, spec.heads)
+    if problems:
+        raise ConfigError([f"{label}: {q}" for q in problems])
 
 
 def _partition(cfg: ExperimentConfig, gname: str, src: SourceData) -> list[np.ndarray]:
@@ -184,6 +186,7 @@ class Federation:
                         idx,
                         rng=numpy_rng(cfg.seed, f"split:{first}", c),
                         fractions=(g.split[0], g.split[1], g.split[2]),
+                        ordered=g.split_order == "ordered",
                     )
                     ok = len(s.train) > 0 and len(s.test) > 0
                     splits[(g.source, c)] = ClientGroupData(s.train, s.val, s.test) if ok else None
@@ -264,29 +267,35 @@ class Federation:
         return new, clients
 
     def initial_vectors(self) -> dict[str, np.ndarray]:
-        """The common initialization of every unit, drawn from the run seed."""
+        """The common initialization of every unit, drawn from the run seed.
+
+        Unit ``i``'s module is built with torch's global generator seeded from the run's
+        ``init`` stream of ``i`` (scoped: the caller's generator state is restored), so every
+        layer's own initialization is reproducible; a module with an
+        ``init_parameters(generator)`` method (the mlp) then draws its own from that stream.
+        """
         out = {}
         for i, u in enumerate(self.units):
-            gen = torch_generator(self.cfg.seed, "init", i)
-            model = u.build()
-            with torch.no_grad():
-                for p in model.parameters():
-                    if p.dim() > 1:
-                        bound = 1.0 / math.sqrt(p.shape[1])
-                        p.uniform_(-bound, bound, generator=gen)
-                    else:
-                        p.zero_()
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int_seed(self.cfg.seed, "init", i))
+                model = u.build()
+            init = getattr(model, "init_parameters", None)
+            if callable(init):
+                init(torch_generator(self.cfg.seed, "init", i))
             out[u.name] = flat_parameters(model)
         return out
 
     def tensors(
         self, group: str, split: str, client: int
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Features and label columns of one client's split as tensors."""
+        """Model inputs and label columns of one client's split as tensors.
+
+        Inputs keep their shape: float32 ``[n, *shape]`` (images ``[n, C, H, W]``) or int64
+        token ids ``[n, length]``; encoding them is the model's business.
+        """
         gs = self.groups[group]
         idx = getattr(gs.clients[client], split)
-        x = torch.from_numpy(np.ascontiguousarray(_features(gs.source, idx), dtype=np.float32))
-        x = x.reshape(len(idx), -1)
+        x = torch.from_numpy(model_inputs(gs.source, idx))
         ys = {
             t: torch.from_numpy(np.asarray(gs.source.labels[t][idx], dtype=np.int64))
             for t in gs.source.labels

@@ -58,6 +58,11 @@ def git_commit() -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(dirty)}
 
 
+def timestamp() -> str:
+    """The current UTC time as an ISO 8601 string to the second (``written_at``)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def build_manifest(cfg: ExperimentConfig) -> dict[str, Any]:
     """The static part of ``manifest.json`` for a run of ``cfg``."""
     return {
@@ -74,5 +79,5 @@ def build_manifest(cfg: ExperimentConfig) -> dict[str, Any]:
             "processor": platform.processor(),
             "python": sys.version.split()[0],
         },
-        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "written_at": timestamp(),
     }

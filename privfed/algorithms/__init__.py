@@ -233,7 +233,13 @@ class Algorithm(ABC):
         raise NotImplementedError(f"{self.name} aggregates sums, not individual vectors")
 
     def state_dict(self) -> dict[str, Any]:
-        """Server-side algorithm state for checkpoints (empty by default)."""
+        """Server-side algorithm state for checkpoints (empty by default).
+
+        It is stored by :func:`privfed.checkpoint.write_state` (no pickle): a tree of dicts with
+        ``str`` keys, lists, ``str`` / ``int`` / ``float`` / ``bool`` / ``None`` and numeric
+        numpy arrays. :meth:`load_state_dict` receives it back from a file that may have been
+        tampered with: raise ``ValueError`` on anything that does not fit the run.
+        """
         return {}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:  # noqa: B027 (optional hook)
@@ -552,14 +558,39 @@ class Mocha(Algorithm):
         return np.linalg.inv(self.omega_inv[unit])
 
     def state_dict(self) -> dict[str, Any]:
-        """Columns and Omega^-1 per unit."""
-        return {"columns": self.columns, "omega_inv": self.omega_inv}
+        """Columns (keyed by unit, then client id as a string) and Omega^-1 per unit."""
+        return {
+            "columns": {
+                u: {str(c): v for c, v in cols.items()} for u, cols in self.columns.items()
+            },
+            "omega_inv": dict(self.omega_inv),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore columns and Omega^-1."""
-        if state:
-            self.columns = {u: dict(c) for u, c in state["columns"].items()}
-            self.omega_inv = dict(state["omega_inv"])
+        """Restore columns and Omega^-1.
+
+        Raises:
+            ValueError: a unit, client or matrix does not fit this federation.
+        """
+        if not state:
+            return
+        columns: dict[str, dict[int, np.ndarray]] = {}
+        for u, cols in state["columns"].items():
+            holders = self.holders.get(u)
+            if holders is None:
+                raise ValueError(f"columns of unknown unit {u!r}")
+            columns[u] = {}
+            for c, v in cols.items():
+                if int(c) not in holders or not isinstance(v, np.ndarray) or v.ndim != 1:
+                    raise ValueError(f"column of client {c!r} of unit {u!r} is not a vector")
+                columns[u][int(c)] = v
+        omega_inv = {}
+        for u, m in state["omega_inv"].items():
+            k = len(self.holders.get(u, ()))
+            if not isinstance(m, np.ndarray) or m.shape != (k, k):
+                raise ValueError(f"omega_inv of unit {u!r} is not a {k} x {k} matrix")
+            omega_inv[u] = m
+        self.columns, self.omega_inv = columns, omega_inv
 
 
 class LocalOnly(Algorithm):

@@ -6,12 +6,16 @@ privfed never downloads. Each reader validates what it reads and raises a
 * MNIST IDX (LeCun et al.): big-endian magic ``0x00000803`` (uint8 images, 3 dims) or
   ``0x00000801`` (uint8 labels, 1 dim), then the dims as big-endian uint32, then the data.
 * CIFAR-10 python batches (Krizhevsky 2009): pickled dicts with ``b"data"`` (uint8 N x 3072)
-  and ``b"labels"`` (ints in 0..9). Pickle can run arbitrary code, so these files are read by
-  :class:`RestrictedUnpickler`, which resolves only numpy's array-reconstruction globals and
-  refuses every other global; files with unknown names are refused too.
+  and ``b"labels"`` (ints in 0..9). Unpickling can run arbitrary code, so these files are never
+  unpickled: :func:`privfed.data.safepickle.read_pickle` evaluates their opcodes as data and
+  builds the arrays itself; any other global or object-building opcode is refused. Files with
+  unknown names in the directory are refused too.
 * LEAF JSON (Caldas et al. 2018): ``{"users": [...], "num_samples": [...],
-  "user_data": {user: {"x": [...], "y": [...]}}}``; FEMNIST (x = 784 floats, y in 0..61) or
-  Shakespeare (x = 80-character strings, y = the next character).
+  "user_data": {user: {"x": [...], "y": [...]}}}``; FEMNIST (x = 784 finite numbers, y an int in
+  0..61) or Shakespeare (x = 80-character strings, y = the next character). JSON is parsed
+  strictly (no ``NaN``/``Infinity``, no repeated keys, bounded nesting); a non-finite or
+  float32-overflowing x, a label out of range or not an integer, or a record of the wrong length
+  is refused naming the file, the user and the record.
 
 The readers return raw arrays; :mod:`privfed.data.sources` turns them into ``SourceData``.
 """
@@ -19,17 +23,18 @@ The readers return raw arrays; :mod:`privfed.data.sources` turns them into ``Sou
 from __future__ import annotations
 
 import gzip
-import io
-import json
-import pickle
+import math
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from privfed.data.safepickle import read_pickle
 from privfed.errors import ConfigError, DataError
+from privfed.io import parse_json
 
 _NEVER = "privfed never downloads data; place the files there yourself"
 
@@ -76,8 +81,17 @@ def _find_idx(path: Path, stem: str) -> Path:
     raise DataError(f"MNIST file {path / stem} (or {stem}.gz) is missing. {_NEVER}.")
 
 
+MAX_IDX_BYTES = 2**32
+"""Largest IDX payload read (MNIST's training images are 47 MB)."""
+
+
 def read_idx(file: Path, *, magic: int, ndim: int) -> np.ndarray:
     """Read one uint8 IDX file and check its magic number, dims and length.
+
+    The header's dimensions are multiplied as Python integers (no overflow) and must describe
+    exactly the bytes that follow, at most :data:`MAX_IDX_BYTES`; a ``.gz`` file is decompressed
+    only up to one byte past what its header declares, so a decompression bomb is refused
+    without being expanded.
 
     Args:
         file: the file (``.gz`` is decompressed).
@@ -87,29 +101,39 @@ def read_idx(file: Path, *, magic: int, ndim: int) -> np.ndarray:
     Returns:
         The uint8 array of the shape the header declares.
     """
-    try:
-        raw = gzip.decompress(file.read_bytes()) if file.suffix == ".gz" else file.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DataError(f"MNIST file {file} cannot be read: {exc}") from exc
     header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(
-            f"MNIST file {file} is {len(raw)} bytes, shorter than its {header}-byte header"
-        )
-    (got,) = struct.unpack(">I", raw[:4])
-    if got != magic:
-        raise DataError(
-            f"MNIST file {file} has magic 0x{got:08x}, expected 0x{magic:08x} "
-            f"(uint8 IDX with {ndim} dims, big-endian)"
-        )
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    count = int(np.prod(dims, dtype=np.int64))
-    if len(raw) - header != count:
+    try:
+        opener = gzip.open if file.suffix == ".gz" else open
+        with opener(file, "rb") as fh:
+            head = fh.read(header)
+            if len(head) < header:
+                raise DataError(
+                    f"MNIST file {file} is {len(head)} bytes, shorter than its {header}-byte header"
+                )
+            (got,) = struct.unpack(">I", head[:4])
+            if got != magic:
+                raise DataError(
+                    f"MNIST file {file} has magic 0x{got:08x}, expected 0x{magic:08x} "
+                    f"(uint8 IDX with {ndim} dims, big-endian)"
+                )
+            dims = struct.unpack(f">{ndim}I", head[4:header])
+            count = math.prod(dims)
+            if count > MAX_IDX_BYTES:
+                raise DataError(
+                    f"MNIST file {file} declares dims {list(dims)} = {count} bytes of data, "
+                    f"more than the {MAX_IDX_BYTES} privfed reads; the header is damaged or "
+                    "this is not an MNIST file"
+                )
+            body = fh.read(count + 1)
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise DataError(f"MNIST file {file} cannot be read: {exc}") from exc
+    if len(body) != count:
+        found = f"{len(body)}" if len(body) <= count else "more"
         raise DataError(
             f"MNIST file {file} declares dims {list(dims)} = {count} bytes of data, "
-            f"found {len(raw) - header}"
+            f"found {found}; the file is truncated or damaged: replace it"
         )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims).copy()
 
 
 def read_mnist(path: Path, *, split: str = "all") -> ImageArrays:
@@ -144,7 +168,11 @@ def read_mnist(path: Path, *, split: str = "all") -> ImageArrays:
                 f"{x.shape[0]} images; expected equal counts"
             )
         if y.size and y.max() > 9:
-            raise DataError(f"MNIST file {lab_file} has label {int(y.max())}, expected 0..9")
+            i = int(np.argmax(y > 9))
+            raise DataError(
+                f"MNIST file {lab_file} has label {int(y[i])} at record {i}, expected 0..9; the "
+                "file is damaged or not MNIST: replace it"
+            )
         xs.append(x)
         ys.append(y.astype(np.int64))
         files += [str(img_file), str(lab_file)]
@@ -159,58 +187,6 @@ CIFAR_META = "batches.meta"
 CIFAR_KNOWN = frozenset((*CIFAR_TRAIN, *CIFAR_TEST, CIFAR_META, "readme.html"))
 
 
-def _allowed_globals() -> dict[tuple[str, str], Any]:
-    from numpy._core import multiarray, numeric
-
-    reconstruct = multiarray._reconstruct
-    frombuffer = getattr(numeric, "_frombuffer")  # noqa: B009 (private, untyped in the stubs)
-    return {
-        ("numpy.core.multiarray", "_reconstruct"): reconstruct,
-        ("numpy._core.multiarray", "_reconstruct"): reconstruct,
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        # protocol 5 (Python >= 3.14 default) rebuilds arrays from an in-band buffer
-        ("numpy._core.numeric", "_frombuffer"): frombuffer,
-        ("numpy.core.numeric", "_frombuffer"): frombuffer,
-    }
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that can only rebuild numpy arrays and plain Python containers.
-
-    ``find_class`` resolves exactly numpy's array-reconstruction globals
-    (``numpy[._]core.multiarray._reconstruct``, ``numpy.ndarray``, ``numpy.dtype`` and, for
-    pickle protocol 5, ``numpy[._]core.numeric._frombuffer``); any other global (``os.system``,
-    ``builtins.eval``, ...) raises a DataError before it is resolved, so nothing runs.
-    """
-
-    def __init__(self, file: io.BufferedIOBase, *, name: str) -> None:
-        super().__init__(file, encoding="bytes")
-        self._name = name
-        self._allowed = _allowed_globals()
-
-    def find_class(self, module: str, name: str) -> Any:
-        """Resolve ``module.name`` only if it is an allowed numpy global."""
-        try:
-            return self._allowed[(module, name)]
-        except KeyError:
-            raise DataError(
-                f"CIFAR-10 file {self._name} refers to {module}.{name}; only numpy array "
-                "globals are allowed in a CIFAR-10 batch, so the file was refused unread"
-            ) from None
-
-
-def safe_unpickle(file: Path) -> Any:
-    """Unpickle ``file`` with :class:`RestrictedUnpickler`, mapping every failure to DataError."""
-    try:
-        with file.open("rb") as fh:
-            return RestrictedUnpickler(fh, name=str(file)).load()
-    except DataError:
-        raise
-    except Exception as exc:  # malformed pickles raise many types; report them uniformly
-        raise DataError(f"CIFAR-10 file {file} is not a valid pickle: {exc}") from exc
-
-
 def _key(d: dict[Any, Any], key: str) -> Any:
     for k in (key.encode(), key):
         if k in d:
@@ -219,7 +195,7 @@ def _key(d: dict[Any, Any], key: str) -> Any:
 
 
 def _read_cifar_batch(file: Path) -> tuple[np.ndarray, np.ndarray]:
-    obj = safe_unpickle(file)
+    obj = read_pickle(file)
     if not isinstance(obj, dict):
         raise DataError(f"CIFAR-10 file {file} holds a {type(obj).__name__}, expected a dict")
     try:
@@ -240,10 +216,13 @@ def _read_cifar_batch(file: Path) -> tuple[np.ndarray, np.ndarray]:
             else type(data).__name__
         )
         raise DataError(f"CIFAR-10 file {file}: data is {desc}, expected uint8 N x 3072")
-    if not isinstance(labels, list) or not all(
-        isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 9 for v in labels
-    ):
+    if not isinstance(labels, list):
         raise DataError(f"CIFAR-10 file {file}: labels must be a list of ints in 0..9")
+    for i, v in enumerate(labels):
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 9:
+            raise DataError(
+                f"CIFAR-10 file {file}: labels must be a list of ints in 0..9; record {i} has {v!r}"
+            )
     if len(labels) != data.shape[0]:
         raise DataError(
             f"CIFAR-10 file {file}: {len(labels)} labels for {data.shape[0]} images; expected equal"
@@ -270,7 +249,7 @@ def read_cifar10(path: Path, *, split: str = "all") -> ImageArrays:
     unknown = sorted(p.name for p in path.iterdir() if p.name not in CIFAR_KNOWN)
     if unknown:
         raise DataError(
-            f"CIFAR-10 directory {path} holds unknown files {unknown}; privfed unpickles only "
+            f"CIFAR-10 directory {path} holds unknown files {unknown}; privfed reads only "
             f"{sorted(CIFAR_KNOWN - {'readme.html'})}: remove the others"
         )
     xs, ys, files = [], [], []
@@ -285,7 +264,7 @@ def read_cifar10(path: Path, *, split: str = "all") -> ImageArrays:
     label_names: tuple[str, ...] = ()
     meta_file = path / CIFAR_META
     if meta_file.is_file():
-        meta = safe_unpickle(meta_file)
+        meta = read_pickle(meta_file)
         try:
             raw = _key(meta, "label_names") if isinstance(meta, dict) else None
         except KeyError:
@@ -342,6 +321,68 @@ def encode_chars(text: str) -> list[int]:
     return [_CHAR_ID.get(c, unknown) for c in text]
 
 
+MAX_LEAF_FILE_BYTES = 2**32
+"""Largest LEAF JSON file read (LEAF's FEMNIST files are a few hundred MB)."""
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _leaf_doc(file: Path) -> dict[str, Any]:
+    try:
+        with file.open("rb") as fh:
+            raw = fh.read(MAX_LEAF_FILE_BYTES + 1)
+        if len(raw) > MAX_LEAF_FILE_BYTES:
+            raise DataError(
+                f"LEAF file {file} is larger than {MAX_LEAF_FILE_BYTES} bytes; split it or check "
+                "that it is a LEAF file"
+            )
+        doc = parse_json(raw.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"LEAF file {file} is not readable JSON: {exc}") from None
+    if not isinstance(doc, dict) or not {"users", "num_samples", "user_data"} <= set(doc):
+        raise DataError(
+            f"LEAF file {file} must be an object with keys users, num_samples, user_data"
+        )
+    return doc
+
+
+def _bad_image_record(ux: list[Any]) -> tuple[int, str]:
+    """The first record of ``ux`` that is not 784 finite float32 numbers, and why."""
+    for i, xi in enumerate(ux):
+        if not isinstance(xi, list) or len(xi) != FEMNIST_PIXELS:
+            return i, f"x must be a list of {FEMNIST_PIXELS} numbers"
+        for j, v in enumerate(xi):
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                return i, f"x[{j}] is {v!r}, not a number"
+            if not math.isfinite(v) or abs(v) > _F32_MAX:
+                return i, f"x[{j}] is {v!r}, not a finite float32 value"
+    raise AssertionError("no bad record")  # pragma: no cover - only called after a failure
+
+
+def _image_records(file: Path, user: str, ux: list[Any], uy: list[Any]) -> np.ndarray:
+    """FEMNIST records of one user as float32 [n, 784], every value and label checked."""
+    for i, yi in enumerate(uy):
+        if not isinstance(yi, int) or isinstance(yi, bool) or not 0 <= yi < FEMNIST_CLASSES:
+            raise DataError(
+                f"LEAF file {file}: user {user!r}, record {i}: expected y an int in "
+                f"0..{FEMNIST_CLASSES - 1}, got {yi!r}; fix or remove the record"
+            )
+    try:
+        arr = np.asarray(ux)
+        ok = arr.dtype.kind in "iuf" and arr.shape == (len(ux), FEMNIST_PIXELS)
+        if ok:
+            with np.errstate(over="ignore", invalid="ignore"):
+                arr = arr.astype(np.float64)
+                ok = bool(np.isfinite(arr).all() and (np.abs(arr) <= _F32_MAX).all())
+    except (ValueError, TypeError, OverflowError):
+        ok = False  # ragged or not numbers: the scan below names the record
+    if not ok:
+        i, why = _bad_image_record(ux)
+        raise DataError(
+            f"LEAF file {file}: user {user!r}, record {i}: {why}; fix or remove the record"
+        )
+    return arr.astype(np.float32)
+
+
 def read_leaf(path: Path) -> LeafArrays:
     """Read every ``*.json`` file under ``path`` (e.g. LEAF's ``data/train`` and ``data/test``).
 
@@ -352,6 +393,10 @@ def read_leaf(path: Path) -> LeafArrays:
 
     Returns:
         The records of all users.
+
+    Raises:
+        DataError: naming the file (and the user and record) of anything malformed, non-finite
+            or out of range.
     """
     _require_dir(path, "LEAF", ["*.json files with keys users, num_samples, user_data"])
     files = sorted(path.rglob("*.json"))
@@ -361,19 +406,12 @@ def read_leaf(path: Path) -> LeafArrays:
             f"num_samples, user_data. {_NEVER}."
         )
     users: dict[str, int] = {}
-    xs: list[Any] = []
+    xs: list[np.ndarray] = []
     ys: list[int] = []
     owners: list[int] = []
     kind: str | None = None
     for file in files:
-        try:
-            doc = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DataError(f"LEAF file {file} is not readable JSON: {exc}") from exc
-        if not isinstance(doc, dict) or not {"users", "num_samples", "user_data"} <= set(doc):
-            raise DataError(
-                f"LEAF file {file} must be an object with keys users, num_samples, user_data"
-            )
+        doc = _leaf_doc(file)
         names, counts, data = doc["users"], doc["num_samples"], doc["user_data"]
         if not isinstance(names, list) or not isinstance(counts, list) or len(names) != len(counts):
             raise DataError(
@@ -381,6 +419,8 @@ def read_leaf(path: Path) -> LeafArrays:
             )
         if not isinstance(data, dict):
             raise DataError(f"LEAF file {file}: user_data must be an object keyed by user")
+        if not all(isinstance(u, str) for u in names) or len(set(names)) != len(names):
+            raise DataError(f"LEAF file {file}: users must be distinct strings")
         for user, count in zip(names, counts, strict=True):
             record = data.get(user)
             if (
@@ -392,54 +432,46 @@ def read_leaf(path: Path) -> LeafArrays:
             ux, uy = record["x"], record["y"]
             if len(ux) != count or len(uy) != count:
                 raise DataError(
-                    f"LEAF file {file}: user {user!r} has num_samples {count} but "
+                    f"LEAF file {file}: user {user!r} has num_samples {count!r} but "
                     f"{len(ux)} x and {len(uy)} y"
                 )
-            for xi, yi in zip(ux, uy, strict=True):
-                this = "text" if isinstance(xi, str) else "image"
-                if kind is None:
-                    kind = this
-                elif kind != this:
-                    raise DataError(f"LEAF file {file}: user {user!r} mixes text and image records")
-                if this == "text":
-                    if len(xi) != SHAKESPEARE_LEN or not isinstance(yi, str) or len(yi) != 1:
-                        raise DataError(
-                            f"LEAF file {file}: user {user!r}: expected x an {SHAKESPEARE_LEN}-"
-                            "character string and y one character"
-                        )
-                    xs.append(encode_chars(xi))
-                    ys.append(encode_chars(yi)[0])
-                else:
-                    if not isinstance(xi, list) or len(xi) != FEMNIST_PIXELS:
-                        raise DataError(
-                            f"LEAF file {file}: user {user!r}: expected x a list of "
-                            f"{FEMNIST_PIXELS} numbers"
-                        )
+            if not ux:
+                continue
+            this = "text" if isinstance(ux[0], str) else "image"
+            if kind is None:
+                kind = this
+            elif kind != this:
+                raise DataError(
+                    f"LEAF file {file}: user {user!r} has {this} records, earlier users have "
+                    f"{kind} records; one LEAF directory holds one dataset"
+                )
+            if this == "text":
+                ids = []
+                for i, (xi, yi) in enumerate(zip(ux, uy, strict=True)):
                     if (
-                        not isinstance(yi, int)
-                        or isinstance(yi, bool)
-                        or not 0 <= yi < FEMNIST_CLASSES
+                        not isinstance(xi, str)
+                        or len(xi) != SHAKESPEARE_LEN
+                        or not isinstance(yi, str)
+                        or len(yi) != 1
                     ):
                         raise DataError(
-                            f"LEAF file {file}: user {user!r}: expected y an int in "
-                            f"0..{FEMNIST_CLASSES - 1}, got {yi!r}"
+                            f"LEAF file {file}: user {user!r}, record {i}: expected x an "
+                            f"{SHAKESPEARE_LEN}-character string and y one character"
                         )
-                    xs.append(xi)
-                    ys.append(yi)
-                owners.append(users.setdefault(str(user), len(users)))
+                    ids.append(encode_chars(xi))
+                    ys.append(encode_chars(yi)[0])
+                xs.append(np.asarray(ids, dtype=np.int64).reshape(-1, SHAKESPEARE_LEN))
+            else:
+                xs.append(_image_records(file, user, ux, uy))
+                ys.extend(uy)
+            owners.extend([users.setdefault(user, len(users))] * len(ux))
     if kind is None:
         raise DataError(f"LEAF directory {path} has no records")
-    x: np.ndarray
     if kind == "text":
-        x = np.asarray(xs, dtype=np.int64).reshape(-1, SHAKESPEARE_LEN)
+        x = np.concatenate(xs).astype(np.int64)
         num_classes = len(LEAF_CHARS) + 1
     else:
-        try:
-            x = np.asarray(xs, dtype=np.float32).reshape(-1, FEMNIST_PIXELS)
-        except (ValueError, TypeError) as exc:
-            raise DataError(
-                f"LEAF directory {path}: FEMNIST x values must be numbers: {exc}"
-            ) from exc
+        x = np.concatenate(xs).astype(np.float32)
         num_classes = FEMNIST_CLASSES
     return LeafArrays(
         x=x,

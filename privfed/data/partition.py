@@ -393,8 +393,13 @@ def split_client(
     *,
     rng: np.random.Generator,
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    ordered: bool = False,
 ) -> ClientSplit:
-    """Cut one client's records at random into train / val / test.
+    """Cut one client's records at random (or in record order) into train / val / test.
+
+    With ``ordered`` the client's records keep their order (index order: time order for
+    text windows): the first ones train, the next validate, the last test, as LEAF and
+    McMahan et al. 2017 split Shakespeare roles (their later lines are the test set).
 
     Sizes are ``floor(fraction * n)`` with the rounding remainder given to train; then every
     split with a positive fraction that came out empty takes one record from the largest split,
@@ -405,6 +410,8 @@ def split_client(
         indices: the client's record indices.
         rng: source of randomness.
         fractions: (train, val, test), each >= 0, train > 0, summing to 1.
+        ordered: contiguous parts in index order instead of a random permutation (``rng`` is
+            then unused).
 
     Returns:
         The three sorted index arrays.
@@ -414,7 +421,8 @@ def split_client(
         raise ConfigError(
             f"split.fractions must be 3 numbers >= 0 (train > 0) summing to 1, got {fractions}"
         )
-    idx = rng.permutation(np.asarray(indices, dtype=np.int64))
+    idx = np.asarray(indices, dtype=np.int64)
+    idx = np.sort(idx) if ordered else rng.permutation(idx)
     n = idx.shape[0]
     sizes = np.floor(fr * n).astype(np.int64)
     sizes[0] += n - int(sizes.sum())

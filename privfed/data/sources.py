@@ -174,8 +174,9 @@ def _image_labels(digit: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, i
 def digits_source(*, seed: int) -> SourceData:
     """scikit-learn's bundled 8x8 digits: identity, parity and >=5 on the same images.
 
-    1,797 images of 64 pixels scaled from 0..16 to [0, 1]; no natural owners. The data ships
-    inside the scikit-learn wheel (``sklearn.datasets.load_digits``); nothing is downloaded.
+    1,797 images, float32 [N, 1, 8, 8] scaled from 0..16 to [0, 1]; no natural owners. The
+    data ships inside the scikit-learn wheel (``sklearn.datasets.load_digits``); nothing is
+    downloaded.
 
     Args:
         seed: unused (the data is fixed).
@@ -185,6 +186,7 @@ def digits_source(*, seed: int) -> SourceData:
 
     bunch = load_digits()
     x = (np.asarray(bunch.data, dtype=np.float32) / np.float32(16.0)).astype(np.float32)
+    x = x.reshape(-1, 1, 8, 8)
     labels, num_classes = _image_labels(np.asarray(bunch.target))
     return SourceData(
         name="digits",
@@ -430,7 +432,7 @@ SOURCES.register(
     "cifar10",
     cifar10_source,
     description=(
-        "CIFAR-10 from local python batches (path=), restricted unpickler; never downloads"
+        "CIFAR-10 from local python batches (path=), read as data, never unpickled; never downloads"
     ),
 )
 SOURCES.register(

@@ -32,7 +32,7 @@ from typing import Any
 from privfed.errors import PrivfedError
 from privfed.evaluation.metrics import MeanCI, mean_ci
 from privfed.evaluation.sweep import RESULTS_CSV, SWEEP_JSON, read_results
-from privfed.io import atomic_write_bytes, atomic_write_text, read_jsonl
+from privfed.io import atomic_write_bytes, atomic_write_text, read_json, read_jsonl, storage_error
 
 __all__ = ["Report", "make_report"]
 
@@ -247,11 +247,10 @@ def _manifests(sweep_dir: Path, rows: Sequence[Row]) -> dict[str, dict[str, Any]
         if r["point_id"] in out:
             continue
         try:
-            out[r["point_id"]] = json.loads(
-                (sweep_dir / r["run_dir"] / "manifest.json").read_text(encoding="utf-8")
-            )
+            data = read_json(sweep_dir / r["run_dir"] / "manifest.json")
         except (OSError, ValueError):
-            out[r["point_id"]] = {}
+            data = {}
+        out[r["point_id"]] = data if isinstance(data, dict) else {}
     return out
 
 
@@ -304,8 +303,10 @@ def make_report(
         )
     plt = _pyplot()
     try:
-        sweep = json.loads((sweep_dir / SWEEP_JSON).read_text(encoding="utf-8"))
+        sweep = read_json(sweep_dir / SWEEP_JSON)
     except (OSError, ValueError):
+        sweep = {}
+    if not isinstance(sweep, dict):
         sweep = {}
     header = list(rows[0])
     swept = sweep.get("swept_fields") or header[2 : header.index("seed")]
@@ -327,7 +328,7 @@ def make_report(
             f"--alpha {chosen_alpha:g} was not swept; choose one of "
             f"{', '.join(f'{a:g}' for a in alphas)}"
         )
-    delta = rows[0]["delta"]
+    delta = ", ".join(sorted({r["delta"] for r in rows}))
     acc = _group(rows, layout, "mean_acc")
     worst = _group(rows, layout, "worst_acc")
     mt_rows = _multitask_rows(rows)
@@ -337,7 +338,10 @@ def make_report(
         vals = [_f(r["majority_acc"]) for r in rows if r["task"] == t]
         majority[t] = sum(vals) / len(vals)
     figures: list[Path] = []
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise storage_error(out, exc, action="create the report directory") from None
     ylabel = "mean client test accuracy (fraction)"
 
     def alpha_title(a: float) -> str:
@@ -548,10 +552,22 @@ def _markdown(
         "- accuracy: final-round accuracy on each client's held-out **test** split, averaged "
         "over clients (`mean_acc`); worst-10%: mean of the lowest 10% of clients. No model "
         "selection is done (the validation-split accuracy is `val_mean_acc` in results.csv)",
-        f"- ε: target budget per client and data source at δ = {rows[0]['delta']} "
-        f"(accountant: {', '.join(accountants)}); ε = ∞ is non-private training",
+        f"- ε: record-level target budget per client and data source at δ = "
+        f"{', '.join(sorted({r['delta'] for r in rows}))} (accountant: {', '.join(accountants)}); "
+        "ε = ∞ is non-private training; client-level guarantees are listed separately under "
+        "Privacy spent",
         f"- results table: `{RESULTS_CSV}` ({len(rows)} rows; one per point and task, with "
         "config hash and seed)",
+    ]
+    warned = sorted({r["run_dir"] for r in rows if int(r.get("privacy_warnings") or 0) > 0})
+    if warned:
+        L.append(
+            f"- **privacy warnings** in {len(warned)} point(s) (e.g. a delta within a factor 10 "
+            f"of 1/n): read `warnings` in their privacy.json ({', '.join(warned[:3])}"
+            + (", ..." if len(warned) > 3 else "")
+            + ")"
+        )
+    L += [
         "",
         "## Provenance",
         "",
@@ -587,24 +603,47 @@ def _markdown(
         "ε spent per data source: the largest over clients (max over the points with that "
         "target) and the mean over clients (averaged over those points).",
         "",
-        "| target ε | source | ε spent (max over clients) | ε spent (mean over clients) |",
-        "|---|---|---|---|",
+        "| target ε | δ | source | ε spent (max over clients) | ε spent (mean over clients) |",
+        "|---|---|---|---|---|",
     ]
-    spent: dict[tuple[float, str], list[tuple[float, float]]] = defaultdict(list)
+    spent: dict[tuple[float, str, str], list[tuple[float, float]]] = defaultdict(list)
     seen: set[tuple[str, str]] = set()
     for r in rows:
         if (r["point_id"], r["source"]) in seen:
             continue
         seen.add((r["point_id"], r["source"]))
-        spent[(_f(r["target_epsilon"]), r["source"])].append(
+        spent[(_f(r["target_epsilon"]), r["delta"], r["source"])].append(
             (_f(r["epsilon_max"]), _f(r["epsilon_mean"]))
         )
-    for (e, src), vals in sorted(spent.items()):
+    for (e, d, src), vals in sorted(spent.items()):
         mx = max(v[0] for v in vals)
         mn = sum(v[1] for v in vals) / len(vals)
         L.append(
-            f"| {_fmt_eps(e)} | {src} | {_fmt_eps(mx) if math.isinf(mx) else f'{mx:.3f}'}"
+            f"| {_fmt_eps(e)} | {d} | {src} | {_fmt_eps(mx) if math.isinf(mx) else f'{mx:.3f}'}"
             f" | {_fmt_eps(mn) if math.isinf(mn) else f'{mn:.3f}'} |"
         )
+    client: dict[tuple[str, float, str], list[float]] = defaultdict(list)
+    seen_points: set[str] = set()
+    for r in rows:
+        mode = r.get("client_dp", "off") or "off"
+        if mode == "off" or r["point_id"] in seen_points:
+            continue
+        seen_points.add(r["point_id"])
+        key = (mode, _f(r["client_target_epsilon"]), r["client_delta"])
+        client[key].append(_f(r["client_epsilon"]))
+    if client:
+        L += [
+            "",
+            "Client-level guarantees (unit: one client), largest guaranteed ε over the points:",
+            "",
+            "| mode | target ε | δ | ε guaranteed (max over points) |",
+            "|---|---|---|---|",
+        ]
+        for (mode, e, d), guaranteed in sorted(client.items()):
+            mx = max(guaranteed)
+            L.append(
+                f"| {mode} | {_fmt_eps(e)} | {d} | "
+                f"{_fmt_eps(mx) if math.isinf(mx) else f'{mx:.3f}'} |"
+            )
     L.append("")
     return "\n".join(L)

@@ -10,7 +10,6 @@ numeric difference but are not one.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +18,8 @@ from typing import Any
 
 from privfed.config import config_hash, load_config
 from privfed.errors import ConfigError, PrivfedError
-from privfed.io import read_jsonl
+from privfed.io import read_json, read_jsonl
+from privfed.rundir import CHECKPOINT, LEGACY_CHECKPOINT, verify_checkpoint
 
 __all__ = ["ReproduceResult", "diff_json", "diff_run_dirs", "reproduce"]
 
@@ -113,7 +113,7 @@ def diff_json(a: Any, b: Any, path: str = "") -> tuple[list[str], int]:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return read_json(path)
     except OSError:
         raise ReproduceError(f"{path} is missing; is this a finished run directory?") from None
     except ValueError as exc:
@@ -183,6 +183,7 @@ def reproduce(
     Raises:
         ReproduceError: if the directory is not a finished run, its config does not match its
             manifest's config hash, or ``out_dir`` already holds files.
+        CheckpointError: the run's checkpoint is damaged or not the one its manifest records.
     """
     from privfed.engine import run_experiment
 
@@ -193,6 +194,8 @@ def reproduce(
             "directory written by `privfed run` or `privfed sweep`"
         )
     manifest = _read_json(run / "manifest.json")
+    if not isinstance(manifest, dict):
+        raise ReproduceError(f"{run / 'manifest.json'} is not a JSON object; the run is damaged")
     if manifest.get("finished") is not True:
         raise ReproduceError(
             f"{run} is not finished (manifest.json finished=false); finish it "
@@ -215,7 +218,13 @@ def reproduce(
             f"(the run was made at commit {manifest.get('git', {}).get('commit', 'unknown')}; "
             "check that commit out to reproduce it)"
         )
+    # A checkpoint that is there must be the one the run wrote (sha256 in the manifest); the
+    # re-run does not need it, so a copy of the run without it can still be reproduced.
+    if (run / CHECKPOINT).exists() or (run / LEGACY_CHECKPOINT).exists():
+        verify_checkpoint(run)
     out = Path(out_dir) if out_dir else _fresh_dir(run)
+    if out.exists() and not out.is_dir():
+        raise ReproduceError(f"--out {out} is a file; give a new or empty directory")
     if out.exists() and any(out.iterdir()):
         raise ReproduceError(f"{out} already holds files; give an empty or new --out")
     run_experiment(cfg, out, progress=progress, echo=lambda _m: None)

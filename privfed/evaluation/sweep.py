@@ -66,7 +66,8 @@ import tomllib
 
 from privfed.config import ExperimentConfig, config_hash, load_config, to_dict, with_overrides
 from privfed.errors import ConfigError, PrivfedError
-from privfed.io import atomic_write_json, atomic_write_text, read_jsonl
+from privfed.io import atomic_write_json, atomic_write_text, read_json, read_jsonl, storage_error
+from privfed.rundir import CHECKPOINT
 
 __all__ = [
     "RESULT_COLUMNS",
@@ -101,8 +102,12 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "target_epsilon",
     "epsilon_max",
     "epsilon_mean",
-    "client_epsilon",
     "delta",
+    "client_dp",
+    "client_target_epsilon",
+    "client_epsilon",
+    "client_delta",
+    "privacy_warnings",
     "accountant",
     "algorithm",
     "aggregator",
@@ -224,6 +229,11 @@ def load_sweep(path: str | Path) -> SweepSpec:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SweepError(f"{path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise SweepError(
+            f"{path}: arrays or tables are nested too deeply to parse; a sweep file nests a "
+            "few levels"
+        ) from None
     extra = sorted(set(data) - {"sweep"})
     sw = data.get("sweep")
     if not isinstance(sw, dict) or extra:
@@ -473,9 +483,10 @@ def swept_fields(spec: SweepSpec) -> list[str]:
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
+        data = read_json(path)
     except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def point_status(run_dir: Path) -> str:
@@ -483,7 +494,7 @@ def point_status(run_dir: Path) -> str:
     manifest = _read_json(run_dir / "manifest.json")
     if manifest is not None and manifest.get("finished") is True:
         return "finished"
-    if (run_dir / "checkpoint" / "state.pt").exists() and (run_dir / "config.toml").exists():
+    if (run_dir / CHECKPOINT).exists() and (run_dir / "config.toml").exists():
         return "partial"
     return "missing"
 
@@ -516,6 +527,9 @@ def _point_rows(
     timings = manifest.get("timings", {})
     wall = float(timings.get("setup_s", 0.0)) + float(timings.get("run_s", 0.0))
     summary = privacy.get("summary", {})
+    cdp = point.config.client_dp
+    client_on = cdp.mode != "off"
+    client_level = privacy.get("client_level", {})
     out: list[dict[str, str]] = []
     for task, m in last["tasks"].items():
         src = m.get("source", "")
@@ -538,11 +552,23 @@ def _point_rows(
                 "val_mean_acc": format_value(_float(m.get("val_mean_acc"))),
                 "mean_loss": format_value(_float(m.get("mean_loss"))),
                 "majority_acc": format_value(_float(m.get("majority_acc"))),
+                # record level: (epsilon, delta) per (client, data source)
                 "target_epsilon": format_value(point.config.dp.target_epsilon),
                 "epsilon_max": format_value(_float(eps.get("max", m.get("epsilon_max")))),
                 "epsilon_mean": format_value(_float(eps.get("mean", m.get("epsilon_mean")))),
-                "client_epsilon": format_value(_float(m.get("client_epsilon"))),
                 "delta": format_value(float(privacy.get("delta", point.config.dp.delta))),
+                # client level: (epsilon, delta) per client, empty when off
+                "client_dp": cdp.mode,
+                "client_target_epsilon": format_value(cdp.target_epsilon) if client_on else "",
+                "client_epsilon": format_value(
+                    _float(client_level.get("epsilon", m.get("client_epsilon")))
+                )
+                if client_on
+                else "",
+                "client_delta": format_value(float(client_level.get("delta", cdp.delta)))
+                if client_on
+                else "",
+                "privacy_warnings": str(len(privacy.get("warnings", []))),
                 "accountant": str(privacy.get("accountant", point.config.dp.accountant)),
                 "algorithm": point.config.federation.algorithm,
                 "aggregator": str(manifest.get("aggregator", point.config.federation.aggregator)),
@@ -579,8 +605,14 @@ def build_results(spec: SweepSpec, points: Sequence[SweepPoint], out_dir: Path) 
         run_dir = out_dir / POINTS_DIR / p.id
         if point_status(run_dir) != "finished":
             continue
-        rows = _point_rows(swept_fields(spec), p, run_dir, out_dir)
-        attack_cells = _attack_cells(run_dir)
+        try:
+            rows = _point_rows(swept_fields(spec), p, run_dir, out_dir)
+            attack_cells = _attack_cells(run_dir)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise SweepError(
+                f"{run_dir} holds malformed result files ({type(exc).__name__}: {exc}); delete "
+                "the point directory and re-run the sweep"
+            ) from None
         attack_columns.update(attack_cells)
         for row in rows:
             row.update(attack_cells)
@@ -751,8 +783,11 @@ def run_sweep(
         raise SweepError(f"--workers must be >= 1, got {workers}")
     out = Path(out_dir)
     points = expand_points(spec)
-    out.mkdir(parents=True, exist_ok=True)
-    lock = _acquire_sweep_lock(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = _acquire_sweep_lock(out)
+    except OSError as exc:
+        raise storage_error(out, exc, action="create the sweep directory") from None
     try:
         _write_sweep_json(spec, points, out)
         status = {p.id: point_status(out / POINTS_DIR / p.id) for p in points}
@@ -853,5 +888,11 @@ def read_results(path: str | Path) -> list[dict[str, str]]:
     p = Path(path)
     if not p.exists():
         raise SweepError(f"{p} does not exist; run `privfed sweep` first")
-    with open(p, encoding="utf-8", newline="") as fh:
-        return list(csv.DictReader(fh))
+    try:
+        with open(p, encoding="utf-8", newline="") as fh:
+            return list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise SweepError(
+            f"{p} cannot be read as CSV ({exc}); rebuild it by running the same "
+            "`privfed sweep` command again"
+        ) from None

@@ -218,8 +218,11 @@ class DistributedDPAggregator:
     conditionally rounds it to integers, adds discrete Gaussian noise and reduces it modulo
     ``2^bits``; the integer vectors go through the real secure-aggregation protocol; the server
     decodes the modular sum. The server never sees an un-noised sum. The per-client noise is
-    calibrated for the expected number of survivors; the epsilon actually spent is computed
-    from the survivors counted in each round (:func:`privfed.privacy.distributed.realized_epsilon`).
+    calibrated for the worst round secure aggregation admits (``t`` survivors, of which
+    ``client_dp.max_colluders`` collude, the protected client's own share excluded:
+    :func:`privfed.privacy.distributed.plan_distributed`); the engine checks every round
+    against the budget before dispatch and records it on a
+    :class:`privfed.privacy.ledger.DistributedLedger`.
 
     Implements :class:`privfed.aggregation.Aggregator` over the *update* part of the engine's
     joint vector (the engine sends no participation counters under client-level DP).

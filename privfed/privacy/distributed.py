@@ -1,9 +1,14 @@
 """The distributed discrete Gaussian (DDG) mechanism for secure aggregation, as pure functions.
 
 Kairouz, Liu, Steinke, "The Distributed Discrete Gaussian Mechanism for Federated Learning with
-Secure Aggregation", ICML 2021 (arXiv:2102.06387). Result numbers below (Theorem 1,
-Proposition 14 / Eq. 17, Proposition 22) follow the arXiv version as cited by the authors'
-reference code ``google-research/federated/distributed_dp``.
+Secure Aggregation", ICML 2021 (arXiv:2102.06387, v4). Numbers checked: Proposition 14 (the RDP
+of a sum of discrete Gaussians, the three-term minimum of :func:`ddg_rdp`, stated for
+``sigma >= 1/2``) and Theorem 1 (the ``tau`` slack and the norm bound after rounding) as the
+authors' reference code cites them (``google-research/federated``,
+``distributed_dp/accounting_utils.py``, and an independent implementation in FL4Health);
+Section 4.1 (conditional randomized rounding) as TensorFlow Federated's implementation cites
+it. The full text was not reachable here, so the section numbers of the flattening (4.2) and of
+the granularity trade-off (4.4) are as originally cited and unchecked.
 
 Client (:func:`encode`), for a float update ``x`` of length ``d``:
 
@@ -13,7 +18,7 @@ Client (:func:`encode`), for a float update ``x`` of length ``d``:
    round (derived from a public per-round seed, :func:`rotation_signs`), apply the orthonormal
    Walsh-Hadamard transform (Sec. 4.2 "flattening");
 3. scale by ``1 / gamma`` and round to integers with *conditional randomized rounding*
-   (:func:`conditional_randomized_rounding`, Sec. 4, Proposition 22): unbiased randomized
+   (:func:`conditional_randomized_rounding`, Sec. 4.1, bound of Theorem 1): unbiased randomized
    rounding, repeated until the rounded vector's L2 norm is at most the bound of
    :func:`rounded_l2_bound`, which is therefore the L2 sensitivity in integer units;
 4. add discrete Gaussian noise ``N_Z(0, sigma^2)`` per coordinate (:mod:`.discrete`);
@@ -23,8 +28,11 @@ Server (:func:`decode`): lift the modular sum to centered signed integers (modul
 multiply by ``gamma``, invert the rotation, drop the padding.
 
 Privacy (:func:`ddg_rdp`, :func:`ddg_epsilon`): the RDP of the sum of ``n`` independent discrete
-Gaussians, Proposition 14 (Eq. 17) with the ``tau`` slack of Theorem 1, composed over rounds;
-see :func:`ddg_rdp` for the exact statement and the caveats (survivors, colluders, sampling).
+Gaussians, Proposition 14 with the ``tau`` slack of Theorem 1, composed over rounds; see
+:func:`ddg_rdp` for the exact statement and the caveats (survivors, colluders, sampling), and
+:func:`plan_distributed` / :func:`noise_shares` for whose noise is counted: only the honest
+clients a completed round is guaranteed to hold (``t - 1 - colluders``), never the protected
+client's own share.
 
 Everything is a pure function of its arguments; randomness is a ``numpy.random.Generator``
 supplied by the caller (simulation randomness, never cryptographic material).
@@ -200,7 +208,7 @@ def inverse_randomized_hadamard(y: np.ndarray, *, signs: np.ndarray, dimension: 
     return (signs * fwht(arr) / math.sqrt(big_d))[:dimension]
 
 
-# --- conditional randomized rounding (Sec. 4, Proposition 22) -----------------------------
+# --- conditional randomized rounding (Sec. 4.1, bound of Theorem 1) -----------------------
 
 
 def rounded_l2_bound(*, norm: float, beta: float, dimension: int) -> float:
@@ -209,7 +217,7 @@ def rounded_l2_bound(*, norm: float, beta: float, dimension: int) -> float:
     For a vector of L2 norm ``<= norm`` in ``R^D`` (already scaled by ``1/gamma``), unbiased
     randomized rounding gives a vector of norm at most ``norm + sqrt(D)`` always, and at most
     ``sqrt(norm^2 + D/4 + sqrt(2 log(1/beta)) (norm + sqrt(D)/2))`` with probability
-    ``>= 1 - beta`` (Kairouz et al., Proposition 22 / Theorem 1). Conditional rounding retries
+    ``>= 1 - beta`` (Kairouz et al., Theorem 1). Conditional rounding retries
     until the smaller of the two holds, which makes this value the mechanism's L2 sensitivity.
 
     Args:
@@ -360,7 +368,7 @@ class DDGParams:
 
     @property
     def l2_sensitivity(self) -> float:
-        """L2 sensitivity of one client's rounded vector, integer units (Proposition 22)."""
+        """L2 sensitivity of one client's rounded vector, integer units (Theorem 1)."""
         return rounded_l2_bound(
             norm=self.clip / self.gamma, beta=self.beta, dimension=self.padded_dimension
         )
@@ -479,7 +487,7 @@ def choose_gamma(
     return math.sqrt(2.0 * proxy * math.log(2.0 * big_d / max_wrap_probability)) / margin
 
 
-# --- privacy (Proposition 14 / Theorem 1) -------------------------------------------------
+# --- privacy (Proposition 14, Theorem 1) -------------------------------------------------
 
 
 def ddg_tau(*, sigma_per_client: float, n_survivors: int) -> float:
@@ -498,7 +506,7 @@ def ddg_tau(*, sigma_per_client: float, n_survivors: int) -> float:
 def _single_round_rdp(
     *, l2: float, l1: float, n: int, sigma: float, big_d: int, orders: np.ndarray
 ) -> np.ndarray:
-    """Proposition 14 (Eq. 17): the RDP of one release of ``x + sum of n N_Z(0, sigma^2)^D``."""
+    """Proposition 14: the RDP of one release of ``x + sum of n N_Z(0, sigma^2)^D``."""
     tau = ddg_tau(sigma_per_client=sigma, n_survivors=n)
     scale = math.sqrt(n) * sigma
     l2s = l2 / scale
@@ -562,7 +570,7 @@ def ddg_rdp(
     protected client's has L2 norm ``<= l2_sensitivity`` and L1 norm ``<= l1_sensitivity``
     (neighbouring inputs: that client's vector versus the zero vector, the paper's relation),
     and ``Z`` is the sum of ``n`` independent ``N_Z(0, sigma^2)^D``. Kairouz et al.,
-    Proposition 14 (Eq. 17; the RDP form of Theorem 1), with ``tau`` from :func:`ddg_tau` and
+    Proposition 14 (the RDP form behind Theorem 1), with ``tau`` from :func:`ddg_tau` and
     ``s = sqrt(n) sigma``::
 
         rdp(a) = min( a/2 (D2/s)^2 + tau D,
@@ -573,8 +581,10 @@ def ddg_rdp(
 
     Which ``n``: count only noise the adversary does not know. Clients that dropped before
     their masked input was summed add no noise; clients colluding with the server reveal
-    theirs. So ``n_survivors`` = honest clients whose noise is in the sum. Fewer survivors
-    means less noise and a larger epsilon.
+    theirs; and under add/remove neighbouring the protected client's own share is absent from
+    one of the two worlds, so it does not protect it. So ``n_survivors`` = honest clients other
+    than the protected one whose noise is in the sum (:class:`NoiseShares`). Fewer shares
+    means a larger epsilon.
 
     Sampling: **by default no amplification by subsampling is claimed** (``sample_rate=1``).
     Amplification needs Poisson sampling of clients *hidden from the adversary*; a server that
@@ -823,7 +833,7 @@ def ddg_calibrate_sigma(
     """The per-client sigma (integer units) that reaches ``target_epsilon`` after ``steps``.
 
     Bisection (in log sigma) on :func:`ddg_epsilon`, which decreases in sigma, with the
-    sensitivities of :class:`DDGParams` (the rounding-inflated L2 bound of Proposition 22).
+    sensitivities of :class:`DDGParams` (the rounding-inflated L2 bound of Theorem 1).
     Calibrate for the number of honest clients expected to *survive*, not the cohort size;
     report :func:`realized_epsilon` afterwards from the survivors actually counted.
 

@@ -42,7 +42,7 @@ def test_canaries_go_only_into_the_audited_clients_training_data(tmp_path: Path)
     import numpy as np
 
     for c in plan.canaries[:20]:
-        same = np.flatnonzero((src.x[:1797] == src.x[c]).all(axis=1))
+        same = np.flatnonzero((src.x[:1797] == src.x[c]).reshape(1797, -1).all(axis=1))
         assert len(same) >= 1
         for col in src.labels:
             assert src.labels[col][c] not in set(src.labels[col][same].tolist())

@@ -23,7 +23,7 @@ def test_run_writes_run_directory(tmp_path: Path, tiny_config):
         "manifest.json",
         "metrics.jsonl",
         "privacy.json",
-        "checkpoint/state.pt",
+        "checkpoint/state.ckpt",
     ):
         assert (out / name).exists(), name
     rows = read_jsonl(out / "metrics.jsonl")
@@ -187,13 +187,19 @@ def test_local_only_algorithm_keeps_models_apart(tmp_path: Path):
     assert len(state.personal) == 4 * len(engine.fed.units)
 
 
-def test_resume_before_first_checkpoint_starts_over(tmp_path: Path, tiny_config):
+def test_resume_before_first_checkpoint_starts_over(tmp_path: Path, tiny_config, monkeypatch):
     _run(tiny_config, tmp_path / "full")
     out = tmp_path / "cut"
-    out.mkdir()
-    (out / "config.toml").write_text((tmp_path / "full" / "config.toml").read_text())
-    first = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()[0]
-    (out / "metrics.jsonl").write_text(first + "\n")  # killed between metrics and checkpoint
+
+    def killed(self, state):  # killed between the metrics line and the first checkpoint
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(Engine, "save_checkpoint", killed)
+        with pytest.raises(KeyboardInterrupt):
+            _run(tiny_config, out)
+    assert len(read_jsonl(out / "metrics.jsonl")) == 1
+    assert not (out / "checkpoint" / "state.ckpt").exists()
     run_experiment(tiny_config, out, resume=True, progress=False, echo=lambda m: None)
     assert (out / "metrics.jsonl").read_text() == (tmp_path / "full" / "metrics.jsonl").read_text()
 
@@ -209,23 +215,6 @@ def test_diverged_training_is_not_sent(tmp_path: Path):
     for vec in state.globals.values():
         assert np.isfinite(vec).all()
     assert all(lg.steps > 0 for lg in state.ledger)  # the privacy was spent all the same
-
-
-def test_token_id_sources_are_one_hot(tmp_path: Path):
-    from privfed.data.sources import SourceData
-    from privfed.federation import _features, _token_vocab
-
-    src = SourceData(
-        name="toy",
-        x=np.array([[0, 2], [1, 1]], dtype=np.int64),
-        labels={"next": np.array([1, 0], dtype=np.int64)},
-        num_classes={"next": 3},
-        meta={"input_kind": "token_ids", "vocab": "abc"},
-    )
-    assert _token_vocab(src) == 4  # three characters and the unknown id
-    out = _features(src, np.array([0, 1]))
-    assert out.shape == (2, 2, 4)
-    assert out[0, 1].tolist() == [0, 0, 1, 0] and out[1, 0].tolist() == [0, 1, 0, 0]
 
 
 def test_leaf_shakespeare_directory_trains_end_to_end(tmp_path: Path):

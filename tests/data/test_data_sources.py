@@ -12,7 +12,7 @@ from privfed.errors import ConfigError, DataError, RegistryError
 def test_digits_source_has_three_tasks_on_the_same_images() -> None:
     d = load_source("digits", seed=0)
     assert isinstance(d, SourceData)
-    assert d.name == "digits" and len(d) == 1797 and d.input_shape == (64,)
+    assert d.name == "digits" and len(d) == 1797 and d.input_shape == (1, 8, 8)
     assert d.x.dtype == np.float32 and d.x.min() == 0.0 and d.x.max() == 1.0
     assert list(d.labels) == ["identity", "parity", "ge5"] and d.primary_label == "identity"
     assert dict(d.num_classes) == {"identity": 10, "parity": 2, "ge5": 2}

@@ -222,3 +222,49 @@ def test_sweep_cli_reports_bad_file_with_exit_2(tmp_path, capsys):
     assert main(["sweep", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "missing.toml" in err and "not found" in err
+
+
+def test_results_and_report_show_epsilon_and_delta_of_every_guarantee(tmp_path):
+    """Record-level and client-level (epsilon, delta) in separate columns and tables."""
+    from privfed.evaluation.report import make_report
+
+    spec = load_sweep(
+        write_sweep(
+            tmp_path,
+            textwrap.dedent("""
+        [sweep.grid]
+        "dp.target_epsilon" = [50.0]
+        seed = [0]
+
+        [[sweep.baselines]]
+        name = "client"
+        "dp.target_epsilon" = inf
+        "client_dp.mode" = "central"
+        "client_dp.target_epsilon" = 20.0
+        "client_dp.delta" = 0.02
+        "rounds" = 1
+    """),
+        )
+    )
+    out = tmp_path / "out"
+    result = run_sweep(spec, out, progress=False, echo=lambda m: None)
+    assert not result.failed
+    rows = read_rows(out / "results.csv")
+    record = [r for r in rows if r["label"] == "grid"]
+    client = [r for r in rows if r["label"] == "client"]
+    assert record and client
+    for r in record:
+        assert r["delta"] == "1e-05" and float(r["epsilon_max"]) <= 50.0
+        assert r["client_dp"] == "off" and r["client_epsilon"] == r["client_delta"] == ""
+    for r in client:
+        assert r["epsilon_max"] == "inf"  # no record-level guarantee on this point
+        assert r["client_dp"] == "central" and r["client_delta"] == "0.02"
+        assert float(r["client_target_epsilon"]) == 20.0 and 0 < float(r["client_epsilon"]) <= 20.0
+        assert r["privacy_warnings"] == "1"  # delta * 6 clients = 0.12: warned, not refused
+    md = make_report(out).markdown.read_text()
+    assert "| target ε | δ | source |" in md
+    assert "| mode | target ε | δ | ε guaranteed (max over points) |" in md
+    assert "| central | 20 | 0.02 |" in md
+    assert "**privacy warnings** in 1 point(s)" in md
+    for r in record:
+        assert r["privacy_warnings"] == "0"

@@ -5,18 +5,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import dp_accounting
 import numpy as np
 import pytest
-from dp_accounting.pld import PLDAccountant
-from dp_accounting.rdp import RdpAccountant
-from support import tiny_dict
+from support import dp_accounting_pld_epsilon, dp_accounting_rdp_epsilon, tiny_dict
 
 from privfed.config import from_dict
 from privfed.engine import Engine
 from privfed.errors import ConfigError, PrivacyBudgetError
 from privfed.privacy.accounting import (
-    DEFAULT_ORDERS,
     DPEvent,
     calibrate_noise,
     calibrate_noise_composed,
@@ -27,34 +23,6 @@ from privfed.privacy.ledger import SourceLedger
 from privfed.privacy.planning import check_delta, public_sample_rate, sample_rate_for
 
 DELTA = 1e-5
-
-
-def _dp_accounting_epsilon(events, delta: float) -> float:
-    """dp-accounting's RDP epsilon of ``(sigma, q, steps)`` events at Opacus's orders.
-
-    At fractional orders its series differs from the exact value (checked by numerical
-    integration: 0.0272397 vs 0.0272373 at q = 0.1, sigma = 1.341, order 5.3; Opacus and
-    privfed give the exact value), so it agrees with privfed to ~1e-3 relative at small sigma,
-    not bit for bit; the PLD accountant is the soundness check.
-    """
-    acc = RdpAccountant(orders=list(DEFAULT_ORDERS))
-    for sigma, q, steps in events:
-        acc.compose(
-            dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(sigma)), steps
-        )
-    return float(acc.get_epsilon(delta))
-
-
-def _pld_epsilon(events, delta: float) -> float:
-    """dp-accounting's PLD epsilon (pessimistic discretization: an upper bound on the truth)."""
-    acc = PLDAccountant(
-        dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE, value_discretization_interval=1e-3
-    )
-    for sigma, q, steps in events:
-        acc.compose(
-            dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(sigma)), steps
-        )
-    return float(acc.get_epsilon(delta))
 
 
 def test_composed_calibration_single_mechanism_is_the_old_calibration() -> None:
@@ -72,15 +40,16 @@ def test_composed_calibration_is_tight_against_dp_accounting() -> None:
     sigma = calibrate_noise_composed(target_epsilon=4.0, delta=DELTA, plan=plan)
     events = [(sigma, q, s) for q, s in plan]
     assert plan_epsilon(plan, noise_multiplier=sigma, delta=DELTA) <= 4.0
-    assert _dp_accounting_epsilon(events, DELTA) == pytest.approx(4.0, rel=1e-4)
-    assert _pld_epsilon(events, DELTA) < 4.0  # the tighter accountant: never above ours
-    below = _dp_accounting_epsilon([(sigma * 0.99, q, s) for q, s in plan], DELTA)
+    assert dp_accounting_rdp_epsilon(events, DELTA) == pytest.approx(4.0, rel=1e-4)
+    # the tighter accountant: never above ours
+    assert dp_accounting_pld_epsilon(events, DELTA) < 4.0
+    below = dp_accounting_rdp_epsilon([(sigma * 0.99, q, s) for q, s in plan], DELTA)
     assert below > 4.0
     # calibrating each part separately to the target would spend far more on the records
     parts = [
         calibrate_noise(target_epsilon=4.0, delta=DELTA, sample_rate=q, steps=s) for q, s in plan
     ]
-    naive = _dp_accounting_epsilon(
+    naive = dp_accounting_rdp_epsilon(
         [(z, q, s) for z, (q, s) in zip(parts, plan, strict=True)], DELTA
     )
     assert naive > 5.0
@@ -175,12 +144,12 @@ def test_two_groups_on_one_source_compose_on_one_ledger(tmp_path: Path) -> None:
             for h in tr.engine.accountant.history
         ]
         assert sum(h[2] for h in history) == lg.steps
-        theirs = _dp_accounting_epsilon(history, cfg.dp.delta)
+        theirs = dp_accounting_rdp_epsilon(history, cfg.dp.delta)
         assert lg.epsilon() == pytest.approx(theirs, rel=2e-3)
-        assert lg.epsilon() >= _pld_epsilon(history, cfg.dp.delta)
+        assert lg.epsilon() >= dp_accounting_pld_epsilon(history, cfg.dp.delta)
         assert lg.epsilon() <= cfg.dp.target_epsilon * (1 + 1e-9)
         # the group-a steps alone spend less: keying by group would have under-reported
-        alone = _dp_accounting_epsilon(
+        alone = dp_accounting_rdp_epsilon(
             [
                 h
                 for (c, u), tr in engine.trainers.items()
@@ -225,3 +194,97 @@ def test_record_delta_at_one_over_n_is_refused(tmp_path: Path) -> None:
         echo=lambda m: None,
     )
     assert any("dp.delta = 0.001 is within a factor 10" in w for w in warned.warnings)
+
+
+def test_public_sampling_uses_only_public_parameters(tmp_path: Path) -> None:
+    import json
+
+    from privfed.engine import run_experiment
+
+    cfg = from_dict(
+        tiny_dict(
+            rounds=2,
+            dp={
+                "target_epsilon": 8.0,
+                "delta": 1e-4,
+                "public_sampling": True,
+                "nominal_records": 50,
+            },
+        )
+    )
+    engine = Engine(cfg, tmp_path / "e", progress=False, echo=lambda m: None)
+    plan = engine.record_plan
+    assert plan is not None and plan.public_sample_rate == public_sample_rate(
+        nominal_records=50, batch_size=16
+    )
+    # one sigma per source, the same for every client whatever its record count
+    for source in ("digits", "markov"):
+        sigmas = {p.noise_multiplier for (c, s), p in plan.sources.items() if s == source}
+        assert len(sigmas) == 1
+    state = engine.fresh_state()
+    for r in range(cfg.rounds):
+        engine.run_round(r, state)
+    for (_, _), tr in engine.trainers.items():
+        assert tr.sample_rate == plan.public_sample_rate
+        assert tr.loader.sample_rate == plan.public_sample_rate
+        assert tr.optimizer.expected_batch_size == plan.public_batch_size
+        assert {h[1] for h in tr.engine.accountant.history} == {plan.public_sample_rate}
+    for lg in state.ledger:
+        assert {e.sample_rate for e in lg.events} == {plan.public_sample_rate}
+        assert lg.epsilon() <= cfg.dp.target_epsilon
+    run_experiment(cfg, tmp_path / "r", progress=False, echo=lambda m: None)
+    report = json.loads((tmp_path / "r" / "privacy.json").read_text())
+    assert report["public_sampling"]["sample_rate"] == plan.public_sample_rate
+    assert not any("treated as public" in a for a in report["assumptions"])
+    run_experiment(
+        from_dict(tiny_dict(rounds=1)), tmp_path / "p", progress=False, echo=lambda m: None
+    )
+    plain = json.loads((tmp_path / "p" / "privacy.json").read_text())
+    assert plain["public_sampling"] is None
+    assert any("record count is treated as public" in a for a in plain["assumptions"])
+
+
+def test_public_sampling_needs_a_nominal_count() -> None:
+    with pytest.raises(ConfigError, match="nominal_records must be >= 1 with public_sampling"):
+        from_dict(tiny_dict(dp={"public_sampling": True}))
+    with pytest.raises(ConfigError, match="nominal_records is only used with public_sampling"):
+        from_dict(tiny_dict(dp={"nominal_records": 10}))
+
+
+def test_plan_is_a_pure_function_of_public_plan_inputs() -> None:
+    """plan_record_level without an engine: composed per (client, source), warnings, refusals."""
+    from privfed.privacy.planning import SourceHolding, plan_record_level
+
+    holdings = {
+        (0, "digits"): SourceHolding(records=40, units=(("a.x", 40), ("b.y", 40))),
+        (1, "digits"): SourceHolding(records=400, units=(("a.x", 400),)),
+    }
+    common = dict(
+        target_epsilon=2.0,
+        delta=1e-5,
+        planned_participation=1.0,
+        public_sampling=False,
+        nominal_records=0,
+        rounds=5,
+        local_steps=4,
+        batch_size=16,
+        trainings_per_participation=1,
+        holdings=holdings,
+        units_by_source={"digits": [("a.x", 1), ("b.y", 1)]},
+    )
+    plan = plan_record_level(noise_multiplier=0.0, **common)
+    p0 = plan.sources[(0, "digits")]
+    assert [t.sample_rate for t in p0.trainings] == [1 / 3, 1 / 3]
+    assert p0.planned_epsilon <= 2.0 and p0.planned_epsilon == pytest.approx(2.0, rel=1e-4)
+    # client 0 trains two units on the same records: more noise than client 1's single unit
+    assert p0.noise_multiplier > plan.sources[(1, "digits")].noise_multiplier
+    assert any("treated as public" in a for a in plan.assumptions)
+    # a fixed sigma that only the large client can afford: a warning, not a refusal
+    sigma = 1.2
+    small = plan_epsilon([(1 / 3, 4)], noise_multiplier=sigma, delta=1e-5)
+    large = plan_epsilon([(1 / 25, 4)], noise_multiplier=sigma, delta=1e-5)
+    assert large < 2.0 < small
+    warned = plan_record_level(noise_multiplier=sigma, **common)
+    assert len(warned.warnings) == 1 and "1 of 2 (client, source) pairs" in warned.warnings[0]
+    with pytest.raises(ConfigError, match="no client would ever train"):
+        plan_record_level(noise_multiplier=0.2, **common)
