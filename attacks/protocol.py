@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -133,12 +133,9 @@ class HonestCohort:
         """The honest clients' ids."""
         return sorted(self.clients)
 
-    def _answer(self, c: int, call: object) -> bytes | None:
+    def _answer(self, c: int, call: Callable[[], bytes]) -> bytes | None:
         try:
-            assert callable(call)
-            out = call()
-            assert isinstance(out, bytes)
-            return out
+            return call()
         except PrivfedError as exc:
             self.refusals.setdefault(c, str(exc))
             return None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
@@ -393,7 +393,9 @@ def test_client_with_another_model_cannot_even_advertise_when_signed() -> None:
     assert 2 not in s.server.u1 and "signature" in s.server.violations[2]
 
 
-def _corrupting(kind: ShareKind, senders: set[int]):  # type: ignore[no-untyped-def]
+def _corrupting(
+    kind: ShareKind, senders: set[int]
+) -> Callable[[str, int, int, bytes], list[bytes]]:
     """A transport that flips the low bit of every ``kind`` share in ``senders``' responses."""
 
     def transport(p: str, sender: int, receiver: int, data: bytes) -> list[bytes]:
