@@ -17,7 +17,7 @@ the simulated PKI of :mod:`privfed.secagg.identity`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import numpy as np
 

@@ -163,6 +163,8 @@ class LocalParties:
             for c in ids
         }
         self._seconds: dict[str, float] = {}
+        #: client -> seconds spent in its protocol steps so far.
+        self.seconds: dict[int, float] = dict.fromkeys(ids, 0.0)
 
     def step(self, stage: Stage, messages: Mapping[int, bytes]) -> dict[int, bytes | PartyFailure]:
         """Run each named client's step for ``stage`` (see :class:`ClientParties`)."""
@@ -190,7 +192,9 @@ class LocalParties:
                     out[c] = PartyFailure(f"stage {stage.value!r} has no client step")
             except PrivfedError as exc:
                 out[c] = PartyFailure(str(exc))
-            spent += self._clock() - t0
+            took = self._clock() - t0
+            self.seconds[c] += took
+            spent += took
         self._seconds[stage.value] = self._seconds.get(stage.value, 0.0) + spent
         return out
 

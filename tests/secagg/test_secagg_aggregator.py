@@ -148,9 +148,11 @@ def test_identities_persist_across_rounds() -> None:
     """The malicious setting's PKI: one long-term identity per client, enrolled on first sight."""
     agg = SecAggAggregator()
     ups = updates(5, 20)
-    agg.aggregate(ups, round_index=0, model_hash=b"a", seed=0)
+    agg.aggregate(ups, RoundContext(round_index=0, model_hash=b"a", seed=0))
     first, registry = agg.enrol(range(5))
-    agg.aggregate({c: ups[c] for c in (0, 1, 2, 3)}, round_index=1, model_hash=b"b", seed=1)
+    agg.aggregate(
+        {c: ups[c] for c in (0, 1, 2, 3)}, RoundContext(round_index=1, model_hash=b"b", seed=1)
+    )
     again, later = agg.enrol([*range(5), 9])
     assert all(again[c] is first[c] for c in range(5))
     assert set(later.keys) == {*range(5), 9} and set(registry.keys) == set(range(5))

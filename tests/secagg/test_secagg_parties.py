@@ -165,3 +165,24 @@ def test_a_shared_roster_view_does_not_skip_a_clients_own_key_check() -> None:
     out = parties.step(Stage.SHARE_KEYS, {0: roster, 1: roster})
     assert isinstance(out[0], bytes)
     assert isinstance(out[1], PartyFailure) and "does not carry my advertised keys" in out[1].reason
+
+
+def test_backend_enrolment_keeps_identities_on_the_workers() -> None:
+    """The engine's backend is the PKI's enrolment: private keys stay on the worker, the driver
+    gets public keys, and a client keeps its key across rounds."""
+    from support import tiny
+
+    from privfed.backends import BackendOptions, make_backend
+
+    backend = make_backend(BackendOptions(backend="serial"))
+    backend.start(tiny(federation={"aggregator": "secagg"}))
+    try:
+        first = backend.enrol([0, 1, 2])
+        again = backend.enrol([1, 2, 3])
+        worker = backend.worker  # type: ignore[attr-defined]
+        assert set(again.keys) == {0, 1, 2, 3} and set(worker._identities) == {0, 1, 2, 3}
+        assert all(first.keys[c] == again.keys[c] for c in (0, 1, 2))
+        assert all(again.keys[c] == worker._identities[c].public for c in range(4))
+        assert worker._registry_keys == dict(again.keys)  # what the clients check rosters by
+    finally:
+        backend.close()
