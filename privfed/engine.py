@@ -203,7 +203,7 @@ class Engine:
         if self._backend is None:
             t0 = time.perf_counter()
             backend = make_backend(self.backend_options)
-            backend.start(self.cfg, behaviours=self.behaviours)
+            backend.start(self.cfg, behaviours=self.behaviours, federation=self.fed)
             self._backend = backend
             self.backend_seconds = time.perf_counter() - t0
             self.backend_workers = backend.workers
