@@ -601,13 +601,13 @@ class Server:
             CheckpointError: naming ``source`` and the field at fault.
         """
         t = TreeReader(tree, source)
-        if tree.get("kind") != STATE_KIND or tree.get("version") != STATE_VERSION:
+        if not (t.equals("kind", STATE_KIND) and t.equals("version", STATE_VERSION)):
             raise CheckpointError(
-                f"{source} holds a {tree.get('kind')!r} tree of version {tree.get('version')!r}, "
-                f"not a {STATE_KIND!r} of version {STATE_VERSION}; it was written by another "
-                "privfed version: use that version, or start the run afresh in a new --out"
+                f"{source} is not a {STATE_KIND!r} tree of version {STATE_VERSION}; it was "
+                "written by another privfed version: use that version, or start the run afresh "
+                "in a new --out"
             )
-        if tree.get("config_hash") != config_hash(self.cfg):
+        if not t.equals("config_hash", config_hash(self.cfg)):
             raise CheckpointError(
                 f"{source} was written by a different config; resume with the run's own "
                 f"config.toml or pick a new --out directory"
@@ -627,7 +627,10 @@ class Server:
             )
             c, u = entry["client"], entry["unit"]
             t.check(
-                is_int(c) and 0 <= c < self.cfg.federation.num_clients and u in sizes,
+                is_int(c)
+                and 0 <= c < self.cfg.federation.num_clients
+                and isinstance(u, str)
+                and u in sizes,
                 where,
                 f"names client {c!r} and unit {u!r}, not a client and unit of this run",
             )

@@ -241,7 +241,13 @@ class Algorithm(ABC):
         raise NotImplementedError(f"{self.name} aggregates sums, not individual vectors")
 
     def state_dict(self) -> dict[str, Any]:
-        """Server-side algorithm state for checkpoints (empty by default)."""
+        """Server-side algorithm state for checkpoints (empty by default).
+
+        It is stored by :func:`privfed.checkpoint.write_state` (no pickle): a tree of dicts with
+        ``str`` keys, lists, ``str`` / ``int`` / ``float`` / ``bool`` / ``None`` and numeric
+        numpy arrays. :meth:`load_state_dict` receives it back from a file that may have been
+        tampered with: raise ``ValueError`` on anything that does not fit the run.
+        """
         return {}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:  # noqa: B027 (optional hook)

@@ -218,6 +218,8 @@ def build(
     hashes: dict[str, str] = {}
     eligible: list[tuple[str, str, str]] = []  # (user, play title, text)
     plays = 0
+    speaking = 0  # roles with more than two lines (and at least one window)
+    speaking_windows = 0
     for f in files:
         try:
             content = f.read_text(encoding="utf-8")
@@ -232,6 +234,9 @@ def build(
             if len(lines) <= 2:
                 continue
             text = role_text(lines)
+            if len(text) - seq_len >= 1:
+                speaking += 1
+                speaking_windows += len(text) - seq_len
             if len(text) - seq_len < max(min_samples, 1):
                 continue
             eligible.append((role_id(play.title, role), play.title, text))
@@ -282,6 +287,8 @@ def build(
             "seed": seed,
         },
         "plays": plays,
+        "speaking_roles": speaking,
+        "speaking_windows": speaking_windows,
         "eligible_roles": len(eligible),
         "roles": len(users),
         "samples": int(sum(counts)),

@@ -93,6 +93,10 @@ class FusedLSTMLayer(nn.Module):
         return out
 
 
+EVAL_CHUNK = 512
+"""Records per forward pass when evaluating without autograd."""
+
+
 class _TokenTrunk(nn.Module):
     """Embedding, stacked LSTM, output of the last time step."""
 
@@ -110,6 +114,10 @@ class _TokenTrunk(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Features ``[N, hidden]`` of token ids ``[N, T]``."""
+        if not torch.is_grad_enabled() and x.shape[0] > EVAL_CHUNK:
+            # evaluation of a large split: bounded memory (the gates of a whole test set of a
+            # long role would take gigabytes)
+            return torch.cat([self(part) for part in x.split(EVAL_CHUNK)])
         z = self.embedding(x.long())
         out = self.lstm(z) if self.fused else self.lstm(z)[0]
         return out[:, -1]
