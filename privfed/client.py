@@ -105,7 +105,7 @@ class UnitTrainer:
 
     Args:
         spec: the unit.
-        x: training features (float32 tensor).
+        x: training inputs as the unit's model takes them (float32, or int64 token ids).
         y: label column -> int64 tensor, one per head.
         batch_size: expected (Poisson) batch size.
         lr: SGD learning rate.
