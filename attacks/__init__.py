@@ -1,9 +1,6 @@
-"""Attack plug-ins for privfed.
+"""The built-in attack plug-ins of privfed.
 
-Importing the package registers the built-in attacks in :data:`attacks.base.ATTACKS`;
-third-party attacks arrive through the ``privfed.attacks`` entry-point group on first lookup.
+They register through the ``privfed.attacks`` entry points declared in ``pyproject.toml``, as a
+third-party package's attacks do; importing this package registers nothing. The plug-in API
+lives in :mod:`privfed.attack_api` (re-exported by :mod:`attacks.base`).
 """
-
-from attacks.base import register_builtins
-
-register_builtins()

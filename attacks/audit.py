@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from attacks.base import Records
 from attacks.membership import init_model, per_record_loss
+from privfed.attack_api import Records
 from privfed.client import UnitSpec, UnitTrainer
 from privfed.evaluation.audit import guess_canaries, one_run_epsilon_lower_bound
 from privfed.models import flat_parameters, load_flat_parameters

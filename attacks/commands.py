@@ -27,7 +27,7 @@ def _fmt(value: float) -> str:
 
 def cmd_attack(args: argparse.Namespace) -> int:
     """Run one registered attack against a finished run directory and report its metrics."""
-    from attacks.runner import run_attack
+    from privfed.attack_runner import run_attack
     from privfed.io import atomic_write_json
 
     run = Path(args.run)

@@ -31,7 +31,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from attacks.base import (
+from attacks.metrics import best_psnr
+from privfed.attack_api import (
     Adversary,
     Attack,
     AttackResult,
@@ -40,7 +41,6 @@ from attacks.base import (
     ThreatModel,
     View,
 )
-from attacks.metrics import best_psnr
 from privfed.client import UnitSpec
 from privfed.secagg.field import decode_fixed_point
 

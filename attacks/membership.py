@@ -2,7 +2,7 @@
 
 The adversary holds the released global models and a set of challenge records and asks, for
 each record, "did some client train on it?". Members are clients' training records, non-members
-their held-out test records (drawn by :func:`attacks.observe.observe_run`); only the metric
+their held-out test records (drawn by :func:`privfed.attack_runner.observe_run`); only the metric
 step knows which is which.
 
 * :class:`LossThreshold` -- Yeom, Giacomelli, Fredrikson, Jha, "Privacy Risk in Machine
@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks.base import (
+from attacks.metrics import roc_auc, tpr_at_fpr
+from privfed.attack_api import (
     Adversary,
     Attack,
     AttackResult,
@@ -42,7 +43,6 @@ from attacks.base import (
     ThreatModel,
     View,
 )
-from attacks.metrics import roc_auc, tpr_at_fpr
 from privfed.client import UnitSpec
 from privfed.models import load_flat_parameters
 

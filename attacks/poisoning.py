@@ -8,15 +8,20 @@ the attacker's target label, starting from the broadcast global model ``G``, and
 (Sec. 4.1, Eq. 3).
 
 This is an *active* attack: it changes what one client sends, so it cannot be a passive
-:class:`~attacks.base.Attack` on a finished run. :func:`replay_with_backdoor` replays the run's
-first rounds from the common initialization twice -- once honest, once with the attacker's
-message substituted at the aggregation boundary (what a malicious client controls, under
-secure aggregation too, where its vector is clamped to ``secagg.clip`` by the encoding) -- and
-reports main-task and backdoor accuracy of both. Nothing is written to the run directory.
+:class:`~privfed.attack_api.Attack` on a finished run. A malicious client is a different
+participate function (:class:`BackdoorClient`, in place of
+:func:`privfed.participation.participate`): it takes part honestly (its DP steps are spent as
+usual) and then replaces its message -- what a malicious client controls, under secure
+aggregation too, where its vector is clamped to ``secagg.clip`` by the encoding.
+:func:`replay_with_backdoor` replays the run's first rounds from the common initialization
+twice, once honest and once with the malicious client, and reports main-task and backdoor
+accuracy of both. Nothing is written to the run directory.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import tempfile
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +30,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from attacks.observe import load_run
-from privfed.aggregation import AggregateResult, Aggregator
+from privfed.attack_runner import load_run
 from privfed.client import UnitSpec
 from privfed.engine import Engine, RunState
+from privfed.federation import Federation
 from privfed.models import flat_parameters, load_flat_parameters
+from privfed.participation import ClientRuntime, participate
+from privfed.round import ClientTask, Participation
 
 #: Bottom-right 2x2 pixels of an 8x8 digit (flattened indices), set to 1 as the trigger.
 DIGITS_TRIGGER: tuple[int, ...] = (54, 55, 62, 63)
@@ -80,56 +87,54 @@ def backdoored_model(
     return flat_parameters(model)
 
 
-class _PoisoningAggregator:
-    """Substitutes the attacker's vector before the real aggregator sees the round."""
+class BackdoorClient:
+    """A malicious client's participation: honest training, then a model-replacement message.
 
-    def __init__(self, inner: Aggregator, poison: _Poison) -> None:
-        self.inner = inner
-        self.poison = poison
-        self.name = inner.name
+    Called like :func:`privfed.participation.participate`. It trains honestly (the DP steps it
+    takes are recorded as usual), then trains ``X`` on its own records plus triggered copies
+    from the broadcast global model ``G`` of the attacked unit and sends ``gamma * (X - G)`` in
+    that unit's slice (participation counter 1), encoded as any client's message.
 
-    def aggregate(
+    Args:
+        unit_index: the attacked unit's place in the joint vector.
+        task: the attacked head.
+        target: the label triggered inputs should get.
+        trigger: feature indices set to 1 by the trigger.
+        gamma: the boost of the malicious update.
+        steps: the attacker's local SGD steps.
+        generator: the attacker's randomness (advances over rounds).
+    """
+
+    def __init__(
         self,
-        updates: Mapping[int, np.ndarray],
         *,
-        round_index: int,
-        model_hash: bytes,
-        seed: int,
-        dropouts: Mapping[str, Collection[int]] | None = None,
-        keep_observed: bool = False,
-    ) -> AggregateResult:
-        changed = dict(updates)
-        if self.poison.attacker in changed:
-            changed[self.poison.attacker] = self.poison.message(changed[self.poison.attacker])
-        return self.inner.aggregate(
-            changed,
-            round_index=round_index,
-            model_hash=model_hash,
-            seed=seed,
-            dropouts=dropouts,
-            keep_observed=keep_observed,
-        )
+        unit_index: int,
+        task: str,
+        target: int,
+        trigger: tuple[int, ...],
+        gamma: float,
+        steps: int,
+        generator: torch.Generator,
+    ) -> None:
+        self.unit_index = unit_index
+        self.task = task
+        self.target = target
+        self.trigger = trigger
+        self.gamma = gamma
+        self.steps = steps
+        self.generator = generator
 
-
-@dataclass
-class _Poison:
-    engine: Engine
-    state: RunState
-    attacker: int
-    unit_index: int
-    task: str
-    target: int
-    trigger: tuple[int, ...]
-    gamma: float
-    steps: int
-    generator: torch.Generator
-
-    def message(self, honest: np.ndarray) -> np.ndarray:
-        fed = self.engine.fed
-        unit = fed.units[self.unit_index]
-        g = self.state.globals[unit.name]
-        x, ys = fed.tensors(unit.group, "train", self.attacker)
-        cfg = self.engine.cfg.train
+    def __call__(self, runtime: ClientRuntime, task: ClientTask) -> Participation:
+        """Take part honestly, then send the boosted backdoored model instead."""
+        honest = participate(runtime, task)
+        setup = runtime.setup
+        unit = setup.fed.units[self.unit_index]
+        work = {w.unit: w for w in task.units}.get(unit.name)
+        if honest.update is None or work is None:
+            return honest  # nothing sent this round (or the unit's budget is spent)
+        g = work.global_vector
+        x, ys = setup.fed.tensors(unit.group, "train", task.client)
+        train = setup.cfg.train
         bad = backdoored_model(
             unit,
             g,
@@ -139,15 +144,17 @@ class _Poison:
             target=self.target,
             trigger=self.trigger,
             steps=self.steps,
-            batch_size=cfg.batch_size,
-            lr=cfg.lr,
+            batch_size=train.batch_size,
+            lr=train.lr,
             generator=self.generator,
         )
-        out = np.array(honest, copy=True)
-        lo, hi = fed.offsets[self.unit_index], fed.offsets[self.unit_index + 1]
+        out = np.array(honest.update, copy=True)
+        layout = setup.layout
+        lo, hi = layout.offsets[self.unit_index], layout.offsets[self.unit_index + 1]
         out[lo:hi] = (self.gamma * (bad - g)).astype(np.float32)
-        out[fed.counter_base + self.unit_index] = 1.0
-        return out
+        out[layout.counter_base + self.unit_index] = 1.0
+        upload = setup.encoding.encode(out, round_index=task.round_index, client=task.client)
+        return dataclasses.replace(honest, upload=upload, update=out)
 
 
 @dataclass(frozen=True)
@@ -174,7 +181,7 @@ class BackdoorReport:
 
 
 def _accuracies(
-    engine: Engine,
+    fed: Federation,
     unit: UnitSpec,
     vec: np.ndarray,
     task: str,
@@ -186,8 +193,8 @@ def _accuracies(
     model.eval()
     feats: list[np.ndarray] = []
     golds: list[np.ndarray] = []
-    for c in engine.fed.clients_of(unit):
-        xc, yc = engine.fed.tensors(unit.group, "test", c)
+    for c in fed.clients_of(unit):
+        xc, yc = fed.tensors(unit.group, "test", c)
         feats.append(xc.numpy())
         golds.append(yc[task].numpy())
     x = np.concatenate(feats)
@@ -226,7 +233,7 @@ def replay_with_backdoor(
         trigger: feature indices set to 1 by the trigger.
         rng: the attacker's randomness.
     """
-    _, engine, _ = load_run(run_dir)
+    cfg, engine, _ = load_run(run_dir)
     fed = engine.fed
     names = [u.name for u in fed.units]
     ui = 0 if unit is None else names.index(unit) if unit in names else -1
@@ -236,28 +243,37 @@ def replay_with_backdoor(
     task = task or spec.tasks[0]
     if attacker not in fed.unit_group[spec.name].clients:
         raise ValueError(f"client {attacker} does not hold group {spec.group!r}; pick another")
-    n = engine.cfg.federation.num_clients * engine.cfg.federation.cohort_fraction
-    boost = gamma if gamma is not None else n / engine.cfg.federation.server_lr
-    honest_agg = engine.aggregator
+    n = cfg.federation.num_clients * cfg.federation.cohort_fraction
+    boost = gamma if gamma is not None else n / cfg.federation.server_lr
 
-    def replay(poison: bool) -> RunState:
-        state = engine.fresh_state()
-        if poison:
-            gen = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
-            p = _Poison(
-                engine, state, attacker, ui, task, target, tuple(trigger), boost, steps, gen
-            )
-            engine.aggregator = _PoisoningAggregator(honest_agg, p)
-        try:
+    def replay(eng: Engine) -> RunState:
+        state = eng.fresh_state()
+        with eng:
             for r in range(rounds):
-                engine.run_round(r, state)
-        finally:
-            engine.aggregator = honest_agg
+                eng.run_round(r, state)
         return state
 
-    clean = replay(False)
     # trainers are re-seeded per call, so the honest clients behave the same in both replays
-    poisoned = replay(True)
-    mc, bc = _accuracies(engine, spec, clean.globals[spec.name], task, target, tuple(trigger))
-    mp, bp = _accuracies(engine, spec, poisoned.globals[spec.name], task, target, tuple(trigger))
+    clean = replay(engine)
+    gen = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
+    malicious = BackdoorClient(
+        unit_index=ui,
+        task=task,
+        target=target,
+        trigger=tuple(trigger),
+        gamma=boost,
+        steps=steps,
+        generator=gen,
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        poisoned_engine = Engine(
+            cfg,
+            Path(scratch),
+            progress=False,
+            echo=lambda _msg: None,
+            behaviours={attacker: malicious},
+        )
+        poisoned = replay(poisoned_engine)
+    mc, bc = _accuracies(fed, spec, clean.globals[spec.name], task, target, tuple(trigger))
+    mp, bp = _accuracies(fed, spec, poisoned.globals[spec.name], task, target, tuple(trigger))
     return BackdoorReport(spec.name, task, target, rounds, float(boost), mc, mp, bc, bp)

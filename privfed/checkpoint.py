@@ -358,7 +358,7 @@ def _decode_tag(
         raise _Bad(f"{_where(path)} mixes the tag {tag!r} with other keys")
     value = node[tag]
     if tag == "$float":
-        if value not in _NONFINITE:
+        if not isinstance(value, str) or value not in _NONFINITE:
             raise _Bad(f"{_where(path)} has $float {value!r}; expected 'inf', '-inf' or 'nan'")
         return _NONFINITE[value]
     if tag == "$array":
@@ -541,6 +541,11 @@ class TreeReader:
                 "another run: restore it from a copy, or start the run afresh in a new --out"
             )
 
+    def equals(self, key: str, expected: str | int) -> bool:
+        """Whether the entry ``key`` is present, of ``expected``'s type and equal to it."""
+        value = self.tree.get(key)
+        return type(value) is type(expected) and value == expected
+
     def get(self, key: str) -> Any:
         """The entry ``key`` (which must be present)."""
         self.check(key in self.tree, key, "is missing")
@@ -589,6 +594,13 @@ class TreeReader:
         """``fn(value)``, any error it raises on bad content reported against ``field``."""
         try:
             return fn(value)
-        except (PrivfedError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        except (
+            PrivfedError,
+            LookupError,
+            TypeError,
+            ValueError,
+            AttributeError,
+            ArithmeticError,
+        ) as exc:
             self.check(False, field, f"cannot be restored ({type(exc).__name__}: {exc})")
             raise AssertionError("unreachable") from None

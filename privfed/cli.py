@@ -45,8 +45,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.out
         else Path("runs") / (f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
     )
-    print(f"privfed run: {cfg.name} ({cfg_path}) -> {out}")
-    summary = run_experiment(cfg, out, resume=args.resume, progress=not args.quiet)
+    backend = backend_options(args)
+    where = backend.backend + (f", {backend.workers} workers" if backend.workers else "")
+    print(f"privfed run: {cfg.name} ({cfg_path}) -> {out} [{where}]")
+    summary = run_experiment(cfg, out, resume=args.resume, progress=not args.quiet, backend=backend)
     print()
     print(
         f"after {summary.rounds} rounds ({cfg.federation.algorithm}, "
@@ -81,6 +83,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     for w in summary.warnings:
         print(f"WARNING (privacy): {w}")
+    c = summary.costs
+    if c.get("participations"):
+        print(
+            f"cost: {int(c['participations'])} participations; per participation "
+            f"{c['bytes_down_per_participation'] / 1024:.1f} KiB down, "
+            f"{c['bytes_up_per_participation'] / 1024:.1f} KiB up, "
+            f"{c['compute_seconds_per_participation'] * 1000:.1f} ms local compute (CPU); "
+            f"{c['round_seconds'] / max(c['rounds'], 1):.2f} s per round (costs.jsonl)"
+        )
     for name, a in summary.attacks.items():
         metrics = ", ".join(f"{k}={v:.3g}" for k, v in sorted(a["metrics"].items()))
         print(f"attack {name} ({a['threat_model']}): {metrics}")
@@ -96,6 +107,55 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_backend_options(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
+    """The ``--backend``, ``--workers`` and ``--address`` options (run options, never hashed)."""
+    p.add_argument(
+        "--backend",
+        choices=["serial", "process", "ray"],
+        default=None,
+        help="where clients train: in this process (serial, the default), a pool of worker "
+        "processes (process) or Ray actors (ray, needs pip install -e '.[ray]'); the numbers "
+        "are the same on every backend",
+    )
+    if sweep:
+        p.add_argument(
+            "--workers",
+            type=int,
+            default=0,
+            help="cores the sweep may use (default: all): parallel points with the serial "
+            "backend; with --backend process, --workers / --run-workers points at a time",
+        )
+        p.add_argument(
+            "--run-workers",
+            type=int,
+            default=0,
+            help="--backend process: worker processes per run (default: all of --workers)",
+        )
+    else:
+        p.add_argument(
+            "--workers",
+            type=int,
+            default=0,
+            help="worker processes or Ray actors (default: all cores; on a Ray cluster, all "
+            "its CPUs); --workers alone means --backend process",
+        )
+    p.add_argument(
+        "--address", default="", help="--backend ray: the Ray cluster to connect to (e.g. auto)"
+    )
+
+
+def backend_options(args: argparse.Namespace) -> Any:
+    """The :class:`~privfed.backends.BackendOptions` of ``privfed run``'s arguments."""
+    from privfed.backends import BackendError, BackendOptions
+
+    name = args.backend or ("ray" if args.address else "process" if args.workers else "serial")
+    if name == "serial" and args.workers:
+        raise BackendError("--workers needs --backend process or ray (serial runs in this process)")
+    if args.workers < 0:
+        raise BackendError(f"--workers must be >= 1, got {args.workers}")
+    return BackendOptions(backend=name, workers=args.workers, address=args.address)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     """``privfed list``: every registered plug-in, one line each."""
     from privfed.algorithms import ALGORITHMS
@@ -109,12 +169,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         ("partitioners", PARTITIONERS),
         ("algorithms", ALGORITHMS),
     ]
-    try:
-        from attacks.base import ATTACKS
+    from privfed.attack_api import ATTACKS
 
-        sections.append(("attacks", ATTACKS))
-    except ImportError:
-        pass
+    sections.append(("attacks", ATTACKS))
     for title, reg in sections:
         print(f"{title}:")
         for e in reg.entries():
@@ -149,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default: runs/NAME-TIMESTAMP)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_backend_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
@@ -169,10 +227,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_evaluation(sub)
 
-    from attacks.commands import register as register_attacks
-
-    register_attacks(sub)
+    _plugin_commands(sub)
     return parser
+
+
+def _plugin_commands(sub: argparse._SubParsersAction) -> None:
+    """Sub-commands plug-in packages add (entry-point group ``privfed.commands``).
+
+    Each entry point is a function ``register(subparsers)``; the built-in ``attack`` and
+    ``poison`` commands arrive this way from the ``attacks`` package. A plug-in that fails to
+    load is reported on stderr and skipped.
+    """
+    from importlib import metadata
+
+    for ep in sorted(metadata.entry_points(group="privfed.commands"), key=lambda e: e.name):
+        try:
+            ep.load()(sub)
+        except Exception as exc:  # a broken plug-in must not break the command line
+            print(
+                f"privfed: warning: the commands of plug-in {ep.name!r} ({ep.value}) failed to "
+                f"load: {exc}; fix or uninstall the package that provides them",
+                file=sys.stderr,
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

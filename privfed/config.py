@@ -547,7 +547,7 @@ class ExperimentConfig(_Checked):
                         "client and source): make them equal or use another source"
                     )
         if self.attacks:
-            from attacks.base import ATTACKS
+            from privfed.attack_api import ATTACKS
 
             for i, a in enumerate(self.attacks):
                 try:

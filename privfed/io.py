@@ -2,11 +2,13 @@
 
 Writes go through a temporary file in the same directory (``.NAME.RANDOM.tmp``), flushed and
 fsynced, then renamed over the target: a reader (or a resumed run) sees the old file or the new
-one, never half of one. A failed write removes its temporary file and leaves the previous
-version of the target untouched; an :class:`OSError` (full disk, read-only or permission-denied
-directory) becomes a :class:`~privfed.errors.StorageError` naming the path and what to do. A
-process killed mid-write can still leave a temporary file behind: :func:`remove_stale_temps`
-removes those of named files (a run calls it on its own directory when it starts).
+one, never half of one. (The directory is not fsynced after the rename: that would only make
+the rename itself reach the disk sooner, at one more disk flush per file.) A failed write
+removes its temporary file and leaves the previous version of the target untouched; an
+:class:`OSError` (full disk, read-only or permission-denied directory) becomes a
+:class:`~privfed.errors.StorageError` naming the path and what to do. A process killed mid-write
+can still leave a temporary file behind: :func:`remove_stale_temps` removes those of named
+files (a run calls it on its own directory when it starts).
 
 Files are created with mode ``0o666`` minus the process umask (``0644`` under the usual umask
 022), the mode ``open()`` gives, so every file of a run directory has the same permissions.
@@ -72,20 +74,6 @@ def _create_temp(path: Path) -> tuple[Path, int]:
     raise FileExistsError(errno.EEXIST, "no free temporary file name", str(path))
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (best effort: not every platform supports it)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _unlink_quietly(path: Path) -> None:
     try:
         os.unlink(path)
@@ -122,7 +110,6 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
         if isinstance(exc, OSError):
             raise storage_error(path, exc) from None
         raise
-    _fsync_dir(path.parent)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -32,11 +32,23 @@ class Registry(Generic[T]):
     Args:
         kind: what the registry holds, used in error messages ("attack", "task", ...).
         entry_point_group: entry-point group scanned on first lookup, or None.
+        describe: the description of a plug-in registered without one (default: the first
+            line of its docstring); used for plug-ins that arrive through entry points.
+        hint: added to the unknown-name error when nothing at all is registered.
     """
 
-    def __init__(self, kind: str, *, entry_point_group: str | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        *,
+        entry_point_group: str | None = None,
+        describe: Callable[[T], str] | None = None,
+        hint: str = "",
+    ) -> None:
         self.kind = kind
         self.entry_point_group = entry_point_group
+        self._describe = describe
+        self._hint = hint
         self._entries: dict[str, Entry[T]] = {}
         self._entry_points_loaded = entry_point_group is None
 
@@ -48,6 +60,8 @@ class Registry(Generic[T]):
             raise RegistryError(
                 f"{self.kind} {name!r} is already registered; pick another name or pass force=True"
             )
+        if not description and self._describe is not None:
+            description = self._describe(obj)
         if not description:
             doc = (getattr(obj, "__doc__", None) or "").strip()
             description = doc.splitlines()[0] if doc else ""
@@ -97,6 +111,8 @@ class Registry(Generic[T]):
             known = sorted(self._entries)
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
+            if not known and self._hint:
+                hint = f" ({self._hint})"
             raise RegistryError(
                 f"unknown {self.kind} {name!r}{hint} Registered: {', '.join(known) or 'none'}"
             ) from None

@@ -57,6 +57,19 @@ def tiny(**overrides: Any) -> ExperimentConfig:
     return from_dict(tiny_dict(**overrides))
 
 
+def trainers_of(engine: Any) -> dict[tuple[int, str], Any]:
+    """The trainers of a serial-backend engine, keyed (client, unit name[#personal]).
+
+    The serial backend runs every client in one worker in this process; its trainer cache is
+    the clients' own state, read here only to compare it with the ledgers.
+    """
+    out = {}
+    for (client, unit_index, personal), tr in engine.backend.worker.trainers.items():
+        name = engine.fed.units[unit_index].name + ("#personal" if personal else "")
+        out[(client, name)] = tr
+    return out
+
+
 def dp_accounting_rdp_epsilon(events: list[tuple[float, float, int]], delta: float) -> float:
     """dp-accounting's RDP epsilon of ``(sigma, q, steps)`` events at Opacus's orders.
 

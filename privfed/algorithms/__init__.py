@@ -211,14 +211,22 @@ class Algorithm(ABC):
         """Weight of the proximal term of the shared training (0: none)."""
         return 0.0
 
-    def local_prox(
-        self, *, unit: str, client: int, start: np.ndarray, global_vec: np.ndarray
-    ) -> tuple[np.ndarray, float] | None:
-        """Centre and weight of the proximal term of the shared training, or None.
+    def client_prox(self, *, unit: str, start: np.ndarray) -> tuple[np.ndarray, float] | None:
+        """Client side: centre and weight of the proximal term of the shared training, or None.
 
-        The default is FedProx's ``(start, prox_mu)`` when ``prox_mu > 0``.
+        The default is FedProx's ``(start, prox_mu)`` when ``prox_mu > 0``. Used when the
+        server sent no proximal term of its own (:meth:`server_prox`).
         """
         return (start, self.prox_mu) if self.prox_mu > 0 else None
+
+    def server_prox(
+        self, *, unit: str, client: int, global_vec: np.ndarray
+    ) -> tuple[np.ndarray, float] | None:
+        """Server side: a proximal term computed from server state and sent in the task.
+
+        For algorithms whose regularizer couples clients (MOCHA); the default is None.
+        """
+        return None
 
     def local_phases(self, unit: str) -> list[np.ndarray | None]:
         """Masks of the coordinates frozen in each local training phase.
@@ -233,7 +241,13 @@ class Algorithm(ABC):
         raise NotImplementedError(f"{self.name} aggregates sums, not individual vectors")
 
     def state_dict(self) -> dict[str, Any]:
-        """Server-side algorithm state for checkpoints (empty by default)."""
+        """Server-side algorithm state for checkpoints (empty by default).
+
+        It is stored by :func:`privfed.checkpoint.write_state` (no pickle): a tree of dicts with
+        ``str`` keys, lists, ``str`` / ``int`` / ``float`` / ``bool`` / ``None`` and numeric
+        numpy arrays. :meth:`load_state_dict` receives it back from a file that may have been
+        tampered with: raise ``ValueError`` on anything that does not fit the run.
+        """
         return {}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:  # noqa: B027 (optional hook)
@@ -498,8 +512,8 @@ class Mocha(Algorithm):
         """Continue the client's own model (the common initialization the first time)."""
         return global_vec if personal is None else personal
 
-    def local_prox(
-        self, *, unit: str, client: int, start: np.ndarray, global_vec: np.ndarray
+    def server_prox(
+        self, *, unit: str, client: int, global_vec: np.ndarray
     ) -> tuple[np.ndarray, float] | None:
         """The regularizer's gradient as a proximal term (see the class docstring)."""
         lam = float(self.params.lambda_)
@@ -508,7 +522,7 @@ class Mocha(Algorithm):
         idx = self.holders[unit].index(client)
         oinv = self.omega_inv[unit]
         cols = self.columns.get(unit, {})
-        pull = np.zeros_like(start, dtype=np.float64)
+        pull = np.zeros_like(global_vec, dtype=np.float64)
         for j, c in enumerate(self.holders[unit]):
             if c != client:
                 pull += oinv[j, idx] * cols.get(c, global_vec)

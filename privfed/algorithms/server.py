@@ -28,7 +28,7 @@ class ServerOptimizer:
         return (global_vec + self.lr * mean_update).astype(np.float32)
 
     def state_dict(self) -> dict[str, Any]:
-        """Optimizer state for checkpoints."""
+        """Optimizer state for checkpoints (a tree that privfed.checkpoint.write_state stores)."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -168,7 +168,11 @@ def read_mnist(path: Path, *, split: str = "all") -> ImageArrays:
                 f"{x.shape[0]} images; expected equal counts"
             )
         if y.size and y.max() > 9:
-            raise DataError(f"MNIST file {lab_file} has label {int(y.max())}, expected 0..9")
+            i = int(np.argmax(y > 9))
+            raise DataError(
+                f"MNIST file {lab_file} has label {int(y[i])} at record {i}, expected 0..9; the "
+                "file is damaged or not MNIST: replace it"
+            )
         xs.append(x)
         ys.append(y.astype(np.int64))
         files += [str(img_file), str(lab_file)]
@@ -212,10 +216,13 @@ def _read_cifar_batch(file: Path) -> tuple[np.ndarray, np.ndarray]:
             else type(data).__name__
         )
         raise DataError(f"CIFAR-10 file {file}: data is {desc}, expected uint8 N x 3072")
-    if not isinstance(labels, list) or not all(
-        isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 9 for v in labels
-    ):
+    if not isinstance(labels, list):
         raise DataError(f"CIFAR-10 file {file}: labels must be a list of ints in 0..9")
+    for i, v in enumerate(labels):
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 9:
+            raise DataError(
+                f"CIFAR-10 file {file}: labels must be a list of ints in 0..9; record {i} has {v!r}"
+            )
     if len(labels) != data.shape[0]:
         raise DataError(
             f"CIFAR-10 file {file}: {len(labels)} labels for {data.shape[0]} images; expected equal"

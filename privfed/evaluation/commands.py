@@ -7,12 +7,18 @@ from pathlib import Path
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    """``privfed sweep SWEEP.toml [--out DIR] [--workers N]``."""
+    """``privfed sweep SWEEP.toml [--out DIR] [--workers N] [--backend B [--run-workers K]]``."""
+    from privfed.backends import BackendError, BackendOptions, default_workers
     from privfed.evaluation.sweep import load_sweep, run_sweep
 
     spec = load_sweep(args.sweep)
     out = Path(args.out) if args.out else Path("sweeps") / spec.name
-    result = run_sweep(spec, out, workers=args.workers, progress=not args.quiet)
+    name = args.backend or ("ray" if args.address else "serial")
+    if args.run_workers and name != "process":
+        raise BackendError("--run-workers needs --backend process")
+    workers = args.workers or default_workers()
+    backend = BackendOptions(backend=name, workers=args.run_workers, address=args.address)
+    result = run_sweep(spec, out, workers=workers, backend=backend, progress=not args.quiet)
     print(
         f"results: {result.results_csv} ({len(result.points) - len(result.failed)} of "
         f"{len(result.points)} points finished; ran {len(result.ran)}, "
@@ -52,9 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="run a grid of experiments (resumable) into one directory")
     p.add_argument("sweep", help="sweep TOML file ([sweep] table: base, set, grid, baselines)")
     p.add_argument("--out", help="sweep directory (default: sweeps/NAME); reuse it to resume")
-    p.add_argument(
-        "--workers", type=int, default=1, help="points run in parallel processes (default 1)"
-    )
+    from privfed.cli import add_backend_options
+
+    add_backend_options(p, sweep=True)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sweep)
 

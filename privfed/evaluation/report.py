@@ -9,6 +9,8 @@ their last ``metrics.jsonl`` line for per-client numbers) and writes into ``DIR`
 * ``acc_vs_alpha.png``: accuracy vs Dirichlet alpha at one epsilon (if alpha was swept);
 * ``multitask.png``: the multi-task average and the worst task vs epsilon;
 * ``client_spread.png``: the per-client accuracy distribution at one epsilon;
+* ``cost.png``: per participation, the bytes each client downloads and uploads and its local
+  compute time, per series (from each point's ``costs.jsonl``);
 * ``report.md`` linking them, with tables of mean ± 95% CI over seeds and the provenance
   (versions, commits, config hashes, seeds) read from the run manifests.
 
@@ -476,6 +478,10 @@ def make_report(
         figures.append(_save(fig, out / "client_spread.png"))
         plt.close(fig)
 
+    cost = _costs(rows, layout)
+    if cost:
+        figures.append(_cost_figure(plt, cost, out))
+
     md = _markdown(
         sweep_dir,
         sweep,
@@ -489,6 +495,7 @@ def make_report(
         out,
         chosen_eps=chosen_eps,
         chosen_alpha=chosen_alpha,
+        cost=cost,
     )
     atomic_write_text(out / "report.md", md)
     return Report(markdown=out / "report.md", figures=tuple(figures))
@@ -508,6 +515,7 @@ def _markdown(
     *,
     chosen_eps: float,
     chosen_alpha: float,
+    cost: Mapping[str, Mapping[str, MeanCI]] | None = None,
 ) -> str:
     manifests = _manifests(sweep_dir, rows)
     n_points = len({r["point_id"] for r in rows})
@@ -646,4 +654,75 @@ def _markdown(
                 f"{_fmt_eps(mx) if math.isinf(mx) else f'{mx:.3f}'} |"
             )
     L.append("")
+    if cost:
+        L += [
+            "## Cost",
+            "",
+            "Per participation (one client in one round), mean ± 95% CI over the points of each "
+            "series: bytes of the real messages (the task a client downloads, the update or "
+            "secure-aggregation messages it uploads; the same on every backend), the client's "
+            "local compute (CPU seconds of training and encoding) and the driver's wall time "
+            "per round. Times are measurements on the machine named above, under its load "
+            "(`costs.jsonl` of each point has them per round and client).",
+            "",
+            "| series | KiB down | KiB up | compute (ms) | round (s) |",
+            "|---|---|---|---|---|",
+        ]
+        for series, m in sorted(cost.items()):
+            L.append(f"| {series} | {m['down']} | {m['up']} | {m['compute']} | {m['round']} |")
+        L.append("")
     return "\n".join(L)
+
+
+def _costs(rows: Sequence[Row], layout: _Layout) -> dict[str, dict[str, MeanCI]]:
+    """Series -> mean ± CI over its points of the per-participation costs (empty if none)."""
+    per: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    seen: set[str] = set()
+    for r in rows:
+        if r["point_id"] in seen or not r.get("bytes_down_per_participation"):
+            continue
+        seen.add(r["point_id"])
+        m = per[_series_name(r, layout)]
+        m["down"].append(_f(r["bytes_down_per_participation"]) / 1024)
+        m["up"].append(_f(r["bytes_up_per_participation"]) / 1024)
+        m["compute"].append(_f(r["compute_s_per_participation"]) * 1000)
+        m["round"].append(_f(r["round_s"]))
+    return {s: {k: mean_ci(v) for k, v in m.items()} for s, m in per.items()}
+
+
+def _cost_figure(plt: Any, cost: Mapping[str, Mapping[str, MeanCI]], out: Path) -> Path:
+    """Bars of bytes per participation (down, up) and compute per participation, per series."""
+    names = sorted(cost)
+    xs = list(range(len(names)))
+    fig, axes = plt.subplots(
+        1, 2, figsize=(max(6.4, 1.1 * len(names) + 3), 4.4), layout="constrained"
+    )
+    width = 0.4
+    for k, (key, label) in enumerate((("down", "download"), ("up", "upload"))):
+        axes[0].bar(
+            [x + (k - 0.5) * width for x in xs],
+            [cost[n][key].mean for n in names],
+            width,
+            yerr=[_hw(cost[n][key]) for n in names],
+            label=label,
+            color=f"C{k}",
+        )
+    axes[0].set_ylabel("KiB per participation")
+    axes[0].set_title("communication per client and round")
+    axes[0].legend(fontsize=8)
+    axes[1].bar(
+        xs,
+        [cost[n]["compute"].mean for n in names],
+        0.6,
+        yerr=[_hw(cost[n]["compute"]) for n in names],
+        color="C2",
+    )
+    axes[1].set_ylabel("ms CPU per participation")
+    axes[1].set_title("local compute per client and round")
+    for ax in axes:
+        ax.set_xticks(xs)
+        ax.set_xticklabels(names, rotation=20, fontsize=8)
+        ax.grid(True, axis="y", alpha=0.3)
+    path = _save(fig, out / "cost.png")
+    plt.close(fig)
+    return path

@@ -42,6 +42,7 @@ row is never duplicated or half-written.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import itertools
@@ -111,15 +112,25 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "accountant",
     "algorithm",
     "aggregator",
+    "bytes_down_per_participation",
+    "bytes_up_per_participation",
+    "compute_s_per_participation",
+    "round_s",
     "wall_time_s",
     "privfed_version",
     "commit",
     "run_dir",
 )
 
-#: Columns that legitimately differ between two runs of the same point: the wall time, and the
-#: commit when the checkout moved on between them (the numbers must not differ).
-VOLATILE_COLUMNS: tuple[str, ...] = ("wall_time_s", "commit")
+#: Columns that legitimately differ between two runs of the same point: the measured times, and
+#: the commit when the checkout moved on between them (the numbers must not differ; bytes are
+#: the same on every run).
+VOLATILE_COLUMNS: tuple[str, ...] = (
+    "compute_s_per_participation",
+    "round_s",
+    "wall_time_s",
+    "commit",
+)
 
 POINTS_DIR = "points"
 RESULTS_CSV = "results.csv"
@@ -527,6 +538,9 @@ def _point_rows(
     timings = manifest.get("timings", {})
     wall = float(timings.get("setup_s", 0.0)) + float(timings.get("run_s", 0.0))
     summary = privacy.get("summary", {})
+    from privfed.evaluation.costs import cost_columns
+
+    costs = {k: f"{v:.6g}" for k, v in cost_columns(run_dir).items()}
     cdp = point.config.client_dp
     client_on = cdp.mode != "off"
     client_level = privacy.get("client_level", {})
@@ -572,6 +586,10 @@ def _point_rows(
                 "accountant": str(privacy.get("accountant", point.config.dp.accountant)),
                 "algorithm": point.config.federation.algorithm,
                 "aggregator": str(manifest.get("aggregator", point.config.federation.aggregator)),
+                "bytes_down_per_participation": costs.get("bytes_down_per_participation", ""),
+                "bytes_up_per_participation": costs.get("bytes_up_per_participation", ""),
+                "compute_s_per_participation": costs.get("compute_s_per_participation", ""),
+                "round_s": costs.get("round_s", ""),
                 "wall_time_s": f"{wall:.2f}",
                 "privfed_version": str(manifest.get("versions", {}).get("privfed", "")),
                 "commit": str(manifest.get("git", {}).get("commit", "")),
@@ -699,8 +717,10 @@ def _worker_init() -> None:
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
 
-def run_point(cfg: ExperimentConfig, run_dir: str) -> float:
+def run_point(cfg: ExperimentConfig, run_dir: str, backend: Any = None) -> float:
     """Run (or resume) one point into ``run_dir``; returns its wall time in seconds.
+
+    ``backend`` (:class:`~privfed.backends.BackendOptions`) says where the run's clients train.
 
     Holds an exclusive lock on the point directory for the whole run, so a leftover process of
     a killed sweep can never write into a point that a restarted sweep is running.
@@ -720,7 +740,14 @@ def run_point(cfg: ExperimentConfig, run_dir: str) -> float:
             return 0.0
         if status == "missing" and d.exists():
             shutil.rmtree(d)  # started but no checkpoint yet: start afresh
-        run_experiment(cfg, d, resume=(status == "partial"), progress=False, echo=lambda _msg: None)
+        run_experiment(
+            cfg,
+            d,
+            resume=(status == "partial"),
+            progress=False,
+            echo=lambda _msg: None,
+            backend=backend,
+        )
     return time.perf_counter() - t0
 
 
@@ -764,6 +791,7 @@ def run_sweep(
     out_dir: str | Path,
     *,
     workers: int = 1,
+    backend: Any = None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
 ) -> SweepResult:
@@ -772,7 +800,13 @@ def run_sweep(
     Args:
         spec: the parsed sweep (:func:`load_sweep`).
         out_dir: the sweep directory (created if needed; reused to resume).
-        workers: parallel processes; 1 runs the points in this process, one after another.
+        workers: cores the sweep may use. With the serial backend (default) that many points
+            run in parallel processes (1: in this process, one after another); with
+            ``backend.backend = "process"`` each run uses ``backend.workers`` processes (0: all
+            of ``workers``) and ``workers // backend.workers`` points run at once, so the sweep
+            never starts more processes than ``workers``; with Ray the points run one after
+            another, each on the Ray cluster.
+        backend: where each run's clients train (:class:`~privfed.backends.BackendOptions`).
         progress: show a progress bar (points done, time left) on stderr.
         echo: where one-line messages go.
 
@@ -781,6 +815,23 @@ def run_sweep(
     """
     if workers < 1:
         raise SweepError(f"--workers must be >= 1, got {workers}")
+    from dataclasses import replace
+
+    from privfed.backends import BackendOptions
+
+    backend = backend or BackendOptions()
+    parallel = workers
+    if backend.backend == "process":
+        per_run = backend.workers or workers
+        if per_run > workers:
+            raise SweepError(
+                f"--run-workers ({per_run}) must be <= --workers ({workers}): the sweep never "
+                "starts more processes than --workers"
+            )
+        backend = replace(backend, workers=per_run)
+        parallel = max(1, workers // per_run)
+    elif backend.backend == "ray":
+        parallel = 1
     out = Path(out_dir)
     points = expand_points(spec)
     try:
@@ -829,17 +880,23 @@ def run_sweep(
             if bar is not None:
                 bar.update(1)
 
+        session: Any = contextlib.nullcontext()
+        if backend.backend == "ray":
+            from privfed.backends.ray_backend import ray_session
+
+            session = ray_session(backend)
         try:
-            if workers == 1 or len(todo) <= 1:
-                for p in todo:
-                    try:
-                        run_point(p.config, str(out / POINTS_DIR / p.id))
-                    except (PrivfedError, RuntimeError, ValueError) as exc:
-                        finished(p, exc)
-                    else:
-                        finished(p, None)
-            else:
-                _run_pool(todo, out, workers, finished)
+            with session:
+                if parallel == 1 or len(todo) <= 1:
+                    for p in todo:
+                        try:
+                            run_point(p.config, str(out / POINTS_DIR / p.id), backend)
+                        except (PrivfedError, RuntimeError, ValueError) as exc:
+                            finished(p, exc)
+                        else:
+                            finished(p, None)
+                else:
+                    _run_pool(todo, out, parallel, finished, backend)
         finally:
             if bar is not None:
                 bar.close()
@@ -861,6 +918,7 @@ def _run_pool(
     out: Path,
     workers: int,
     finished: Callable[[SweepPoint, BaseException | None], None],
+    backend: Any,
 ) -> None:
     # spawn, not forkserver: a spawned worker is a child of this process, so when this process
     # is killed the worker is re-parented and its watchdog (``_watch_parent``) ends it. A
@@ -868,7 +926,7 @@ def _run_pool(
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
         futures: dict[Future[float], SweepPoint] = {
-            pool.submit(run_point, p.config, str(out / POINTS_DIR / p.id)): p for p in todo
+            pool.submit(run_point, p.config, str(out / POINTS_DIR / p.id), backend): p for p in todo
         }
         pending = set(futures)
         try:

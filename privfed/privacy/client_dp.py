@@ -21,13 +21,10 @@ these guarantees are about the mechanism, and the simulator makes it reproducibl
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from privfed.aggregation import AggregateResult
 from privfed.errors import ConfigError, PrivacyBudgetError
 from privfed.privacy.accounting import (
     calibrate_noise,
@@ -208,95 +205,3 @@ def next_clip(
 def new_client_ledger(*, delta: float, target_epsilon: float) -> SourceLedger:
     """The population's client-level ledger (one event per released round)."""
     return SourceLedger(-1, CLIENT_LEVEL_SOURCE, delta=delta, target_epsilon=target_epsilon)
-
-
-class DistributedDPAggregator:
-    """Client-level DP whose noise the clients add themselves, summed by secure aggregation.
-
-    Kairouz, Liu, Steinke 2021 (the distributed discrete Gaussian): each client clips its
-    update, rotates it (randomized Hadamard with a public per-round seed), scales and
-    conditionally rounds it to integers, adds discrete Gaussian noise and reduces it modulo
-    ``2^bits``; the integer vectors go through the real secure-aggregation protocol; the server
-    decodes the modular sum. The server never sees an un-noised sum. The per-client noise is
-    calibrated for the worst round secure aggregation admits (``t`` survivors, of which
-    ``client_dp.max_colluders`` collude, the protected client's own share excluded:
-    :func:`privfed.privacy.distributed.plan_distributed`); the engine checks every round
-    against the budget before dispatch and records it on a
-    :class:`privfed.privacy.ledger.DistributedLedger`.
-
-    Implements :class:`privfed.aggregation.Aggregator` over the *update* part of the engine's
-    joint vector (the engine sends no participation counters under client-level DP).
-
-    Args:
-        params: the run's DDG parameters (:func:`privfed.privacy.distributed.ddg_configure`).
-        secagg: the secure-aggregation parameters (``bits`` must equal ``params.bits``).
-        root_seed: the run seed (public rotation seeds, rounding and noise streams).
-    """
-
-    name = "secagg+ddg"
-
-    def __init__(self, params: Any, secagg: Any, *, root_seed: int) -> None:
-        self.params = params
-        self.secagg = secagg
-        self.root_seed = root_seed
-
-    def aggregate(
-        self,
-        updates: Mapping[int, np.ndarray],
-        *,
-        round_index: int,
-        model_hash: bytes,
-        seed: int,
-        dropouts: Mapping[str, Collection[int]] | None = None,
-        keep_observed: bool = False,
-    ) -> AggregateResult:
-        """Encode each client's update, securely sum, decode (see the class docstring)."""
-        from privfed.privacy import distributed as ddg
-        from privfed.rng import int_seed, numpy_rng
-        from privfed.secagg.simulate import secure_sum
-
-        rotation = int_seed(self.root_seed, "ddg-rotation", round_index)  # public per round
-        ints = {}
-        inflation = []
-        for c, vec in updates.items():
-            enc = ddg.encode_report(
-                np.asarray(vec[: self.params.dimension], dtype=np.float64),
-                params=self.params,
-                rotation_seed=rotation,
-                rng=numpy_rng(self.root_seed, "ddg-client", round_index, c),
-            )
-            ints[c] = enc.values
-            inflation.append(enc.norm_inflation)
-        result = secure_sum(
-            ints,
-            config=self.secagg,
-            dropouts=dropouts,
-            round_index=round_index,
-            model_hash=model_hash,
-            keep_observed=keep_observed,
-        )
-        decoded = ddg.decode(
-            result.total,
-            params=self.params,
-            n_clients=len(result.included),
-            rotation_seed=rotation,
-        )
-        length = len(next(iter(updates.values())))
-        total = np.zeros(length, dtype=np.float64)
-        total[: self.params.dimension] = decoded
-        stats = {
-            "survivors": float(len(result.included)),
-            "wrap_probability_bound": ddg.wrap_probability(
-                params=self.params, n_clients=len(result.included)
-            ),
-            "mean_rounding_norm_inflation": float(np.mean(inflation)) if inflation else 0.0,
-        }
-        for phase, n in result.bytes_per_phase.items():
-            stats[f"bytes.{phase}"] = float(n)
-        return AggregateResult(
-            total=total,
-            included=tuple(sorted(result.included)),
-            dropped=tuple(sorted(result.dropped)),
-            stats=stats,
-            observed=dict(result.observed) if keep_observed else {},
-        )

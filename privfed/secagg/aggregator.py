@@ -12,13 +12,13 @@ too few survivors raises :class:`~privfed.secagg.errors.SecAggAbort`.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
-from privfed.aggregation import AggregateResult
+from privfed.aggregation import AggregateResult, RoundContext, fixed_point
 from privfed.secagg.config import SecAggConfig, check_no_overflow
-from privfed.secagg.field import decode_fixed_point, encode_fixed_point
+from privfed.secagg.field import decode_fixed_point
 from privfed.secagg.simulate import PHASES, secure_sum
 
 
@@ -34,16 +34,7 @@ class SecAggAggregator:
     def __init__(self, config: SecAggConfig | None = None) -> None:
         self.config = config if config is not None else SecAggConfig()
 
-    def aggregate(
-        self,
-        updates: Mapping[int, np.ndarray],
-        *,
-        round_index: int,
-        model_hash: bytes,
-        seed: int,
-        dropouts: Mapping[str, Collection[int]] | None = None,
-        keep_observed: bool = False,
-    ) -> AggregateResult:
+    def aggregate(self, updates: Mapping[int, np.ndarray], ctx: RoundContext) -> AggregateResult:
         """Sum ``updates`` (client id -> float32 vector) through secure aggregation.
 
         Raises:
@@ -54,30 +45,21 @@ class SecAggAggregator:
         """
         if not updates:
             raise ValueError("aggregate needs at least one update")
-        # Imported here so that ``import privfed.secagg`` does not pull in torch via privfed.rng.
-        from privfed.rng import numpy_rng
-
         cfg = self.config
         check_no_overflow(cfg, num_clients=len(updates))
         encoded = {}
         clamped = 0
         for cid in sorted(updates):
-            enc = encode_fixed_point(
-                np.asarray(updates[cid]),
-                clip=cfg.clip,
-                scale_bits=cfg.scale_bits,
-                bits=cfg.bits,
-                rng=numpy_rng(seed, "secagg.stochastic_rounding", cid),
-            )
+            enc = fixed_point(updates[cid], config=cfg, seed=ctx.seed, client=cid)
             encoded[cid] = enc.values
             clamped += enc.clamped
         result = secure_sum(
             encoded,
             config=cfg,
-            dropouts=dropouts,
-            round_index=round_index,
-            model_hash=model_hash,
-            keep_observed=keep_observed,
+            dropouts=ctx.dropouts,
+            round_index=ctx.round_index,
+            model_hash=ctx.model_hash,
+            keep_observed=ctx.keep_observed,
         )
         total = decode_fixed_point(result.total, bits=cfg.bits, scale_bits=cfg.scale_bits)
         length = len(next(iter(encoded.values())))
@@ -101,5 +83,5 @@ class SecAggAggregator:
             included=result.included,
             dropped=result.dropped,
             stats=stats,
-            observed=dict(result.observed) if keep_observed else {},
+            observed=dict(result.observed) if ctx.keep_observed else {},
         )

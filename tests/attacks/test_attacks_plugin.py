@@ -75,7 +75,11 @@ def test_third_party_attack_installs_lists_and_runs(tmp_path: Path, run_dir: Pat
     env = {
         **os.environ,
         "PYTHONWARNINGS": "ignore",
-        "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]),
+        # the suite's own path entries stay (tests/conftest.py may have put the checkout's
+        # entry points there)
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(site), str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+        ),
     }
 
     listed = _privfed("list", env=env, cwd=tmp_path)

@@ -29,8 +29,7 @@ def test_fedavg_global_moves_by_mean_of_client_deltas(tmp_path: Path):
     eng = _engine(tmp_path, "fedavg")
     state = eng.fresh_state()
     before = {k: v.copy() for k, v in state.globals.items()}
-    eng.run_round(0, state, observe=True)
-    ups = eng.last_updates
+    ups = eng.play_round(0, state, keep_updates=True).updates
     for ui, unit in enumerate(eng.fed.units):
         lo, hi = eng.fed.offsets[ui], eng.fed.offsets[ui + 1]
         trained = [u for u in ups.values() if u[eng.fed.counter_base + ui] == 1.0]
@@ -43,10 +42,8 @@ def test_fedprox_mu_pulls_updates_toward_global(tmp_path: Path):
     for mu in (0.0, 2.0):
         eng = _engine(tmp_path / str(mu), "fedprox", mu=mu)
         state = eng.fresh_state()
-        eng.run_round(0, state, observe=True)
-        norms[mu] = np.mean(
-            [np.linalg.norm(u[: eng.fed.counter_base]) for u in eng.last_updates.values()]
-        )
+        ups = eng.play_round(0, state, keep_updates=True).updates
+        norms[mu] = np.mean([np.linalg.norm(u[: eng.fed.counter_base]) for u in ups.values()])
     assert norms[2.0] < norms[0.0]
 
 
@@ -56,12 +53,12 @@ def test_fedper_shares_trunk_keeps_heads(tmp_path: Path):
     assert isinstance(alg, FedPer)
     state = eng.fresh_state()
     init = {k: v.copy() for k, v in state.globals.items()}
-    eng.run_round(0, state, observe=True)
+    ups = eng.play_round(0, state, keep_updates=True).updates
     for ui, unit in enumerate(eng.fed.units):
         mask = alg.head_mask(unit.name)
         assert mask.any() and not mask.all()
         lo, hi = eng.fed.offsets[ui], eng.fed.offsets[ui + 1]
-        for u in eng.last_updates.values():
+        for u in ups.values():
             assert not u[lo:hi][mask].any()  # no head coordinate is ever sent
         # the server's heads never move; its trunk does
         assert np.array_equal(state.globals[unit.name][mask], init[unit.name][mask])
@@ -136,12 +133,12 @@ def test_fedrep_trains_heads_then_trunk_and_accounts_both(tmp_path: Path):
     eng = _engine(tmp_path, "fedrep")
     state = eng.fresh_state()
     init = {k: v.copy() for k, v in state.globals.items()}
-    eng.run_round(0, state, observe=True)
+    ups = eng.play_round(0, state, keep_updates=True).updates
     alg = eng.algorithm
     for ui, unit in enumerate(eng.fed.units):
         mask = alg.head_mask(unit.name)
         lo, hi = eng.fed.offsets[ui], eng.fed.offsets[ui + 1]
-        for c, u in eng.last_updates.items():
+        for c, u in ups.items():
             assert not u[lo:hi][mask].any()
             assert u[lo:hi][~mask].any()  # the trunk moved in phase 2
             assert not np.array_equal(state.personal[(c, unit.name)][mask], init[unit.name][mask])

@@ -420,3 +420,43 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temp(
     monkeypatch.undo()
     assert read_state(path, expected_sha256=digest)["v"].sum() == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.ckpt"]
+
+
+_json = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**70), 2**70),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.sampled_from(["<f4", "|u1", "$array", "$float", "inf", "nan", "x"]),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(
+            st.sampled_from(
+                ["arrays", "tree", "dtype", "shape", "offset", "nbytes", "$array", "$float", "a"]
+            ),
+            inner,
+            max_size=4,
+        ),
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    header=st.one_of(_json, st.fixed_dictionaries({"arrays": _json, "tree": _json})),
+    data=st.binary(max_size=200),
+)
+def test_arbitrary_checksummed_headers_give_a_tree_or_a_checkpoint_error(
+    tmp_path_factory: pytest.TempPathFactory, header: Any, data: bytes
+) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "state.ckpt"
+    path.write_bytes(_craft(header, data))
+    try:
+        tree = read_state(path)
+    except CheckpointError as exc:
+        assert str(path) in str(exc)
+    else:
+        assert isinstance(tree, dict)

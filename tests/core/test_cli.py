@@ -74,3 +74,20 @@ def test_poison_command_reports_backdoor_accuracy(tmp_path: Path):
     assert report["backdoor_acc_poisoned"] > report["backdoor_acc_clean"]
     bad = _privfed("poison", "--run", "r", "--client", "99", cwd=tmp_path)
     assert bad.returncode == 2 and "client 99" in bad.stderr
+
+
+def test_run_on_a_process_pool_gives_the_serial_numbers(tmp_path: Path):
+    data = tiny_dict(rounds=2)
+    data["federation"]["aggregator"] = "secagg"
+    (tmp_path / "t.toml").write_text(tomli_w.dumps(data))
+    serial = _privfed("run", "t.toml", "--out", "s", "--quiet", cwd=tmp_path)
+    assert serial.returncode == 0, serial.stderr
+    pool = _privfed("run", "t.toml", "--out", "p", "--quiet", "--workers", "2", cwd=tmp_path)
+    assert pool.returncode == 0, pool.stderr
+    assert "[process, 2 workers]" in pool.stdout and "cost:" in pool.stdout
+    for name in ("metrics.jsonl", "privacy.json"):
+        assert (tmp_path / "s" / name).read_text() == (tmp_path / "p" / name).read_text()
+    manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    assert manifest["backend"]["name"] == "process" and manifest["backend"]["workers"] == 2
+    bad = _privfed("run", "t.toml", "--backend", "serial", "--workers", "2", cwd=tmp_path)
+    assert bad.returncode == 2 and "--workers needs --backend process or ray" in bad.stderr

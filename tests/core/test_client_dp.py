@@ -95,9 +95,10 @@ def test_engine_clips_each_client_and_hides_counts(tmp_path: Path):
     cfg = _cdp_config(clip=0.05)
     eng = Engine(cfg, tmp_path / "r", progress=False, echo=lambda m: None)
     state = eng.fresh_state()
-    eng.run_round(0, state, observe=True)
+    ups = eng.play_round(0, state, keep_updates=True).updates
     base = eng.fed.counter_base
-    for vec in eng.last_updates.values():
+    assert ups
+    for vec in ups.values():
         assert np.linalg.norm(vec[:base].astype(np.float64)) <= 0.05 * (1 + 1e-5)
         assert not vec[base:].any()  # no participation counters under client-level DP
     assert state.client_ledger is not None and state.client_ledger.steps == 1
@@ -168,12 +169,12 @@ def test_distributed_mode_needs_secure_aggregation():
 def test_distributed_noise_is_in_the_securely_summed_total(tmp_path: Path):
     eng = Engine(_ddg_config(), tmp_path / "r", progress=False, echo=lambda m: None)
     state = eng.fresh_state()
-    eng.run_round(0, state, observe=True)
-    agg = eng.last_aggregate
-    assert agg is not None and len(agg.included) == 4
+    played = eng.play_round(0, state, keep_updates=True)
+    agg = played.record
+    assert agg.aggregate is not None and len(agg.included) == 4
     base = eng.fed.counter_base
-    true = sum(v[:base].astype(np.float64) for v in eng.last_updates.values())
-    err = agg.total[:base] - true
+    true = sum(v[:base].astype(np.float64) for v in played.updates.values())
+    err = agg.aggregate[:base] - true
     per_client_std = eng.ddg.sigma * eng.ddg.gamma
     # the error is the sum of 4 clients' noise (plus negligible rounding): std 2 * per-client
     assert err.std() == pytest.approx(2 * per_client_std, rel=0.15)
@@ -280,11 +281,11 @@ def test_central_budget_is_enforced_before_a_round(tmp_path: Path):
     eng = Engine(cfg, tmp_path / "r", progress=False, echo=messages.append)
     state = eng.fresh_state()
     for r in range(3):
-        assert "client_refused" not in eng.run_round(r, state)
+        assert not eng.run_round(r, state).refused
     before = state.client_ledger.epsilon()
     assert before <= 10.0
-    info = eng.run_round(3, state)  # a fourth release would exceed the budget
-    assert info["client_refused"] == 1.0 and info["trained"] == 0.0
+    record = eng.run_round(3, state)  # a fourth release would exceed the budget
+    assert record.refused and record.trained == 0
     assert state.client_refused_rounds == [3]
     assert state.client_ledger.epsilon() == before
     assert any("round 4: refused" in m for m in messages)
@@ -345,9 +346,9 @@ def test_distributed_rounds_stop_at_the_budget_and_report_realized_vs_target(tmp
     eng = Engine(cfg, tmp_path / "r", progress=False, echo=lambda m: None)
     state = eng.fresh_state()
     for r in range(cfg.rounds):
-        assert "client_refused" not in eng.run_round(r, state)
+        assert not eng.run_round(r, state).refused
     assert eng.client_epsilon(state) <= cfg.client_dp.target_epsilon + 1e-9
-    assert eng.run_round(cfg.rounds, state)["client_refused"] == 1.0  # one more would exceed
+    assert eng.run_round(cfg.rounds, state).refused  # one more would exceed
     assert len(state.ddg_ledger.rounds) == cfg.rounds
     report = eng.privacy_report(state, final=True)["client_level"]
     assert report["epsilon"] == pytest.approx(cfg.client_dp.target_epsilon, rel=1e-3)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import tiny
+from support import tiny, trainers_of
 
 from privfed.engine import Engine, run_experiment
 from privfed.errors import CheckpointError
@@ -104,8 +104,9 @@ def test_ledger_matches_opacus_accountant(tmp_path: Path):
     state = engine.fresh_state()
     for r in range(cfg.rounds):
         engine.run_round(r, state)
-    assert engine.trainers
-    for (client, unit), tr in engine.trainers.items():
+    trainers = trainers_of(engine)  # the serial backend's clients' trainers
+    assert trainers
+    for (client, unit), tr in trainers.items():
         # one unit per group in the tiny config, so each ledger belongs to one trainer
         group = engine.fed.unit_group[unit]
         ledger = state.ledger[(client, group.ledger_key)]
@@ -141,9 +142,9 @@ def test_budget_stops_training(tmp_path: Path):
     cfg = tiny(rounds=3, dp={"target_epsilon": 2.0, "delta": 1e-4, "planned_participation": 0.34})
     engine = Engine(cfg, tmp_path / "r", progress=False, echo=lambda m: None)
     state = engine.fresh_state()
-    infos = [engine.run_round(r, state) for r in range(3)]
-    assert infos[0]["trained"] > 0
-    assert infos[-1]["budget_skips"] > 0
+    records = [engine.run_round(r, state) for r in range(3)]
+    assert records[0].trained > 0
+    assert records[-1].budget_skips > 0
     for lg in state.ledger:
         assert lg.epsilon() <= 2.0
 
@@ -209,8 +210,8 @@ def test_diverged_training_is_not_sent(tmp_path: Path):
     msgs: list[str] = []
     eng = Engine(cfg, tmp_path / "r", progress=False, echo=msgs.append)
     state = eng.fresh_state()
-    info = eng.run_round(0, state)
-    assert info["diverged"] > 0
+    record = eng.run_round(0, state)
+    assert record.diverged > 0
     assert any("diverged" in m and "train.lr" in m for m in msgs)
     for vec in state.globals.values():
         assert np.isfinite(vec).all()

@@ -41,7 +41,7 @@ def test_local_prox_is_the_regularizer_gradient():
     w = np.stack([cols[c] for c in range(5)], axis=1).astype(np.float64)
     oinv = alg.omega_inv[UNIT.name]
     for k in range(5):
-        centre, a = alg.local_prox(unit=UNIT.name, client=k, start=cols[k], global_vec=cols[k])
+        centre, a = alg.server_prox(unit=UNIT.name, client=k, global_vec=cols[k])
         # gradient of mu * tr(W Omega^-1 W^T) in w_k: 2 mu (W Omega^-1)[:, k]
         grad = 2 * 0.3 * (w @ oinv)[:, k]
         np.testing.assert_allclose(a * (w[:, k] - centre), grad, rtol=1e-4, atol=1e-5)
@@ -91,8 +91,9 @@ def test_mocha_runs_on_the_convex_group_and_resumes(tmp_path: Path):
     eng = Engine(cfg, tmp_path / "e", progress=False, echo=lambda m: None)
     assert eng.fed.units[0].hidden == ()
     state = eng.fresh_state()
-    eng.run_round(0, state, observe=True)
+    record = eng.run_round(0, state)
     # the server received every client's own model, not a sum
+    assert set(record.observed) == set(range(6)) and record.aggregate is None
     assert set(eng.algorithm.columns[eng.fed.units[0].name]) == set(range(6))
     summary = run_experiment(cfg, tmp_path / "full", progress=False, echo=lambda m: None)
     assert 0 <= summary.tasks["convex.label"]["mean_acc"] <= 1

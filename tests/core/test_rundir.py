@@ -3,6 +3,7 @@ stale temporary files, consistent permissions, an honest manifest after an inter
 
 from __future__ import annotations
 
+import copy
 import errno
 import hashlib
 import json
@@ -16,6 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from support import tiny
 
 from privfed.checkpoint import read_state, write_state
@@ -422,3 +425,66 @@ def test_hostile_metrics_lines_do_not_break_a_resume(tmp_path: Path) -> None:
     assert summary.rounds == 2
     assert [r["round"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
     np.testing.assert_equal(len(read_jsonl(out / "metrics.jsonl")), 2)
+
+
+def _paths(node: Any, prefix: tuple[Any, ...] = (), depth: int = 0) -> list[tuple[Any, ...]]:
+    out = [prefix] if prefix else []
+    if depth < 5 and isinstance(node, dict):
+        for k, v in node.items():
+            out += _paths(v, (*prefix, k), depth + 1)
+    elif depth < 5 and isinstance(node, list):
+        for i, v in enumerate(node[:3]):
+            out += _paths(v, (*prefix, i), depth + 1)
+    return out
+
+
+_values = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**63), 2**64 - 1),
+        st.floats(),
+        st.text(max_size=5),
+        st.sampled_from(["image", "text.next", "m", "v"]),
+        st.builds(
+            lambda n, dt: np.zeros(n, dtype=dt),
+            st.integers(0, 300),
+            st.sampled_from(["f4", "f8", "i8", "u1", "?"]),
+        ),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@pytest.fixture(scope="module")
+def engine_and_tree(finished: Path) -> tuple[Engine, dict[str, Any]]:
+    from privfed.config import load_config
+
+    engine = Engine(load_config(finished / "config.toml"), finished, progress=False, echo=print)
+    return engine, verify_checkpoint(finished).tree
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_a_tampered_tree_gives_a_state_or_a_checkpoint_error(
+    engine_and_tree: tuple[Engine, dict[str, Any]], data: st.DataObject
+) -> None:
+    """Whatever one field of a checksum-consistent checkpoint is replaced by, resuming it gives
+    a checked state or a CheckpointError naming the file, never another exception."""
+    engine, tree = engine_and_tree
+    tree = copy.deepcopy(tree)
+    paths = _paths(tree)
+    path = data.draw(st.sampled_from(paths))
+    node = tree
+    for k in path[:-1]:
+        node = node[k]
+    node[path[-1]] = data.draw(_values)
+    try:
+        engine.state_from_tree(tree, source="state.ckpt")
+    except CheckpointError as exc:
+        assert str(exc).startswith("state.ckpt")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from privfed.aggregation import PlainSumAggregator
+from privfed.aggregation import PlainSumAggregator, RoundContext
 from privfed.client import UnitSpec, UnitTrainer, sample_rate_for
 from privfed.evaluation.metrics import worst_fraction_mean
 from privfed.io import atomic_write_json, read_jsonl, to_json
@@ -104,7 +104,7 @@ def test_non_private_trainer_has_no_engine():
 def test_plain_sum_excludes_dropouts():
     ups = {c: np.full(4, c, dtype=np.float32) for c in range(5)}
     res = PlainSumAggregator().aggregate(
-        ups, round_index=0, model_hash=b"", seed=0, dropouts={"masked_input": [2, 4]}
+        ups, RoundContext(round_index=0, dropouts={"masked_input": (2, 4)})
     )
     assert res.included == (0, 1, 3) and res.dropped == (2, 4)
     assert np.array_equal(res.total, np.full(4, 4.0))

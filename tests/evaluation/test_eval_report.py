@@ -73,8 +73,16 @@ def test_results_csv_has_one_row_per_point_and_task(sweep_dir):
         "delta",
         "accountant",
         "wall_time_s",
+        "bytes_down_per_participation",
+        "bytes_up_per_participation",
+        "compute_s_per_participation",
+        "round_s",
     ):
         assert c in cols
+    for r in rows:  # plain aggregation: the task down, the float32 update up (none for local)
+        assert float(r["bytes_down_per_participation"]) > 0
+        assert (float(r["bytes_up_per_participation"]) > 0) == (r["label"] != "local")
+        assert float(r["compute_s_per_participation"]) > 0
     for r in rows:
         assert float(r["worst_acc"]) <= float(r["mean_acc"]) + 1e-12
         if r["dp.target_epsilon"] == "inf":
@@ -95,8 +103,10 @@ def test_report_writes_markdown_and_valid_pngs(sweep_dir):
         "acc_vs_alpha.png",
         "multitask.png",
         "client_spread.png",
+        "cost.png",
     ):
         assert expected in names
+    assert "## Cost" in md and "| series | KiB down | KiB up | compute (ms) | round (s) |" in md
     import matplotlib.image as mpimg
     from PIL import Image
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pytest
 from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
-from support import dp_accounting_pld_epsilon, dp_accounting_rdp_epsilon, tiny_dict
+from support import dp_accounting_pld_epsilon, dp_accounting_rdp_epsilon, tiny_dict, trainers_of
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from privfed.config import from_dict
@@ -94,19 +94,20 @@ class StepCounter:
 def _run(cfg, out: Path, monkeypatch) -> tuple[Engine, dict[str, Any], Counter, dict[str, list]]:
     releases: dict[str, list] = {"central": [], "distributed": []}
     original_noise = client_dp.add_noise
-    original_aggregate = client_dp.DistributedDPAggregator.aggregate
+    original_session = Engine._secure_session
 
     def counted_noise(total, **kw):
         releases["central"].append(kw["params"].noise_multiplier)
         return original_noise(total, **kw)
 
-    def counted_aggregate(self, updates, **kw):
-        result = original_aggregate(self, updates, **kw)
-        releases["distributed"].append((kw["round_index"], len(updates), len(result.included)))
+    def counted_session(self, plan, senders):
+        result = original_session(self, plan, senders)
+        if self.ddg is not None:
+            releases["distributed"].append((plan.round_index, len(senders), len(result.included)))
         return result
 
     monkeypatch.setattr(client_dp, "add_noise", counted_noise)
-    monkeypatch.setattr(client_dp.DistributedDPAggregator, "aggregate", counted_aggregate)
+    monkeypatch.setattr(Engine, "_secure_session", counted_session)
     engine = Engine(cfg, out, progress=False, echo=lambda m: None)
     with StepCounter() as counter:
         engine.run()
@@ -117,7 +118,7 @@ def _run(cfg, out: Path, monkeypatch) -> tuple[Engine, dict[str, Any], Counter, 
 def _audit_record_level(engine: Engine, report: dict[str, Any], counts: Counter) -> None:
     cfg = engine.cfg
     taken: dict[tuple[int, str], Counter] = {}
-    for (client, key), tr in engine.trainers.items():
+    for (client, key), tr in trainers_of(engine).items():
         unit = key.split("#")[0]
         source = engine.fed.unit_group[unit].ledger_key
         opt = getattr(tr.optimizer, "original_optimizer", tr.optimizer)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import dp_accounting_pld_epsilon, dp_accounting_rdp_epsilon, tiny_dict
+from support import dp_accounting_pld_epsilon, dp_accounting_rdp_epsilon, tiny_dict, trainers_of
 
 from privfed.config import from_dict
 from privfed.engine import Engine
@@ -139,7 +139,7 @@ def test_two_groups_on_one_source_compose_on_one_ledger(tmp_path: Path) -> None:
         # the events actually taken, read from every Opacus trainer of that client
         history = [
             h
-            for (c, _), tr in engine.trainers.items()
+            for (c, _), tr in trainers_of(engine).items()
             if c == lg.client and tr.engine is not None
             for h in tr.engine.accountant.history
         ]
@@ -152,7 +152,7 @@ def test_two_groups_on_one_source_compose_on_one_ledger(tmp_path: Path) -> None:
         alone = dp_accounting_rdp_epsilon(
             [
                 h
-                for (c, u), tr in engine.trainers.items()
+                for (c, u), tr in trainers_of(engine).items()
                 if c == lg.client and u.startswith("a.")
                 for h in tr.engine.accountant.history
             ],
@@ -224,7 +224,7 @@ def test_public_sampling_uses_only_public_parameters(tmp_path: Path) -> None:
     state = engine.fresh_state()
     for r in range(cfg.rounds):
         engine.run_round(r, state)
-    for (_, _), tr in engine.trainers.items():
+    for (_, _), tr in trainers_of(engine).items():
         assert tr.sample_rate == plan.public_sample_rate
         assert tr.loader.sample_rate == plan.public_sample_rate
         assert tr.optimizer.expected_batch_size == plan.public_batch_size

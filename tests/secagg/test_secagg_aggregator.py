@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from privfed.aggregation import PHASES, PlainSumAggregator
+from privfed.aggregation import PHASES, PlainSumAggregator, RoundContext
 from privfed.errors import ConfigError
 from privfed.secagg import SecAggAbort, SecAggAggregator, SecAggConfig
 
@@ -29,17 +29,21 @@ def test_sum_close_to_plain_sum_and_counters_exact() -> None:
     agg = SecAggAggregator(SecAggConfig())
     res = agg.aggregate(
         ups,
-        round_index=3,
-        model_hash=b"h",
-        seed=7,
-        dropouts={"masked_input": [4], "share_keys": [1]},
+        RoundContext(
+            round_index=3,
+            model_hash=b"h",
+            seed=7,
+            dropouts={"masked_input": (4,), "share_keys": (1,)},
+        ),
     )
     plain = PlainSumAggregator().aggregate(
         ups,
-        round_index=3,
-        model_hash=b"h",
-        seed=7,
-        dropouts={"masked_input": [4], "share_keys": [1]},
+        RoundContext(
+            round_index=3,
+            model_hash=b"h",
+            seed=7,
+            dropouts={"masked_input": (4,), "share_keys": (1,)},
+        ),
     )
     assert res.included == plain.included and res.dropped == (1, 4)
     clipped = sum(np.clip(ups[c].astype(np.float64), -1, 1) for c in res.included)
@@ -53,16 +57,16 @@ def test_sum_close_to_plain_sum_and_counters_exact() -> None:
 def test_rounding_is_seeded_per_client() -> None:
     ups = updates(5, 100, counters=0)
     agg = SecAggAggregator(SecAggConfig(scale_bits=4))
-    a = agg.aggregate(ups, round_index=0, model_hash=b"", seed=1)
-    b = agg.aggregate(ups, round_index=0, model_hash=b"", seed=1)
-    c = agg.aggregate(ups, round_index=0, model_hash=b"", seed=2)
+    a = agg.aggregate(ups, RoundContext(round_index=0, model_hash=b"", seed=1))
+    b = agg.aggregate(ups, RoundContext(round_index=0, model_hash=b"", seed=1))
+    c = agg.aggregate(ups, RoundContext(round_index=0, model_hash=b"", seed=2))
     assert np.array_equal(a.total, b.total)
     assert not np.array_equal(a.total, c.total)
 
 
 def test_clamping_is_counted() -> None:
     ups = {c: np.array([5.0, -5.0, 0.5], dtype=np.float32) for c in range(4)}
-    res = SecAggAggregator().aggregate(ups, round_index=0, model_hash=b"", seed=0)
+    res = SecAggAggregator().aggregate(ups, RoundContext(round_index=0, model_hash=b"", seed=0))
     assert res.stats["clamped_coordinates"] == 8
     assert np.allclose(res.total, [4.0, -4.0, 2.0])
 
@@ -70,7 +74,7 @@ def test_clamping_is_counted() -> None:
 def test_observed_vectors_are_masked() -> None:
     ups = updates(4, 50)
     res = SecAggAggregator().aggregate(
-        ups, round_index=0, model_hash=b"", seed=0, keep_observed=True
+        ups, RoundContext(round_index=0, model_hash=b"", seed=0, keep_observed=True)
     )
     assert set(res.observed) == set(res.included)
     for c, y in res.observed.items():
@@ -83,17 +87,25 @@ def test_too_few_survivors_aborts() -> None:
     with pytest.raises(SecAggAbort):
         SecAggAggregator().aggregate(
             updates(6, 10),
-            round_index=0,
-            model_hash=b"",
-            seed=0,
-            dropouts={"masked_input": [0, 1, 2]},
+            RoundContext(
+                round_index=0,
+                model_hash=b"",
+                seed=0,
+                dropouts={
+                    "masked_input": (
+                        0,
+                        1,
+                        2,
+                    )
+                },
+            ),
         )
 
 
 def test_overflowing_cohort_is_refused() -> None:
     agg = SecAggAggregator(SecAggConfig(bits=20, scale_bits=10))
     with pytest.raises(ConfigError, match="raise bits to at least"):
-        agg.aggregate(updates(600, 4), round_index=0, model_hash=b"", seed=0)
+        agg.aggregate(updates(600, 4), RoundContext(round_index=0, model_hash=b"", seed=0))
 
 
 def test_forked_mask_removal_inside_a_training_run_changes_nothing(
