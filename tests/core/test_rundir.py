@@ -485,6 +485,6 @@ def test_a_tampered_tree_gives_a_state_or_a_checkpoint_error(
         node = node[k]
     node[path[-1]] = data.draw(_values)
     try:
-        engine.state_from_tree(tree, source="state.ckpt")
+        engine.server.state_from_tree(tree, source="state.ckpt")
     except CheckpointError as exc:
         assert str(exc).startswith("state.ckpt")
