@@ -27,18 +27,19 @@ scored the same way.
 **Under DP-SGD the attack uses the noise scale.** The server knows each client's noise
 multiplier (it planned it), the clipping norm, the learning rate and the expected batch, so it
 knows the standard deviation ``s`` of the Gaussian noise on every coordinate of the observed
-first layer. With one record ``x`` behind the rows, row ``j`` is ``a_j x + s Z_j`` and its bias
-``a_j + s z_j``; with the population's mean image ``m`` and per-pixel variance ``tau^2`` as prior
-(the public split), the posterior-mean estimate (a ridge regression on the rows, the bias entries
-standing in for ``a``) is::
+first layer. A row that one record ``x`` reached is ``W_j = a_j x + s Z_j`` with bias
+``b_j = a_j + s z_j``, so the ratio ``W_j / b_j`` is ``x`` plus noise of variance about
+``s^2 / a_j^2`` per pixel. With the population's mean image ``m`` and per-pixel variance
+``tau^2`` as prior (the public split), the posterior mean shrinks each ratio toward ``m`` by the
+row's estimated signal ``A_j = max(b_j^2 - s^2, 0)``::
 
-    x_hat = (sum_j b_j W_j + (s^2 / tau^2) m) / (max(sum_j b_j^2 - H s^2, 0) + s^2 / tau^2)
+    x_j = m + A_j / (A_j + s^2 / tau^2) * (W_j / b_j - m)
 
-where ``sum_j b_j^2 - H s^2`` is the unbiased estimate of ``sum_j a_j^2``. It is exact without
-noise, and falls back to the prior mean as the noise grows: the attack's output, and so its row
-in the results, changes with epsilon (the plain ratio ``W_j / b_j`` of two noisy numbers does
-not: for large noise it is a ratio of two noise draws, the same at every epsilon when one seed's
-noise is drawn once and scaled). It becomes the top candidate when the noise is not zero.
+and the rows are ranked by ``A_j``. Without noise this is the plain ratio (exact for an
+isolated record); as the noise grows every candidate falls back to the prior mean. The
+candidates, and so the attack's row in the results, depend on epsilon whenever a record reached
+the layer (with an empty Poisson batch the observation is noise alone, whose scaled draws carry
+the same information at every epsilon).
 """
 
 from __future__ import annotations
@@ -156,25 +157,33 @@ def noise_scale(obs: Observation, clients: tuple[int, ...], group: str) -> float
     return float(np.sqrt(var))
 
 
-def denoised_estimate(
+def denoised_candidates(
     update: np.ndarray,
     unit: UnitSpec,
     *,
     noise: float,
     prior_mean: np.ndarray,
     prior_var: float,
+    tol: float = 1e-12,
 ) -> np.ndarray:
-    """The posterior-mean record behind the first layer of a noisy update (module docstring)."""
+    """Per-row ratios shrunk toward the prior by their signal, best row first (module docstring).
+
+    Returns:
+        Candidates (rows x features), ranked by estimated signal ``max(b_j^2 - s^2, 0)``.
+    """
     w, b, shape = first_layer_slices(unit)
     dw = np.asarray(update[w], dtype=np.float64).reshape(shape)
     db = np.asarray(update[b], dtype=np.float64)
-    shrink = noise**2 / max(prior_var, 1e-12)
-    signal = max(float(db @ db) - len(db) * noise**2, 0.0)
-    num = db @ dw + shrink * np.asarray(prior_mean, dtype=np.float64).reshape(-1)
-    den = signal + shrink
-    if den <= 0.0:
-        return np.asarray(prior_mean, dtype=np.float64).reshape(-1)
-    return np.asarray(num / den)
+    m = np.asarray(prior_mean, dtype=np.float64).reshape(1, -1)
+    keep = np.abs(db) > tol
+    if not keep.any():
+        return m.copy()
+    ratio = dw[keep] / db[keep, None]
+    signal = np.maximum(db[keep] ** 2 - noise**2, 0.0)
+    weight = signal / (signal + noise**2 / max(prior_var, 1e-12))
+    cands = m + weight[:, None] * (ratio - m)
+    order = np.argsort(-signal, kind="stable")
+    return np.asarray(cands[order])
 
 
 class _Inversion(Attack):
@@ -209,19 +218,20 @@ class _Inversion(Attack):
         public = (observation.public or {}).get(unit.group)
         if noise > 0 and public is not None and len(public):
             flat = np.asarray(public.x, dtype=np.float64).reshape(len(public), -1)
-            est = denoised_estimate(
+            shrunk = denoised_candidates(
                 update,
                 unit,
                 noise=noise,
                 prior_mean=flat.mean(axis=0),
                 prior_var=float(flat.var(axis=0).mean()),
             )
-            ranked = np.concatenate([np.clip(est, 0.0, 1.0)[None, :], ranked.reshape(-1, est.size)])
+            ranked = np.clip(shrunk, 0.0, 1.0)
             notes = (
-                f"DP noise std {noise:.4g} per coordinate: top candidate is the posterior mean",
+                f"DP noise std {noise:.4g} per coordinate: ratios shrunk toward the prior mean "
+                "by their signal, strongest first",
             )
         elif noise > 0:
-            notes = ("DP noise known but no public split for the prior: ratios only",)
+            notes = ("DP noise known but no public split for the prior: plain ratios",)
         return AttackResult(
             attack=self.name,
             outputs={"candidates": ranked},

@@ -17,8 +17,8 @@ A page under docs/results/ is written only from a clean checkout and only from p
 at that commit; ``--allow-dirty`` runs on a dirty tree but writes outside docs/results/ only.
 
     python experiments/algorithms.py                      # the page (see regenerate_all.sh)
-    python experiments/algorithms.py --tuning_seeds 100 --seeds 0,1 --rounds 2 \\
-        --out /tmp/alg --results /tmp/pages --allow-dirty     # a tiny end-to-end try
+    python experiments/algorithms.py --tuning_seeds 100 --seeds 0,1,2 --rounds 2 \\
+        --algorithms fedavg,ditto --out /tmp/alg --results /tmp/pages --allow-dirty  # a try
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ class Args:
     """Override the tuning sweep's seeds (comma-separated; empty: the file's)."""
     rounds: int = 0
     """Override the rounds of both stages (0: the file's; for tiny trial runs only)."""
+    algorithms: str = ""
+    """Restrict the tuning grid to these algorithms (comma-separated; for trial runs only)."""
     claims_epsilon: float = 4.0
     """Record-level epsilon of the generated conclusions."""
     test: str = "t"
@@ -232,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. tuning sweep (resumable)
     tuning_file = Path(args.config)
-    if args.tuning_seeds or args.rounds:
+    if args.tuning_seeds or args.rounds or args.algorithms:
         import tomllib
 
         doc = tomllib.loads(tuning_file.read_text(encoding="utf-8"))
@@ -242,6 +244,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.rounds:
             sw.setdefault("set", {})["rounds"] = args.rounds
             sw["set"]["eval.every"] = args.rounds
+        if args.algorithms:
+            keep = [a.strip() for a in args.algorithms.split(",")]
+            sw["grid"]["federation.algorithm"] = keep
+            sw["baselines"] = [
+                b for b in sw.get("baselines", []) if b["federation.algorithm"] in keep
+            ]
         if sw.get("base") != "quickstart":
             sw["base"] = str((tuning_file.parent / sw["base"]).resolve())
         tuning_file = out / "tuning.toml"

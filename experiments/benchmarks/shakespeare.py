@@ -1,6 +1,8 @@
 """Regenerate docs/results/shakespeare.md: LEAF Shakespeare with privfed, next to published figures.
 
-1. refuse a checkout with uncommitted changes (the page records the commit it was made from);
+1. refuse a checkout with uncommitted changes (the page records the commit it was made from;
+   ``--allow-dirty`` runs anyway but then writes outside docs/results/ only:
+   :func:`privfed.evaluation.provenance.check_destination`, as every results page);
 2. build the per-role LEAF JSON from the play texts (`privfed data shakespeare`), as many roles
    as the sweep's ``federation.num_clients``, into the directory its config reads;
 3. run (or resume) the sweep: non-private and record-level epsilon 8, plain sum and secure
@@ -50,6 +52,8 @@ class Args:
     """Where the results page goes."""
     commands: str = "experiments/benchmarks/shakespeare.sh"
     """Shell file listing the exact commands and seeds."""
+    allow_dirty: bool = False
+    """Run on a checkout with uncommitted changes; the page must then go outside docs/results."""
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -121,19 +125,16 @@ SETUP: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
-def _git_clean() -> tuple[str, str]:
-    """The commit, or an error message if the tree has uncommitted changes (or no git)."""
-    from privfed.repro import git_commit
+def _git_clean(page: str, *, allow_dirty: bool) -> tuple[str, str]:
+    """The commit, or why the page may not be written from this checkout."""
+    from privfed.errors import PrivfedError
+    from privfed.evaluation.provenance import check_destination
 
-    info = git_commit()
-    if info.get("commit") in (None, "unknown"):
-        return "", "not a git checkout: the page must record the commit it was made from"
-    if info.get("dirty"):
-        return "", (
-            "the checkout has uncommitted changes: commit them (the page records the commit it "
-            "was made from) and run again"
-        )
-    return str(info["commit"]), ""
+    try:
+        state = check_destination([page], repo=REPO, allow_dirty=allow_dirty)
+    except PrivfedError as exc:
+        return "", str(exc)
+    return state.commit, ""
 
 
 def _build_data(data_dir: Path, *, roles: int, args: Args) -> dict[str, Any]:
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(REPO)
 
     # 1. a clean checkout: the page names the commit its numbers come from
-    commit, problem = _git_clean()
+    commit, problem = _git_clean(args.page, allow_dirty=args.allow_dirty)
     if problem:
         print(f"shakespeare benchmark: {problem}", file=sys.stderr)
         return 2

@@ -101,7 +101,7 @@ def max_certifiable_epsilon(*, guesses: int, confidence: float = 0.95) -> float:
 def guesses_needed(*, epsilon: float, confidence: float = 0.95) -> int:
     """The fewest guesses whose :func:`max_certifiable_epsilon` reaches ``epsilon``.
 
-    ``r = ceil(log(1 - confidence) / log(p(epsilon)))``: 10 for epsilon 1, 165 for 4 and 8,942
+    ``r = ceil(log(1 - confidence) / log(p(epsilon)))``: 10 for epsilon 1, 166 for 4 and 8,932
     for 8 at 95% confidence.
 
     Raises:

@@ -140,6 +140,11 @@ def check_destination(
             "names the commit its numbers come from. Commit (or stash) the changes and run "
             "again; to try the script on this tree, write elsewhere with --allow-dirty"
         )
+    if state.commit == "unknown" and not allow_dirty:
+        raise ProvenanceError(
+            "the repository is not a git checkout: a results page must record the commit it was "
+            "made from; pass --allow-dirty to write a page outside docs/results/ anyway"
+        )
     if state.changes and not allow_dirty:
         raise ProvenanceError(
             f"the repository has uncommitted changes ({listing}); run from a clean commit, or "

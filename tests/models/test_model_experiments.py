@@ -47,12 +47,17 @@ def test_the_results_page_refuses_a_dirty_checkout(
     monkeypatch.setitem(sys.modules, spec.name, script)  # dataclasses look the module up
     spec.loader.exec_module(script)
     monkeypatch.chdir(ROOT)  # the script changes to the repository root; restored afterwards
-    import privfed.repro
+    from privfed.evaluation import provenance
 
-    monkeypatch.setattr(privfed.repro, "git_commit", lambda: {"commit": "abc", "dirty": True})
+    dirty = provenance.Checkout("abc", (" M privfed/engine.py",))
+    monkeypatch.setattr(provenance, "checkout", lambda repo: dirty)
     page = tmp_path / "page.md"
     assert script.main(["--page", str(page), "--out", str(tmp_path / "runs")]) == 2
     assert "uncommitted changes" in capsys.readouterr().err and not page.exists()
-    monkeypatch.setattr(privfed.repro, "git_commit", lambda: {"commit": "unknown"})
+    # --allow-dirty never writes into docs/results
+    docs = ROOT / "docs" / "results" / "shakespeare.md"
+    assert script.main(["--page", str(docs), "--allow-dirty", "--out", str(tmp_path / "r")]) == 2
+    assert "--allow-dirty writes only outside" in capsys.readouterr().err
+    monkeypatch.setattr(provenance, "checkout", lambda repo: provenance.Checkout("unknown", ()))
     assert script.main(["--page", str(page), "--out", str(tmp_path / "runs")]) == 2
     assert "not a git checkout" in capsys.readouterr().err and not page.exists()
