@@ -151,11 +151,11 @@ def final_sweep(spec: Any, selections: list[Selection], seeds: list[int]) -> dic
     for a in alphas:
         lr4 = by[("fedavg", a, 4.0)].setting["train.lr"] if ("fedavg", a, 4.0) in by else None
         lr_inf = by.get(("fedavg", a, math.inf))
-        tag = f"a{a:g}"
+        tag = f"a{a:g}"  # one series per name: the report drops what follows the @
         if lr4 is not None:
             baselines.append(
                 {
-                    "name": f"fedavg-secagg-{tag}",
+                    "name": f"fedavg-secagg@{tag}",
                     "federation.algorithm": "fedavg",
                     "federation.aggregator": "secagg",
                     EPS: 4.0,
@@ -176,7 +176,7 @@ def final_sweep(spec: Any, selections: list[Selection], seeds: list[int]) -> dic
             ):
                 baselines.append(
                     {
-                        "name": f"{name}-{tag}",
+                        "name": f"{name}@{tag}",
                         "federation.algorithm": "fedavg",
                         "client_dp.mode": mode,
                         "client_dp.target_epsilon": eps,
@@ -217,17 +217,17 @@ def main(argv: list[str] | None = None) -> int:
     from privfed.algorithms import ALGORITHMS
     from privfed.backends import BackendOptions
     from privfed.errors import PrivfedError
-    from privfed.evaluation.pages import PageClaims, page_paths, write_page
-    from privfed.evaluation.provenance import SweepRun, check_destination, provenance_lines
+    from privfed.evaluation.pages import PageClaims, open_page, write_page
+    from privfed.evaluation.provenance import SweepRun, provenance_lines
     from privfed.evaluation.sweep import load_sweep, read_results, run_sweep
 
     # 0. may this checkout write the page?
-    page, figures = page_paths(args.results, args.page)
-    try:
-        state = check_destination([page, figures], repo=REPO, allow_dirty=args.allow_dirty)
-    except PrivfedError as exc:
-        print(f"algorithms: {exc}", file=sys.stderr)
+    opened = open_page(
+        args.results, args.page, repo=REPO, allow_dirty=args.allow_dirty, script="algorithms"
+    )
+    if opened is None:
         return 2
+    page, figures, state = opened
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -314,6 +314,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{'—' if param is None else f'{param:g}'} | {s.val_acc:.3f} | {s.candidates} |"
         )
     tuning_seeds = spec.axes.get("seed", ())
+    tried: dict[str, list[float]] = {"mu": [], "lambda": []}
+    for p in tuning.points:
+        for k, v in p.config.federation.algorithm_params.items():
+            if k in tried and float(v) not in tried[k]:
+                tried[k].append(float(v))
+    tried = {k: sorted(v) for k, v in tried.items()}
     n_tuning = len(tuning.points)
     sections = [
         "## Setup",
@@ -332,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         "## Tuning (on the validation split) and the privacy it costs",
         "",
         "Each (algorithm, α, ε) was tuned over the client learning rate "
-        f"{list(spec.axes['train.lr'])} and, for FedProx and Ditto, mu / lambda in {0.01, 0.1, 1} "
+        f"{list(spec.axes['train.lr'])} and, for FedProx and Ditto, mu in {tried['mu']} and "
+        f"lambda in {tried['lambda']} "
         f"({n_tuning} tuning runs on seeds {list(tuning_seeds)}, disjoint from the comparison's "
         f"seeds {seeds}). The setting with the highest validation accuracy (clients' validation "
         "splits, multi-task average, mean over the tuning seeds) was kept; test accuracy was "

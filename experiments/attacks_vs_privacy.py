@@ -126,21 +126,20 @@ def main(argv: list[str] | None = None) -> int:
     from attacks.game import GameResult, game_run, play
     from attacks.membership import LiRAOnline
     from privfed.backends import BackendOptions
-    from privfed.errors import PrivfedError
     from privfed.evaluation.audit import guesses_needed, max_certifiable_epsilon
-    from privfed.evaluation.pages import page_paths, point_problems
-    from privfed.evaluation.provenance import SweepRun, check_destination, provenance_lines
+    from privfed.evaluation.pages import open_page, point_problems
+    from privfed.evaluation.provenance import SweepRun, provenance_lines
     from privfed.evaluation.results import interval
     from privfed.evaluation.sweep import POINTS_DIR, load_sweep, read_results, run_sweep
     from privfed.io import read_json
 
     # 0. may this checkout write the page?
-    page, figures = page_paths(args.results, args.page)
-    try:
-        state = check_destination([page, figures], repo=REPO, allow_dirty=args.allow_dirty)
-    except PrivfedError as exc:
-        print(f"attacks_vs_privacy: {exc}", file=sys.stderr)
+    opened = open_page(
+        args.results, args.page, repo=REPO, allow_dirty=args.allow_dirty, script="attacks"
+    )
+    if opened is None:
         return 2
+    page, figures, state = opened
     out = Path(args.out)
     backend = BackendOptions(backend=args.backend, workers=args.run_workers)
 

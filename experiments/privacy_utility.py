@@ -72,17 +72,17 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(REPO)
     from privfed.backends import BackendOptions
     from privfed.errors import PrivfedError
-    from privfed.evaluation.pages import PageClaims, page_paths, write_page
-    from privfed.evaluation.provenance import SweepRun, check_destination, provenance_lines
+    from privfed.evaluation.pages import PageClaims, open_page, write_page
+    from privfed.evaluation.provenance import SweepRun, provenance_lines
     from privfed.evaluation.sweep import load_sweep, run_sweep
 
     # 0. may this checkout write the page? (a page names the commit its numbers come from)
-    page, figures = page_paths(args.results, args.page)
-    try:
-        state = check_destination([page, figures], repo=REPO, allow_dirty=args.allow_dirty)
-    except PrivfedError as exc:
-        print(f"privacy_utility: {exc}", file=sys.stderr)
+    opened = open_page(
+        args.results, args.page, repo=REPO, allow_dirty=args.allow_dirty, script="privacy_utility"
+    )
+    if opened is None:
         return 2
+    page, figures, state = opened
 
     # 1. the sweep: one run directory per point, results.csv (resumes what is already done)
     spec = load_sweep(args.config)

@@ -27,6 +27,34 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def git_state(path: str | Path, *, untracked: bool) -> tuple[str, tuple[str, ...]] | None:
+    """``(HEAD commit, git status --porcelain lines)`` of the checkout holding ``path``.
+
+    Args:
+        path: a directory inside the checkout.
+        untracked: list untracked (not ignored) files among the changes.
+
+    Returns:
+        None when ``path`` is not in a git checkout (or git is missing).
+    """
+    status = ["git", "status", "--porcelain"] + ([] if untracked else ["--untracked-files=no"])
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
+        lines = subprocess.run(
+            status, cwd=path, capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit, tuple(line for line in lines.splitlines() if line.strip())
+
+
 @functools.lru_cache(maxsize=1)
 def git_commit() -> dict[str, Any]:
     """The commit of the privfed source tree, and whether it had uncommitted changes.
@@ -35,27 +63,10 @@ def git_commit() -> dict[str, Any]:
     started with even if the checkout moves on meanwhile. Returns ``{"commit": "unknown"}``
     when privfed is not running from a git checkout.
     """
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
+    state = git_state(Path(__file__).resolve().parent, untracked=False)
+    if state is None:
         return {"commit": "unknown", "dirty": None}
-    return {"commit": commit, "dirty": bool(dirty)}
+    return {"commit": state[0], "dirty": bool(state[1])}
 
 
 def timestamp() -> str:

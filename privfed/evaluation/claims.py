@@ -225,6 +225,7 @@ def conclusions(
     column: str = "mean_acc",
     test: str = "t",
     level: float = 0.05,
+    grid_only: bool = True,
 ) -> Conclusions:
     """Compare the series of every panel at each of ``epsilons`` (see the module docstring).
 
@@ -236,6 +237,8 @@ def conclusions(
         column: the per-point metric compared.
         test: ``t`` (paired t-test) or ``wilcoxon`` (Wilcoxon signed-rank).
         level: family-wise level of the statements.
+        grid_only: compare only the grid's series (baselines such as a secure-aggregation
+            check are shown in the tables, not concluded about).
 
     Raises:
         ValueError: an unknown test.
@@ -243,6 +246,8 @@ def conclusions(
     if test not in TESTS:
         raise ValueError(f"test must be one of {', '.join(TESTS)}, got {test!r}")
     run = TESTS[test]
+    if grid_only:
+        rows = [r for r in rows if (r.get("label") or "grid") == "grid"]
     all_rows = [*rows, *multitask_rows(rows)]
     values = collect(all_rows, layout, column)
     majority = collect(all_rows, layout, "majority_acc")

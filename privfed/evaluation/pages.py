@@ -21,7 +21,7 @@ from privfed.evaluation.provenance import (
     dirty_points,
 )
 
-__all__ = ["PageClaims", "page_paths", "point_problems", "write_page"]
+__all__ = ["PageClaims", "open_page", "page_paths", "point_problems", "write_page"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,28 @@ class PageClaims:
 def page_paths(results: str | Path, page: str) -> tuple[Path, Path]:
     """The page file and its figure directory: ``RESULTS/PAGE.md`` and ``RESULTS/PAGE/``."""
     return Path(results) / f"{page}.md", Path(results) / page
+
+
+def open_page(
+    results: str | Path, page: str, *, repo: Path, allow_dirty: bool, script: str
+) -> tuple[Path, Path, Checkout] | None:
+    """The page, its figure directory and the checkout, if this checkout may write them.
+
+    Prints why not (to stderr, prefixed with ``script``) and returns None otherwise: see
+    :func:`privfed.evaluation.provenance.check_destination`.
+    """
+    import sys
+
+    from privfed.errors import PrivfedError
+    from privfed.evaluation.provenance import check_destination
+
+    path, figures = page_paths(results, page)
+    try:
+        state = check_destination([path, figures], repo=repo, allow_dirty=allow_dirty)
+    except PrivfedError as exc:
+        print(f"{script}: {exc}", file=sys.stderr)
+        return None
+    return path, figures, state
 
 
 def point_problems(sweep_dir: str | Path, state: Checkout) -> list[str]:

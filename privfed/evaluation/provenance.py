@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import platform
 import shlex
-import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -71,26 +70,12 @@ class Checkout:
 
 def checkout(repo: str | Path) -> Checkout:
     """The commit of ``repo`` and its uncommitted changes (untracked files included)."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=repo,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain"],
-            cwd=repo,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
+    from privfed.repro import git_state
+
+    state = git_state(repo, untracked=True)
+    if state is None:
         return Checkout("unknown", ())
-    return Checkout(commit, tuple(line for line in status.splitlines() if line.strip()))
+    return Checkout(state[0], state[1])
 
 
 def _inside_results(path: Path, repo: Path) -> bool:

@@ -7,7 +7,9 @@ checked conclusions (:mod:`privfed.evaluation.claims`) compare the same numbers.
 
 * A series is named by what varies *within the sweep's grid*: the algorithm and every other
   grid axis with more than one value (``aggregator=secagg``), never fields that do not vary
-  (``mode=off``). A baseline point is its own series, named by the baseline's name.
+  (``mode=off``). A baseline point is its own series, named by the baseline's name up to an
+  ``@`` (``fedavg-secagg@a0.1`` and ``fedavg-secagg@a1``: one series whose entries differ by
+  the alpha they fix).
 * The swept Dirichlet alpha of group ``g`` (``groups.g.partition.alpha``) splits the panels of
   ``g``'s tasks and of the multi-task aggregates; the tasks of other groups are unaffected by
   it, so their rows at each alpha are the same runs' numbers and only the first alpha's are
@@ -137,7 +139,7 @@ class Layout:
         """The series a row belongs to (see the module docstring)."""
         label = row.get("label", "grid") or "grid"
         if label != "grid":
-            return label
+            return label.split("@", 1)[0]
         parts = [row.get("algorithm") or row.get("federation.algorithm") or "?"]
         for fld in self.series_fields:
             if fld in ("federation.algorithm", "algorithm"):

@@ -33,7 +33,8 @@ A sweep file is TOML with one ``[sweep]`` table::
     "train.lr" = 0.3               # product of the axes: a tuned setting per algorithm
 
 A baseline entry fixes the paths it names and is crossed with every grid axis it does not
-name, so it gets the same seeds (and alphas) as the grid. Points that resolve to the same config
+name, so it gets the same seeds (and alphas) as the grid. Entries named ``NAME@TAG`` are
+reported as one series ``NAME`` (e.g. one entry per alpha with a setting tuned per alpha). Points that resolve to the same config
 (same :func:`~privfed.config.config_hash`) run once.
 
 Output layout of ``privfed sweep SWEEP.toml --out DIR``::
@@ -499,42 +500,33 @@ def _slug(overrides: Mapping[str, Any]) -> str:
     return slug[:80].strip("-.") or "point"
 
 
+def _crossed(spec: SweepSpec, fixed: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``fixed`` crossed with every grid axis it does not name (grid-axis order first)."""
+    axes = list(spec.axes)
+    free = [a for a in axes if a not in fixed]
+    out = []
+    for values in itertools.product(*(spec.axes[a] for a in free)):
+        ov = dict(zip(free, values, strict=True))
+        ov.update(fixed)
+        ordered = {a: ov[a] for a in axes if a in ov}
+        ordered.update({k: v for k, v in fixed.items() if k not in ordered})
+        out.append(ordered)
+    return out
+
+
 def expand_points(spec: SweepSpec) -> list[SweepPoint]:
-    """The grid (cartesian product, in file order) followed by the baselines.
+    """The grid (cartesian product in file order, or the listed cases) then the baselines.
 
     Every point's config is built and validated here, before anything runs.
 
     Raises:
         SweepError: naming the point's overrides and every invalid field.
     """
-    axes = list(spec.axes)
-    combos: list[tuple[str, dict[str, Any]]] = (
-        [
-            ("grid", dict(zip(axes, values, strict=True)))
-            for values in itertools.product(*spec.axes.values())
-        ]
-        if axes
-        else [("grid", {})]
-    )
-    if spec.cases:
-        combos = []
-        for case in spec.cases:
-            free = [a for a in axes if a not in case]
-            for values in itertools.product(*(spec.axes[a] for a in free)):
-                ov = dict(zip(free, values, strict=True))
-                ov.update(case)
-                ordered = {a: ov[a] for a in axes if a in ov}
-                ordered.update({k: v for k, v in case.items() if k not in ordered})
-                combos.append(("grid", ordered))
+    combos: list[tuple[str, dict[str, Any]]] = [
+        ("grid", ov) for case in (spec.cases or ({},)) for ov in _crossed(spec, case)
+    ]
     for bname, fixed in spec.baselines:
-        free = [a for a in axes if a not in fixed]
-        for values in itertools.product(*(spec.axes[a] for a in free)):
-            ov = dict(zip(free, values, strict=True))
-            ov.update(fixed)
-            # keep grid-axis order first, then the baseline's own paths
-            ordered = {a: ov[a] for a in axes if a in ov}
-            ordered.update({k: v for k, v in fixed.items() if k not in ordered})
-            combos.append((bname, ordered))
+        combos += [(bname, ov) for ov in _crossed(spec, fixed)]
     points: list[SweepPoint] = []
     seen: dict[str, str] = {}
     for label, ov in combos:

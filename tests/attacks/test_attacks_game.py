@@ -130,7 +130,10 @@ def test_the_game_pools_targets_and_its_null_control_sits_at_chance():
     assert null.low < 0.5 < null.high
     assert "online/canaries/tpr@0.001fpr" in res.metrics
     nothing = play(
-        _game_runs(8, 300, signal=0.0), _Leaky(), group="image", rng=np.random.default_rng(0),
+        _game_runs(8, 300, signal=0.0),
+        _Leaky(),
+        group="image",
+        rng=np.random.default_rng(0),
         resamples=50,
     )
     assert abs(nothing.metrics["online/all/auc"].value - 0.5) < 0.03

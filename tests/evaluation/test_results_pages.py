@@ -106,7 +106,7 @@ def test_driver_regenerates_every_page_in_order() -> None:
         wrapper = ROOT / "experiments" / "benchmarks" / f"{page.replace('-', '_')}.sh"
         if page == "attacks":
             wrapper = ROOT / "experiments" / "benchmarks" / "attacks_vs_privacy.sh"
-        assert f"regenerate_all.sh\" {page}" in wrapper.read_text(encoding="utf-8")
+        assert f'regenerate_all.sh" {page}' in wrapper.read_text(encoding="utf-8")
 
 
 def test_a_page_refuses_a_dirty_checkout_and_allow_dirty_stays_out_of_docs(
