@@ -34,8 +34,8 @@ A sweep file is TOML with one ``[sweep]`` table::
 
 A baseline entry fixes the paths it names and is crossed with every grid axis it does not
 name, so it gets the same seeds (and alphas) as the grid. Entries named ``NAME@TAG`` are
-reported as one series ``NAME`` (e.g. one entry per alpha with a setting tuned per alpha). Points that resolve to the same config
-(same :func:`~privfed.config.config_hash`) run once.
+reported as one series ``NAME`` (e.g. one entry per alpha with a setting tuned per alpha).
+Points that resolve to the same config (same :func:`~privfed.config.config_hash`) run once.
 
 Output layout of ``privfed sweep SWEEP.toml --out DIR``::
 
