@@ -22,6 +22,7 @@ module for compatibility.
 from __future__ import annotations
 
 import enum
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -29,9 +30,10 @@ from typing import ClassVar
 
 import numpy as np
 
-from privfed.client import UnitSpec
-from privfed.registry import Registry
+from privfed.errors import PrivfedError
+from privfed.registry import Registry, subclass_check
 from privfed.secagg.config import SecAggConfig
+from privfed.unit import UnitSpec
 
 
 class Adversary(enum.Enum):
@@ -239,6 +241,10 @@ class AttackResult:
         return replace(self, metrics={**self.metrics, **metrics}, notes=self.notes + notes)
 
 
+class AttackParameterError(PrivfedError):
+    """An attack parameter is unknown or has the wrong type."""
+
+
 class Attack(ABC):
     """An attack: a threat model, a ``run`` on the adversary's view and a metric step.
 
@@ -265,11 +271,28 @@ def _describe(cls: type[Attack]) -> str:
     return tm.describe() if isinstance(tm, ThreatModel) else ""
 
 
+def attack_problem(obj: object) -> str:
+    """What keeps ``obj`` from being an attack plug-in ("" if nothing)."""
+    problem = subclass_check(Attack)(obj)
+    if problem:
+        return problem
+    assert isinstance(obj, type)
+    if inspect.isabstract(obj):
+        missing = ", ".join(sorted(getattr(obj, "__abstractmethods__", ())))
+        return f"{obj.__qualname__} does not implement {missing}"
+    if not isinstance(getattr(obj, "name", None), str):
+        return f"{obj.__qualname__} has no class attribute name (a str)"
+    if not isinstance(getattr(obj, "threat_model", None), ThreatModel):
+        return f"{obj.__qualname__}.threat_model is not a privfed.attack_api.ThreatModel"
+    return ""
+
+
 #: Every attack by name, built-in and third-party alike, through ``privfed.attacks``.
 ATTACKS: Registry[type[Attack]] = Registry(
     "attack",
     entry_point_group="privfed.attacks",
     describe=_describe,
+    check=attack_problem,
     hint="the built-in attacks come through the privfed.attacks entry points of the installed "
     "package: if none is registered, reinstall privfed (pip install -e .) after pulling",
 )

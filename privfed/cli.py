@@ -157,26 +157,45 @@ def backend_options(args: argparse.Namespace) -> Any:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """``privfed list``: every registered plug-in, one line each."""
+    """``privfed list``: every registered plug-in, one line each; broken plug-ins at the end.
+
+    Built-ins are described without importing their modules (no torch); third-party plug-ins
+    are loaded to describe them (an attack by its threat model). A plug-in that fails to load
+    is named with its error under "problems" and skipped; the exit status stays 0.
+    """
     from privfed.algorithms import ALGORITHMS
+    from privfed.attack_api import ATTACKS
     from privfed.data.partition import PARTITIONERS
     from privfed.data.sources import SOURCES
-    from privfed.models import MODELS
+    from privfed.models.registry import MODELS
 
     sections: list[tuple[str, Registry[Any]]] = [
         ("data sources (tasks are their label columns)", SOURCES),
         ("models (groups.X.model; parameters in model_params)", MODELS),
         ("partitioners", PARTITIONERS),
-        ("algorithms", ALGORITHMS),
+        ("algorithms (federation.algorithm; parameters in algorithm_params)", ALGORITHMS),
+        ("attacks: adversary [what it observes]: summary", ATTACKS),
     ]
-    from privfed.attack_api import ATTACKS
-
-    sections.append(("attacks", ATTACKS))
+    problems: list[str] = []
     for title, reg in sections:
+        listed = reg.listing()
+        width = max((len(e.name) for e in listed), default=0) + 2
         print(f"{title}:")
-        for e in reg.entries():
-            print(f"  {e.name:<14} {e.description}")
+        for e in listed:
+            origin = "" if e.origin.startswith(("built-in", "privfed ")) else f"  ({e.origin})"
+            print(f"  {e.name:<{width}}{e.description}{origin}")
         print()
+        problems.extend(reg.problems().values())
+    if problems:
+        print(f"problems: {len(problems)} plug-in(s) could not be loaded and were skipped:")
+        for text in problems:
+            print(f"  - {text}")
+        print()
+        print(
+            f"privfed list: warning: {len(problems)} broken plug-in(s) skipped (see problems "
+            "above); the others work",
+            file=sys.stderr,
+        )
     return 0
 
 

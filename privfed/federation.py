@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from privfed.client import UnitSpec
 from privfed.config import ExperimentConfig
 from privfed.data.inputs import input_spec, model_inputs
 from privfed.data.partition import (
@@ -29,6 +28,7 @@ from privfed.errors import ConfigError
 from privfed.models import flat_parameters
 from privfed.models.check import model_problems
 from privfed.rng import int_seed, numpy_rng, torch_generator
+from privfed.unit import UnitSpec
 
 
 @dataclass(frozen=True)

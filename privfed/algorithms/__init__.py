@@ -39,9 +39,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from privfed.client import UnitSpec
 from privfed.errors import ConfigError
-from privfed.registry import Registry
+from privfed.registry import Registry, subclass_check
+from privfed.unit import UnitSpec
 
 
 # ------------------------------------------------------------------------------ parameters
@@ -627,7 +627,7 @@ class LocalOnly(Algorithm):
 
 
 ALGORITHMS: Registry[type[Algorithm]] = Registry(
-    "algorithm", entry_point_group="privfed.algorithms"
+    "algorithm", entry_point_group="privfed.algorithms", check=subclass_check(Algorithm)
 )
 
 

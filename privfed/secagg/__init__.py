@@ -16,22 +16,26 @@ See ``docs/secure-aggregation.md`` for the protocol as built and its threat mode
 
 from __future__ import annotations
 
-from privfed.secagg.aggregator import SecAggAggregator
-from privfed.secagg.client import SecAggClient
-from privfed.secagg.config import SecAggConfig, check_no_overflow
-from privfed.secagg.errors import (
-    ClientRefusal,
-    EnvelopeError,
-    MessageError,
-    ProtocolViolation,
-    SecAggAbort,
-    SecAggError,
-    StageError,
-    TooFewSurvivors,
-)
-from privfed.secagg.messages import Stage
-from privfed.secagg.server import SecAggServer
-from privfed.secagg.simulate import PHASES, SecureSumResult, secure_sum
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from privfed.secagg.aggregator import SecAggAggregator
+    from privfed.secagg.client import SecAggClient
+    from privfed.secagg.config import SecAggConfig, check_no_overflow
+    from privfed.secagg.errors import (
+        ClientRefusal,
+        EnvelopeError,
+        MessageError,
+        ProtocolViolation,
+        SecAggAbort,
+        SecAggError,
+        StageError,
+        TooFewSurvivors,
+    )
+    from privfed.secagg.messages import Stage
+    from privfed.secagg.server import SecAggServer
+    from privfed.secagg.simulate import PHASES, SecureSumResult, secure_sum
 
 __all__ = [
     "PHASES",
@@ -52,3 +56,33 @@ __all__ = [
     "check_no_overflow",
     "secure_sum",
 ]
+
+# Where each public name lives. They are imported on first use (PEP 562), so that importing a
+# submodule (``privfed.secagg.config`` for the configuration) does not import the protocol.
+_LAZY: dict[str, str] = {
+    "PHASES": "privfed.secagg.simulate",
+    "ClientRefusal": "privfed.secagg.errors",
+    "EnvelopeError": "privfed.secagg.errors",
+    "MessageError": "privfed.secagg.errors",
+    "ProtocolViolation": "privfed.secagg.errors",
+    "SecAggAbort": "privfed.secagg.errors",
+    "SecAggAggregator": "privfed.secagg.aggregator",
+    "SecAggClient": "privfed.secagg.client",
+    "SecAggConfig": "privfed.secagg.config",
+    "SecAggError": "privfed.secagg.errors",
+    "SecAggServer": "privfed.secagg.server",
+    "SecureSumResult": "privfed.secagg.simulate",
+    "Stage": "privfed.secagg.messages",
+    "StageError": "privfed.secagg.errors",
+    "TooFewSurvivors": "privfed.secagg.errors",
+    "check_no_overflow": "privfed.secagg.config",
+    "secure_sum": "privfed.secagg.simulate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'privfed.secagg' has no attribute {name!r}")

@@ -1,19 +1,16 @@
 """A malicious server against secure aggregation: which protocol check stops each attack."""
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `attacks`, not tests/attacks
+import numpy as np
+import pytest
+from support import tiny
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from support import tiny  # noqa: E402
-
-from attacks.base import GroundTruth  # noqa: E402
-from attacks.protocol import BothSharesServer, FakeDropoutServer, SybilServer  # noqa: E402
-from attacks.runner import run_attack  # noqa: E402
-from privfed.engine import run_experiment  # noqa: E402
-from privfed.secagg.config import SecAggConfig, resolve_threshold  # noqa: E402
+from attacks.base import GroundTruth
+from attacks.protocol import BothSharesServer, FakeDropoutServer, SybilServer
+from attacks.runner import run_attack
+from privfed.engine import run_experiment
+from privfed.secagg.config import SecAggConfig, resolve_threshold
 
 NO_TRUTH = GroundTruth()
 

@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 from support import tiny
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `attacks`, not tests/attacks
-
 from privfed.engine import run_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
