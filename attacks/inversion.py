@@ -99,6 +99,12 @@ def rank_candidates(candidates: np.ndarray, weight: np.ndarray) -> np.ndarray:
 
 def _to_float(vec: np.ndarray, obs: Observation) -> np.ndarray:
     enc = obs.encoding
+    if enc.kind == "secagg+ddg" and np.issubdtype(np.asarray(vec).dtype, np.integer):
+        raise ValueError(
+            "the inbox vectors of a client-level distributed-DP run are rotated, noised and "
+            "masked integers: there is no first layer to read in one of them; attack the "
+            "aggregate instead (inversion-aggregate)"
+        )
     if enc.kind == "secagg" and np.issubdtype(np.asarray(vec).dtype, np.integer):
         return decode_fixed_point(np.asarray(vec), bits=enc.bits, scale_bits=enc.scale_bits)
     return np.asarray(vec, dtype=np.float64)

@@ -131,10 +131,13 @@ class Encoding:
     """How the server's inbox vectors are encoded (public protocol parameters).
 
     Attributes:
-        kind: ``"plain"`` (float vectors) or ``"secagg"`` (masked integers modulo ``2**bits``).
-        bits: modulus exponent (secagg).
-        scale_bits: fixed-point scale exponent (secagg).
-        clip: fixed-point clamp (secagg).
+        kind: ``"plain"`` (float vectors), ``"secagg"`` (fixed point, masked, modulo
+            ``2**bits``) or ``"secagg+ddg"`` (client-level distributed DP: clipped, rotated,
+            scaled, noised integers, masked, modulo ``2**bits``; see
+            :mod:`privfed.privacy.distributed`).
+        bits: modulus exponent (secagg, secagg+ddg).
+        scale_bits: fixed-point scale exponent (secagg; 0 otherwise).
+        clip: per-coordinate fixed-point clamp (secagg); the L2 clipping norm (secagg+ddg).
     """
 
     kind: str
@@ -154,7 +157,13 @@ class Observation:
         threat_model: the threat model this observation was built for.
         units: model units (name, group, tasks, architecture), in joint-vector order.
         offsets: unit ``i``'s slice of a joint vector is ``offsets[i]:offsets[i + 1]``.
-        counter_base: index of the first participation counter in a joint vector.
+        counter_base: index of the first participation counter in a joint vector (= the
+            length of the update part).
+        counters: whether the joint vector carries one participation counter per unit at
+            ``counter_base + i`` (1.0 if the client trained unit ``i``); False under
+            client-level DP, whose denominator is fixed.
+        clip_bit: whether the last coordinate (``counter_base + len(units)``) carries adaptive
+            clipping's centred bit (+0.5 within the clip bound, -0.5 above it).
         encoding: how inbox vectors are encoded.
         released: unit name -> final global model (``View.RELEASED_MODELS``).
         public: group -> the population's public split (``View.PUBLIC_DATA``).
@@ -178,6 +187,8 @@ class Observation:
     offsets: tuple[int, ...]
     counter_base: int
     encoding: Encoding
+    counters: bool = True
+    clip_bit: bool = False
     num_clients: int
     recipe: Mapping[str, float] = field(default_factory=dict)
     secagg: SecAggConfig | None = None

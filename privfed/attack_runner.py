@@ -202,11 +202,13 @@ def _observe(
     cfg, engine, state = load_run(run_dir)
     fed = engine.fed
     views = threat_model.observes
-    enc = (
-        Encoding("secagg", cfg.secagg.bits, cfg.secagg.scale_bits, cfg.secagg.clip)
-        if cfg.federation.aggregator == "secagg"
-        else Encoding("plain")
-    )
+    layout, ddg = engine.server.layout, engine.server.ddg
+    if ddg is not None:
+        enc = Encoding("secagg+ddg", int(ddg.bits), 0, float(ddg.clip))
+    elif cfg.federation.aggregator == "secagg":
+        enc = Encoding("secagg", cfg.secagg.bits, cfg.secagg.scale_bits, cfg.secagg.clip)
+    else:
+        enc = Encoding("plain")
     kwargs: dict[str, object] = {}
     if View.RELEASED_MODELS in views:
         kwargs["released"] = {k: v.copy() for k, v in state.globals.items()}
@@ -279,7 +281,9 @@ def _observe(
         threat_model=threat_model,
         units=tuple(fed.units),
         offsets=tuple(int(o) for o in fed.offsets),
-        counter_base=int(fed.counter_base),
+        counter_base=int(layout.counter_base),
+        counters=bool(layout.counters),
+        clip_bit=bool(layout.clip_bit),
         encoding=enc,
         num_clients=cfg.federation.num_clients,
         secagg=cfg.secagg if cfg.federation.aggregator == "secagg" else None,
