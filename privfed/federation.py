@@ -125,6 +125,7 @@ def _partition(cfg: ExperimentConfig, gname: str, src: SourceData) -> list[np.nd
     accepted = inspect.signature(PARTITIONERS.get(pc.kind)).parameters
     if not any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
         params = {k: v for k, v in params.items() if k in accepted}
+    params.update(pc.params)  # a partitioner's own parameters (checked when loaded)
     rng = numpy_rng(cfg.seed, f"partition:{gname}")
     try:
         return run_partitioner(
