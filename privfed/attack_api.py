@@ -99,8 +99,8 @@ class ThreatModel:
         if extra:
             names = ", ".join(sorted(v.value for v in extra))
             raise ValueError(
-                f"ThreatModel.observes: a {self.adversary.value} cannot observe {names}; pick "
-                "another adversary or drop those views"
+                f"ThreatModel.observes: the adversary {self.adversary.value} cannot observe "
+                f"{names}; pick another adversary or drop those views"
             )
 
     def describe(self) -> str:

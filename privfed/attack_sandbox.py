@@ -60,7 +60,7 @@ from privfed.attack_api import (
 )
 from privfed.checkpoint import read_state, write_state
 from privfed.data.inputs import InputSpec
-from privfed.errors import CheckpointError, PrivfedError
+from privfed.errors import CheckpointError, PrivfedError, a_or_an
 from privfed.rng import numpy_rng
 from privfed.unit import UnitSpec
 
@@ -132,7 +132,7 @@ def instantiate(cls: type[Attack], name: str, params: Mapping[str, str] | None) 
                 kwargs[key] = raw
         except ValueError:
             raise AttackParameterError(
-                f"attack {name!r}: --param {key}={raw!r} is not a {type(default).__name__}"
+                f"attack {name!r}: --param {key}={raw!r} is not {a_or_an(type(default).__name__)}"
             ) from None
     try:
         return cls(**kwargs)
@@ -289,7 +289,7 @@ def result_to_tree(result: AttackResult) -> dict[str, Any]:
             number, (int, float, np.integer, np.floating)
         ):
             raise AttackFailed(
-                f"{where}: metrics[{key!r}] is a {type(number).__name__}, not a number"
+                f"{where}: metrics[{key!r}] is {a_or_an(type(number).__name__)}, not a number"
             )
         metrics[str(key)] = float(number)
     outputs: dict[str, np.ndarray] = {}
@@ -303,11 +303,13 @@ def result_to_tree(result: AttackResult) -> dict[str, Any]:
         outputs[str(key)] = arr
     for note in result.notes:
         if not isinstance(note, str):
-            raise AttackFailed(f"{where}: notes hold a {type(note).__name__}; notes are strings")
+            raise AttackFailed(
+                f"{where}: notes hold {a_or_an(type(note).__name__)}; notes are strings"
+            )
     for key, text in result.meta.items():
         if not isinstance(text, str):
             raise AttackFailed(
-                f"{where}: meta[{key!r}] is a {type(text).__name__}; meta maps str to str"
+                f"{where}: meta[{key!r}] is {a_or_an(type(text).__name__)}; meta maps str to str"
             )
     return {
         "attack": str(result.attack),
@@ -487,7 +489,9 @@ def _attack_main(view: Path, out: Path) -> int:
     try:
         result = attack.run(observation, rng=numpy_rng(seed, f"attack:{name}"))
         if not isinstance(result, AttackResult):
-            raise AttackFailed(f"run() returned a {type(result).__name__}, not an AttackResult")
+            raise AttackFailed(
+                f"run() returned {a_or_an(type(result).__name__)}, not an AttackResult"
+            )
         tree = result_to_tree(result)
     except (ValueError, PrivfedError) as exc:
         # The attack's way to say the run does not fit it (e.g. a plain run for a protocol

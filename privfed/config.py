@@ -827,6 +827,33 @@ def load_config(path: str | Path) -> ExperimentConfig:
     return from_dict(data, source=str(path))
 
 
+def bundled_configs() -> dict[str, Path]:
+    """The configs that ship with privfed, by name (``quickstart``)."""
+    from importlib import resources
+
+    root = resources.files("privfed") / "configs"
+    return {
+        Path(entry.name).stem: Path(str(entry))
+        for entry in root.iterdir()
+        if entry.name.endswith(".toml")
+    }
+
+
+def resolve_config(ref: str | None, *, base: Path | None = None) -> Path:
+    """The config file ``ref`` names: a bundled config's name (``quickstart``) or a path.
+
+    A bare name without a ``.toml`` suffix or a directory part is a bundled config when privfed
+    ships one of that name (as a sweep's ``base = "quickstart"``); anything else is a path,
+    relative to ``base`` when given. None means the quickstart.
+    """
+    bundled = bundled_configs()
+    if ref is None:
+        return bundled["quickstart"]
+    if ref in bundled and not Path(ref).suffix and Path(ref).name == ref:
+        return bundled[ref]
+    return (base / ref) if base is not None else Path(ref)
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A TOML-ready mapping of a config (None values dropped, tuples as lists)."""
 

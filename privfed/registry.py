@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from privfed.errors import RegistryError
+from privfed.errors import RegistryError, a_or_an
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
@@ -122,14 +122,6 @@ class Registry(Generic[T]):
         if not description:
             raise RegistryError(f"{self.kind} {name!r}: a lazy registration needs a description")
         self._lazy[name] = (target, description)
-
-    def decorator(self, name: str, *, description: str = "") -> Callable[[T], T]:
-        """Return a decorator that registers its argument under ``name``."""
-
-        def wrap(obj: T) -> T:
-            return self.register(name, obj, description=description)
-
-        return wrap
 
     def unregister(self, name: str) -> None:
         """Remove ``name`` (used by tests that register temporary plug-ins)."""
@@ -237,11 +229,12 @@ class Registry(Generic[T]):
             raise RegistryError(self._broken[name])
         known = self._known_names()
         close = difflib.get_close_matches(name, known, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = f"; did you mean {close[0]!r}?" if close else "."
         if not known and self._hint:
-            hint = f" ({self._hint})"
+            hint = f" ({self._hint})."
         raise RegistryError(
-            f"unknown {self.kind} {name!r}{hint} Registered: {', '.join(known) or 'none'}"
+            f"unknown {self.kind} {name!r}{hint} Registered: {', '.join(known) or 'none'} "
+            "(privfed list describes them)"
         )
 
     def _known_names(self) -> list[str]:
@@ -295,7 +288,9 @@ def callable_check(what: str) -> Callable[[Any], str]:
     """A ``check`` for registries of functions: the object must be callable."""
 
     def check(obj: Any) -> str:
-        return "" if callable(obj) else f"{what} must be callable, got {type(obj).__name__}"
+        return (
+            "" if callable(obj) else f"{what} must be callable, got {a_or_an(type(obj).__name__)}"
+        )
 
     return check
 
@@ -306,7 +301,7 @@ def subclass_check(base: type) -> Callable[[Any], str]:
     def check(obj: Any) -> str:
         if isinstance(obj, type) and issubclass(obj, base):
             return ""
-        got = obj.__name__ if isinstance(obj, type) else f"a {type(obj).__name__}"
+        got = obj.__name__ if isinstance(obj, type) else a_or_an(type(obj).__name__)
         return f"{got} is not a subclass of {base.__module__}.{base.__qualname__}"
 
     return check

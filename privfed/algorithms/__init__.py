@@ -103,15 +103,6 @@ def _toml_name(field_name: str) -> str:
     return field_name.rstrip("_")
 
 
-def param_defaults(params_type: type) -> dict[str, Any]:
-    """TOML key -> default of every parameter ``params_type`` declares (required ones omitted)."""
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(params_type):
-        if f.default is not dataclasses.MISSING:
-            out[_toml_name(f.name)] = f.default
-    return out
-
-
 def parse_params(params_type: type, values: Mapping[str, Any], *, algorithm: str) -> Any:
     """Build ``params_type`` from TOML-shaped ``values`` (keys as in the config file).
 
@@ -694,6 +685,5 @@ __all__ = [
     "NoParams",
     "ProximalParams",
     "make_algorithm",
-    "param_defaults",
     "parse_params",
 ]

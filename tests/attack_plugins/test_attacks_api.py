@@ -110,7 +110,7 @@ def test_parameters_are_typed_and_unknown_ones_named() -> None:
     assert isinstance(attack, LiRAOffline) and attack.shadows == 3
     with pytest.raises(AttackParameterError, match="no parameter 'shadow'.*shadows"):
         make_attack("mia-lira", {"shadow": "3"})
-    with pytest.raises(AttackParameterError, match="is not a int"):
+    with pytest.raises(AttackParameterError, match="is not an int"):
         make_attack("mia-lira", {"shadows": "many"})
 
 
