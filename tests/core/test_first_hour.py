@@ -178,3 +178,32 @@ def test_no_document_installs_privfed_from_an_index() -> None:
     for path in [*ROOT.glob("*.md"), *ROOT.glob("docs/**/*.md"), *ROOT.glob("privfed/**/*.py")]:
         text = path.read_text(encoding="utf-8")
         assert "privfed[" not in text, f"{path}: `pip install 'privfed[...]'` resolves nothing"
+
+
+def test_a_nan_metric_always_comes_with_its_reason() -> None:
+    import numpy as np
+
+    from attacks.inversion import AnalyticInversion
+    from privfed.attack_api import AttackResult, GroundTruth, Records
+    from privfed.attack_runner import explain_nans
+
+    # inversion-inbox recovered nothing (a zero update for the unit): the note says why
+    empty = AttackResult(
+        attack="inversion-inbox",
+        outputs={"candidates": np.zeros((0, 4))},
+        meta={"unit": "image", "group": "image", "targets": "0"},
+    )
+    truth = GroundTruth(
+        train={0: {"image": Records(np.ones((3, 4), np.float32), {"t": np.zeros(3, np.int64)})}},
+        mean_image={"image": np.full(4, 0.5)},
+    )
+    res = AnalyticInversion().evaluate(empty, truth)
+    assert np.isnan(res.metrics["psnr_top_db"]) and np.isfinite(res.metrics["psnr_prior_db"])
+    assert explain_nans(res) == res  # every nan is named in a note already
+    assert "no candidate record was recovered" in res.notes[0]
+    # a target without records of the group: nan with its reason, not a crash
+    other = AnalyticInversion().evaluate(empty, GroundTruth(train={0: {}}, mean_image={}))
+    assert "hold no training record of group 'image'" in other.notes[0]
+    # an attack that says nothing gets a note from the framework
+    silent = explain_nans(AttackResult(attack="x", metrics={"a": float("nan"), "b": 1.0}))
+    assert silent.notes and silent.notes[0].startswith("a: nan, and the attack 'x' gave no reason")
