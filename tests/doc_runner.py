@@ -99,3 +99,23 @@ def run_page(page: Path, workdir: Path, env: dict[str, str]) -> dict[int, str]:
             )
         outputs[block.line] = last = proc.stdout
     return outputs
+
+
+def offline_pip_env(site: Path, root: Path) -> dict[str, str]:
+    """An environment whose ``pip install`` goes to ``site``, offline, without dependencies.
+
+    A page's own ``pip install ./pkg`` line then installs into a temporary directory that the
+    ``privfed`` command sees (first on ``PYTHONPATH``), next to the checkout ``root``.
+    """
+    return {
+        **os.environ,
+        "PYTHONWARNINGS": "ignore",
+        "PIP_TARGET": str(site),
+        "PIP_NO_INDEX": "1",
+        "PIP_NO_DEPS": "1",
+        "PIP_NO_BUILD_ISOLATION": "0",  # pip's spelling of --no-build-isolation
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(site), str(root), os.environ.get("PYTHONPATH", "")) if p
+        ),
+    }

@@ -17,9 +17,9 @@ Third-party packages add models through the ``privfed.models`` entry-point group
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from privfed.lazy import lazy_exports
 from privfed.models.registry import MODELS
 
 if TYPE_CHECKING:
@@ -76,9 +76,4 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'privfed.models' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY, globals())

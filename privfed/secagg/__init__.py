@@ -22,8 +22,9 @@ See ``docs/secure-aggregation.md`` for the protocol as built and its threat mode
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from privfed.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from privfed.secagg.aggregator import SecAggAggregator
@@ -117,9 +118,4 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'privfed.secagg' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY, globals())

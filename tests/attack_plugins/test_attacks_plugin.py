@@ -9,14 +9,13 @@ else must keep working.
 """
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from doc_runner import blocks, run_page
+from doc_runner import blocks, offline_pip_env, run_page
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "writing-an-attack.md"
@@ -67,19 +66,7 @@ def test_the_page_runs_next_to_broken_plugins(tmp_path: Path) -> None:
     pytest.importorskip("setuptools", reason="building the page's package offline needs setuptools")
     site, work = tmp_path / "site", tmp_path / "work"
     work.mkdir()
-    env = {
-        **os.environ,
-        "PYTHONWARNINGS": "ignore",
-        # the page's `pip install` goes to a temporary directory, offline, without dependencies
-        "PIP_TARGET": str(site),
-        "PIP_NO_INDEX": "1",
-        "PIP_NO_DEPS": "1",
-        "PIP_NO_BUILD_ISOLATION": "0",  # pip's spelling of --no-build-isolation
-        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-        "PYTHONPATH": os.pathsep.join(
-            p for p in (str(site), str(ROOT), os.environ.get("PYTHONPATH", "")) if p
-        ),
-    }
+    env = offline_pip_env(site, ROOT)
     broken = tmp_path / "privfed-broken-plugins"
     for name, body in BROKEN.items():
         (broken / name).parent.mkdir(parents=True, exist_ok=True)
