@@ -139,8 +139,10 @@ class Backend(ABC):
 
     # ------------------------------------------------------------------ transport
     @abstractmethod
-    def _start(self, cfg: ExperimentConfig, behaviours: Mapping[int, Participate]) -> None:
-        """Start :attr:`workers` workers for ``cfg``."""
+    def _start(
+        self, cfg: ExperimentConfig, behaviours: Mapping[int, Participate], federation: Any
+    ) -> None:
+        """Start :attr:`workers` workers for ``cfg`` (reusing ``federation`` where it can)."""
 
     @abstractmethod
     def _call(self, requests: Mapping[int, bytes]) -> dict[int, bytes]:
@@ -152,7 +154,11 @@ class Backend(ABC):
 
     # ------------------------------------------------------------------ interface
     def start(
-        self, cfg: ExperimentConfig, *, behaviours: Mapping[int, Participate] | None = None
+        self,
+        cfg: ExperimentConfig,
+        *,
+        behaviours: Mapping[int, Participate] | None = None,
+        federation: Any = None,
     ) -> None:
         """Bring up the workers for ``cfg``.
 
@@ -160,8 +166,11 @@ class Backend(ABC):
             cfg: the experiment.
             behaviours: client -> participate function replacing the honest one (a malicious
                 client); only the serial backend runs functions that are not importable.
+            federation: the driver's :class:`~privfed.federation.Federation` of ``cfg``; the
+                serial backend and forked workers use it instead of deriving their own (it is
+                read-only), other workers derive theirs from the config.
         """
-        self._start(cfg, dict(behaviours or {}))
+        self._start(cfg, dict(behaviours or {}), federation)
         replies = self._call({w: pack({"op": "ping"}) for w in range(self.workers)})
         want = config_hash(cfg)
         for w, raw in replies.items():

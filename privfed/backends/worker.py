@@ -52,6 +52,9 @@ class Worker:
         trainer_cache: how many trainers the worker keeps (least recently used evicted).
         behaviours: client -> a participate function replacing the honest one (a malicious
             client); in-process backends only.
+        federation: the run's :class:`~privfed.federation.Federation` if this process already
+            has it (the driver's, in the serial backend or a forked worker); else it is built
+            from the config on first use.
     """
 
     def __init__(
@@ -60,11 +63,13 @@ class Worker:
         *,
         trainer_cache: int = 512,
         behaviours: Mapping[int, Participate] | None = None,
+        federation: Any = None,
     ) -> None:
         self.cfg = cfg
         self.config_hash = config_hash(cfg)
         self.trainers = TrainerCache(trainer_cache)
         self.behaviours = dict(behaviours or {})
+        self._federation = federation
         self._setup: ClientSetup | None = None
         self._round = -1
         self._held: dict[int, tuple[bytes, np.ndarray]] = {}
@@ -77,7 +82,7 @@ class Worker:
             from privfed.federation import Federation
             from privfed.server import configure_distributed_dp
 
-            fed = Federation(self.cfg)
+            fed = self._federation if self._federation is not None else Federation(self.cfg)
             ddg = (
                 configure_distributed_dp(self.cfg, dimension=fed.counter_base).params
                 if self.cfg.client_dp.mode == "distributed"
