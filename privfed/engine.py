@@ -328,12 +328,14 @@ class Engine:
 
     def _secure_session(self, plan: RoundPlan, senders: list[int]) -> Any:
         """The secure-aggregation session: the server here, each client on its worker."""
-        from privfed.backends.parties import run_session
+        from privfed.secagg.simulate import run_session
 
+        registry = self.backend.enrol(senders) if self.cfg.secagg.security == "malicious" else None
         return run_session(
             self.backend,
             senders,
             config=self.cfg.secagg,
+            registry=registry,
             round_index=plan.round_index,
             model_hash=plan.model_hash,
             length=self.server.encoding.encoded_length(self.server.layout.length),
