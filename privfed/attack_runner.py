@@ -62,6 +62,7 @@ from privfed.config import ExperimentConfig, load_config
 from privfed.engine import Engine, RunState
 from privfed.errors import CheckpointError, PrivfedError
 from privfed.rng import int_seed, numpy_rng
+from privfed.round import RoundRecord
 from privfed.rundir import CHECKPOINT, LEGACY_CHECKPOINT
 
 __all__ = [
@@ -165,14 +166,16 @@ def observe_run(
     return Prepared(observation, truth())
 
 
-def _untrained_reason(record: Any, run_dir: str | Path, r: int) -> str:
-    """Why replaying round ``r`` sent no trained update (``""`` if some client trained)."""
-    if record.trained > 0 and record.aggregate is not None and record.included:
+def _untrained_reason(record: RoundRecord, run_dir: str | Path, r: int) -> str:
+    """Why replaying round ``r`` gave the server no trained update (``""`` if it did)."""
+    if record.trained > 0 and record.included and (record.aggregate is not None or record.observed):
         return ""
     if record.refused:
         why = f"the server refused the round: {record.refused}"
     elif record.aborted:
         why = f"secure aggregation aborted: {record.aborted}"
+    elif record.trained > 0:
+        why = "the clients trained but the algorithm sends the server nothing (e.g. local)"
     elif record.budget_skips:
         why = (
             f"every client's privacy budget is spent ({record.budget_skips} (client, unit) "
@@ -267,6 +270,12 @@ def _observe(
             raise AttackSetupError(reason)
         kwargs.update(round_index=r, broadcast=broadcast, included=tuple(record.included))
         if View.AGGREGATE in views:
+            if record.aggregate is None:
+                raise AttackSetupError(
+                    f"{run_dir}: algorithm {cfg.federation.algorithm!r} sends the server each "
+                    "client's model, never a sum: there is no aggregate to observe; use an "
+                    "attack on the server inbox"
+                )
             kwargs["aggregate"] = np.asarray(record.aggregate).copy()
         if View.SERVER_INBOX in views:
             kwargs["inbox"] = {c: np.asarray(v).copy() for c, v in record.observed.items()}
