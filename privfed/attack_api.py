@@ -2,9 +2,11 @@
 
 An attack declares a :class:`ThreatModel` (who the adversary is, what it observes). The
 framework builds an :class:`Observation` from a finished run that holds *only* what that threat
-model allows (see :func:`privfed.attack_runner.observe_run`) and hands it to :meth:`Attack.run`.
+model allows (see :func:`privfed.attack_runner.observe_run`) and hands it to :meth:`Attack.run`,
+which runs in a process of its own that holds nothing else (:mod:`privfed.attack_sandbox`).
 The ground truth (true client updates, which records were members) lives in a separate
-:class:`GroundTruth` that only :meth:`Attack.evaluate` -- the metric step -- receives. This is
+:class:`GroundTruth`, assembled after ``run`` has returned, that only :meth:`Attack.evaluate` --
+the metric step, in the framework's process -- receives. This is
 the split of breaching's ``reconstruct(server_payload, shared_data, server_secrets)`` (Geiping
 et al., breaching).
 
