@@ -24,7 +24,8 @@ each other. Series, panels and baselines are those of :mod:`privfed.evaluation.r
 
 Accuracies are final-round test accuracies on each client's held-out test split; no model
 selection is done here (``val_mean_acc`` in ``results.csv`` is the validation-split number).
-Plotting needs matplotlib (``pip install 'privfed[report]'``).
+Plotting needs matplotlib (``pip install -e '.[report]'`` in the privfed checkout, or
+``pip install matplotlib``).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def _pyplot() -> Any:
     except ImportError:
         raise PrivfedError(
             "privfed report draws its plots with matplotlib, which is not installed; "
-            "run: pip install 'privfed[report]'"
+            "run: pip install matplotlib (or pip install -e '.[report]' in the privfed checkout)"
         ) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
