@@ -11,7 +11,8 @@
 # Expected durations on 2 cores are extrapolated from scaled-down runs by
 # `python experiments/size_pages.py` (CPU time of two short runs per class of points, fitted
 # per round and summed over the sweeps' points, divided by 2 cores); they are estimates, not
-# measurements of a full regeneration. Start each page from an empty sweep directory
+# measurements of a full regeneration. Figures below: `size_pages.py` on 2026-12-01, 2-vCPU
+# Intel Xeon (0.85, 1.44 and 1.54 CPU-hours). Start each page from an empty sweep directory
 # (rm -rf sweeps/<name>) so that no point comes from an older commit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,21 +28,21 @@ run() {
 
 # 1. docs/results/privacy-utility.md: record-level epsilon {1, 4, 8, inf} x Dirichlet alpha
 #    {0.1, 1} x {fedavg, fedavg-ft, local} x seeds 0-9, plus non-private FedAvg under secure
-#    aggregation (260 points). Expected: EXPECTED_PRIVACY_UTILITY on 2 cores.
+#    aggregation (260 points). Expected: ~26 min on 2 cores.
 run privacy-utility python experiments/privacy_utility.py \
     --config experiments/configs/privacy_utility.toml --out sweeps/privacy-utility --workers 2
 
 # 2. docs/results/algorithms.md: tuning (experiments/configs/algorithms.toml: 264 points on
 #    seeds 100-101), selection on the validation split, then the selected settings on seeds 0-9
 #    with FedAvg under secure aggregation and client-level DP (360 points; the generated sweep
-#    file is published next to the page). Expected: EXPECTED_ALGORITHMS on 2 cores.
+#    file is published next to the page). Expected: ~43 min on 2 cores.
 run algorithms python experiments/algorithms.py --out sweeps/algorithms --workers 2
 
 # 3. docs/results/attacks.md: the membership-inference game (experiments/configs/membership.toml:
 #    65 runs per epsilon {inf, 8, 4, 1}, each the target once with the other 64 as shadow
 #    models), one-run audits (experiments/configs/audit.toml, 18 runs) and gradient inversion
-#    (experiments/configs/attacks_inversion.toml, 18 one-round runs). Expected:
-#    EXPECTED_ATTACKS on 2 cores.
+#    (experiments/configs/attacks_inversion.toml, 18 one-round runs).
+#    Expected: ~46 min on 2 cores.
 run attacks python experiments/attacks_vs_privacy.py --out sweeps/attacks --workers 2
 
 # 4. docs/results/shakespeare.md: the LEAF Shakespeare benchmark (experiments/benchmarks/
