@@ -302,7 +302,9 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"workload": spec["workload"], "backend": spec["backend"]}
     with tempfile.TemporaryDirectory() as tmp:
         t1 = time.perf_counter()
-        engine = Engine(cfg, Path(tmp) / "run", progress=False, echo=lambda _m: None, backend=options)
+        engine = Engine(
+            cfg, Path(tmp) / "run", progress=False, echo=lambda _m: None, backend=options
+        )
         state = engine.fresh_state()
         t_setup = time.perf_counter() - t1
         with engine:
@@ -506,7 +508,12 @@ def bench_end_to_end(args: argparse.Namespace) -> dict[str, Any]:
     report["identical"] = same
     print(f"metrics.jsonl and privacy.json identical on {', '.join(outputs)}: {same}")
     runs = report["runs"]
-    if "process" in runs and "ray" in runs and "wall_s" in runs["process"] and "wall_s" in runs["ray"]:
+    if (
+        "process" in runs
+        and "ray" in runs
+        and "wall_s" in runs["process"]
+        and "wall_s" in runs["ray"]
+    ):
         print(f"ray / process wall time: {runs['ray']['wall_s'] / runs['process']['wall_s']:.2f}x")
     return report
 
@@ -576,7 +583,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=10, help="steady-state rounds measured")
     p.add_argument("--warmup", type=int, default=2, help="rounds played before measuring")
     p.add_argument(
-        "--start-method", default="", choices=["", "fork", "forkserver", "spawn"],
+        "--start-method",
+        default="",
+        choices=["", "fork", "forkserver", "spawn"],
         help="how the process backend starts workers (default: fork on Linux)",
     )
     p.add_argument("--end-to-end", action="store_true", help="also time whole privfed run calls")
