@@ -19,10 +19,10 @@ evaluation and checkpoint that ``privfed run`` adds every round. It reports:
 * ``model_sha256``: the global model after the last round -- the same on every backend, or
   the benchmark says so and exits with status 1.
 
-``--end-to-end`` times whole ``privfed run`` invocations instead (start-up, evaluation and
+``--parts end-to-end`` times whole ``privfed run`` invocations (start-up, evaluation and
 checkpoints included) and checks that ``metrics.jsonl`` and ``privacy.json`` are identical.
 
-``--scale`` runs the scale point: a population of 10,000 clients, 1,000 per round, under
+``--parts scale`` runs the scale point: a population of 10,000 clients, 1,000 per round, under
 secure aggregation on the sparse (Harary) graph, with a small model and few local steps (see
 :func:`scale_workload`), printing the time and the driver's resident memory after each round.
 
@@ -294,6 +294,10 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
 
     t_import = time.perf_counter() - t0
     cfg = workload(spec["workload"])
+    if spec["workload"] == "scale" and "scale" in spec:
+        from privfed.config import from_dict
+
+        cfg = from_dict(scale_workload(**spec["scale"]))
     options = BackendOptions(
         backend=spec["backend"],
         workers=int(spec["workers"]) if spec["backend"] != "serial" else 0,
@@ -528,7 +532,10 @@ def _same_outputs(outputs: dict[str, Path]) -> bool:
 
 def bench_scale(args: argparse.Namespace) -> dict[str, Any]:
     """The scale point on one backend, with per-round time and driver memory."""
-    print(f"\n== scale point: {_describe('scale')}")
+    print(
+        f"\n== scale point: {args.scale_clients:,} clients, {args.scale_per_round:,} per round, "
+        "DP-SGD, SecAgg+ (Harary), linear, 2 steps"
+    )
     print(f"   backend {args.scale_backend}, {args.workers} workers, {args.scale_rounds} rounds")
     spec = {
         "workload": "scale",
@@ -537,6 +544,7 @@ def bench_scale(args: argparse.Namespace) -> dict[str, Any]:
         "rounds": args.scale_rounds,
         "echo": True,
         "start_method": args.start_method,
+        "scale": {"clients": args.scale_clients, "per_round": args.scale_per_round},
     }
     res = _launch(spec, timeout=args.timeout)
     if "error" in res:
@@ -588,11 +596,16 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["", "fork", "forkserver", "spawn"],
         help="how the process backend starts workers (default: fork on Linux)",
     )
-    p.add_argument("--end-to-end", action="store_true", help="also time whole privfed run calls")
-    p.add_argument("--config", default="", help="--end-to-end: config (default: quickstart)")
-    p.add_argument("--scale", action="store_true", help="also run the 10,000-client scale point")
-    p.add_argument("--scale-only", action="store_true", help="run only the scale point")
+    p.add_argument(
+        "--parts",
+        default="rounds",
+        help="comma-separated: rounds (steady rounds per backend), end-to-end (whole privfed "
+        "run calls per backend), scale (the 10,000-client scale point)",
+    )
+    p.add_argument("--config", default="", help="end-to-end: config (default: quickstart)")
     p.add_argument("--scale-rounds", type=int, default=10)
+    p.add_argument("--scale-clients", type=int, default=10_000, help="scale: population")
+    p.add_argument("--scale-per-round", type=int, default=1_000, help="scale: clients per round")
     p.add_argument("--scale-backend", default="process", choices=list(BACKENDS))
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per child process")
     p.add_argument("--json", default="", help="write the full report to this JSON file")
@@ -607,6 +620,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(run_child(json.loads(args.child))), flush=True)
         return 0
     args.workloads = [w for w in args.workloads.split(",") if w]
+    parts = {x for x in args.parts.split(",") if x}
+    if not parts or parts - {"rounds", "end-to-end", "scale"}:
+        from privfed.errors import PrivfedError
+
+        raise PrivfedError(f"--parts takes rounds, end-to-end and scale, got {args.parts!r}")
     args.backends = [b for b in args.backends.split(",") if b]
     bad = [b for b in args.backends if b not in BACKENDS]
     if bad or args.workers < 1 or args.rounds < 1 or args.warmup < 0:
@@ -629,18 +647,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     report: dict[str, Any] = {"machine": info, "parts": []}
     ok = True
-    if not args.scale_only:
+    if "rounds" in parts:
         part = bench_rounds(args)
         report["parts"].append(part)
         ok &= all(w["identical"] for w in part["workloads"].values())
         ok &= all(
             "error" not in r for w in part["workloads"].values() for r in w["backends"].values()
         )
-        if args.end_to_end:
-            e2e = bench_end_to_end(args)
-            report["parts"].append(e2e)
-            ok &= bool(e2e["identical"]) and all("error" not in r for r in e2e["runs"].values())
-    if args.scale or args.scale_only:
+    if "end-to-end" in parts:
+        e2e = bench_end_to_end(args)
+        report["parts"].append(e2e)
+        ok &= bool(e2e["identical"]) and all("error" not in r for r in e2e["runs"].values())
+    if "scale" in parts:
         scale = bench_scale(args)
         report["parts"].append(scale)
         ok &= "error" not in scale

@@ -154,3 +154,39 @@ def test_a_trainer_keeps_no_gradient_after_training() -> None:
         tr.train(flat_parameters(spec.build()), steps=3, round_index=0)
         for p in tr.model.parameters():
             assert p.grad is None and getattr(p, "grad_sample", None) is None
+
+
+def test_bench_round_end_to_end_and_scale_plumbing(tmp_path: Path, capsys) -> None:
+    """Whole privfed run calls compared byte for byte, and a scale point at 200 clients."""
+    out = tmp_path / "bench.json"
+    code = main(
+        [
+            "--parts",
+            "end-to-end,scale",
+            "--config",
+            str(_tiny_toml(tmp_path)),
+            "--backends",
+            "serial,process",
+            "--workers",
+            "2",
+            "--scale-clients",
+            "200",
+            "--scale-per-round",
+            "20",
+            "--scale-rounds",
+            "2",
+            "--json",
+            str(out),
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "metrics.jsonl and privacy.json identical on serial, process: True" in printed
+    e2e, scale = json.loads(out.read_text())["parts"]
+    assert e2e["identical"] is True
+    assert e2e["runs"]["process"]["workers"] == 2 and e2e["runs"]["serial"]["wall_s"] > 0
+    assert scale["kind"] == "scale" and len(scale["rounds"]) == 2
+    assert scale["summary"]["within_4gib"] is True
+    assert all(r["participations"] > 0 and r["driver_rss"] > 0 for r in scale["rounds"])
+    with pytest.raises(PrivfedError, match="--parts takes"):
+        main(["--parts", "everything"])
