@@ -49,6 +49,7 @@ BUILTINS: dict[str, str] = {
     "secagg-fake-dropout": "attacks.protocol:FakeDropoutServer",
     "secagg-both-shares": "attacks.protocol:BothSharesServer",
     "secagg-sybil": "attacks.protocol:SybilServer",
+    "secagg-roster-isolation": "attacks.protocol:RosterIsolationServer",
 }
 
 

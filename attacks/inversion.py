@@ -51,6 +51,12 @@ def first_layer_slices(unit: UnitSpec) -> tuple[slice, slice, tuple[int, int]]:
     Returns:
         (weight slice, bias slice, weight shape (out, in)).
     """
+    if unit.model != "mlp" or unit.input_spec.kind == "token_ids":
+        raise ValueError(
+            f"unit {unit.name}: analytic inversion reads the input off the first linear layer, "
+            f"which only an mlp on float inputs has (this unit: model {unit.model!r}, "
+            f"{unit.input_spec.describe()}); use inversion-dlg"
+        )
     offset = 0
     params = list(unit.build().named_parameters())
     for i, (name, p) in enumerate(params):
@@ -285,7 +291,12 @@ class GradientMatching(AnalyticInversion):
         params = list(model.parameters())
         target = -update  # an SGD update is -lr * gradient
         gen = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
-        x = torch.rand(1, unit.in_features, generator=gen).requires_grad_(True)
+        if unit.input_spec.kind == "token_ids":
+            raise ValueError(
+                f"unit {unit.name}: gradient matching optimizes a float input; this unit reads "
+                "token ids, which have no gradient"
+            )
+        x = torch.rand(1, *unit.input_spec.shape, generator=gen).requires_grad_(True)
         opt = torch.optim.Adam([x], lr=self.step)
         ys = {t: torch.tensor([y]) for t, y in labels.items()}
         loss_fn = torch.nn.CrossEntropyLoss()

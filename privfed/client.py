@@ -132,7 +132,7 @@ class UnitTrainer:
 
     Args:
         spec: the unit.
-        x: training features (float32 tensor).
+        x: training inputs as the unit's model takes them (float32, or int64 token ids).
         y: label column -> int64 tensor, one per head.
         batch_size: expected (Poisson) batch size.
         lr: SGD learning rate.
@@ -271,12 +271,8 @@ class UnitTrainer:
                     torch.from_numpy(np.ascontiguousarray(start, dtype=np.float32)),
                 )
             done, losses = self._steps(steps, center=center, mu=prox_mu, keep=keep)
-        vector = flat_parameters(self.module)
-        # Drop the last step's gradients and per-sample gradients (batch x parameters floats
-        # per trainer, kept for every client ever seen); every step starts by clearing them.
-        self.optimizer.zero_grad(set_to_none=True)
         return TrainResult(
-            vector=vector,
+            vector=flat_parameters(self.module),
             steps=done,
             sample_rate=self.sample_rate,
             noise_multiplier=self.noise_multiplier if self.private else 0.0,

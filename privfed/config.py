@@ -609,12 +609,19 @@ class ExperimentConfig(_Checked):
                 f"({len(self.groups)}), got {self.federation.groups_per_client}"
             )
         if self.federation.aggregator == "secagg":
-            from privfed.secagg.config import check_no_overflow
+            from privfed.secagg.config import check_no_overflow, cohort_problems
 
             try:
                 check_no_overflow(self.secagg, num_clients=self.federation.num_clients)
             except ConfigError as exc:
                 p.extend(f"secagg.{q}" if not q.startswith("secagg.") else q for q in exc.problems)
+            p.extend(
+                cohort_problems(
+                    self.secagg,
+                    num_clients=self.federation.num_clients,
+                    expected_cohort=self.federation.num_clients * self.federation.cohort_fraction,
+                )
+            )
         return p
 
 
@@ -821,6 +828,13 @@ _HASHED_ONLY_WHEN_SET: dict[str, Any] = {
     "dp.public_sampling": False,
     "dp.nominal_records": 0,
     "client_dp.max_colluders": -1,
+    # secure-aggregation safety settings (the sum they produce is the same)
+    "secagg.security": "malicious",
+    "secagg.min_clients": 4,
+    "secagg.min_neighbours": None,
+    "secagg.allow_insecure_threshold": False,
+    "secagg.expected_dropout": 0.1,
+    "secagg.max_failure_probability": 0.01,
 }
 
 

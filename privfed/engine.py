@@ -203,7 +203,7 @@ class Engine:
         if self._backend is None:
             t0 = time.perf_counter()
             backend = make_backend(self.backend_options)
-            backend.start(self.cfg, behaviours=self.behaviours)
+            backend.start(self.cfg, behaviours=self.behaviours, federation=self.fed)
             self._backend = backend
             self.backend_seconds = time.perf_counter() - t0
             self.backend_workers = backend.workers
@@ -328,12 +328,14 @@ class Engine:
 
     def _secure_session(self, plan: RoundPlan, senders: list[int]) -> Any:
         """The secure-aggregation session: the server here, each client on its worker."""
-        from privfed.backends.parties import run_session
+        from privfed.secagg.simulate import run_session
 
+        registry = self.backend.enrol(senders) if self.cfg.secagg.security == "malicious" else None
         return run_session(
             self.backend,
             senders,
             config=self.cfg.secagg,
+            registry=registry,
             round_index=plan.round_index,
             model_hash=plan.model_hash,
             length=self.server.encoding.encoded_length(self.server.layout.length),
@@ -404,6 +406,14 @@ class Engine:
         return privacy.privacy_report(self.server, state, final=final)
 
     # ------------------------------------------------------------------ checkpoints
+    def state_tree(self, state: RunState) -> dict[str, Any]:
+        """The checkpoint tree of ``state`` (:meth:`privfed.server.Server.state_tree`)."""
+        return self.server.state_tree(state)
+
+    def state_from_tree(self, tree: Mapping[str, Any], *, source: str | Path) -> RunState:
+        """The checked state of a tree (:meth:`privfed.server.Server.state_from_tree`)."""
+        return self.server.state_from_tree(tree, source=source)
+
     def save_checkpoint(self, state: RunState) -> None:
         """Write the checkpoint atomically and record its sha256 in the manifest.
 
@@ -414,7 +424,7 @@ class Engine:
         Raises:
             StorageError: a file cannot be written; the previous checkpoint is intact.
         """
-        enc = encode_state(self.server.state_tree(state))
+        enc = encode_state(self.state_tree(state))
         self._write_manifest(state, finished=False, pending=enc.sha256)
         enc.write(self.out / CHECKPOINT)
         self._checkpoint = (enc.sha256, state.next_round)
@@ -431,7 +441,7 @@ class Engine:
         if not path.exists() and not (self.out / LEGACY_CHECKPOINT).exists():
             raise CheckpointError(f"{path} does not exist; run without --resume to start afresh")
         checked = verify_checkpoint(self.out)
-        state = self.server.state_from_tree(checked.tree, source=path)
+        state = self.state_from_tree(checked.tree, source=path)
         self._checkpoint = (checked.sha256, state.next_round)
         return state
 

@@ -2,8 +2,9 @@
 # LEAF Shakespeare benchmark (experiments/configs/shakespeare.toml on shakespeare_base.toml):
 # the char LSTM on 100 per-role clients (roles drawn with seed 0 among those with >= 64 windows),
 # target epsilon {inf, 8} x aggregation {plain, secagg}, run seed 0: 4 points, two at a time,
-# sized for < 2 h on 2 cores. Writes docs/results/shakespeare.md; refuses a checkout with
-# uncommitted changes (the page records the commit). Resumable: run the same command again.
+# sized for < 2 h on 2 cores (~40 min expected on an idle 2-core machine). Writes
+# docs/results/shakespeare.md; refuses a checkout with uncommitted changes (the page records the
+# commit). Resumable: run the same command again.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -17,8 +18,8 @@ python experiments/benchmarks/shakespeare.py --config experiments/configs/shakes
     --out sweeps/shakespeare/runs --workers 2 --role_seed 0 --min_samples 64 \
     --page docs/results/shakespeare.md
 
-# spot-check determinism of one point
-privfed reproduce "$(ls -d sweeps/shakespeare/runs/points/* | head -n 1)" --quiet
+# optional spot-check of determinism (re-runs one point, ~20 more minutes):
+#   privfed reproduce "$(ls -d sweeps/shakespeare/runs/points/* | head -n 1)" --quiet
 
 # smoke version (8 roles, 2 rounds, a few minutes; NOT results):
 #   python experiments/benchmarks/shakespeare.py --config experiments/configs/shakespeare_smoke.toml \

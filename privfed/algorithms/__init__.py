@@ -3,9 +3,18 @@
 An :class:`Algorithm` works on one model unit at a time (one task's model, or a group's
 shared-trunk model) and sees parameter vectors only. The engine owns everything else: cohort,
 DP training, the privacy ledger, secure aggregation, the server optimizer
-(:mod:`privfed.algorithms.server`). Every algorithm here needs only the *sum* of the clients'
-updates, so all of them run under secure aggregation. Algorithms register in
-:data:`ALGORITHMS` (entry-point group ``privfed.algorithms``).
+(:mod:`privfed.algorithms.server`). Every algorithm except MOCHA needs only the *sum* of the
+clients' updates, so they run under secure aggregation. Algorithms register in
+:data:`ALGORITHMS` (entry-point group ``privfed.algorithms``); their parameters are a frozen
+dataclass (:attr:`Algorithm.Params`, ``[federation.algorithm_params]``).
+
+One object serves both sides of the client seam, each side with its own instance built from the
+config: the client calls :meth:`Algorithm.start_vector`, :meth:`Algorithm.client_prox`,
+:meth:`Algorithm.local_phases`, :meth:`Algorithm.after_training` and
+:meth:`Algorithm.eval_vector` (inside :func:`privfed.participation.participate`); the server
+calls :meth:`Algorithm.server_prox` (a term it computes from its own state and sends in the
+task), :meth:`Algorithm.server_individual` and the state hooks. Client hooks must not depend on
+server state: a worker's instance never sees another client's vector.
 
 =============  ===========================  =====================  ==========================
 algorithm      shared (summed)              kept on the client     local objective

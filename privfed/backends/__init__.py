@@ -8,7 +8,8 @@ changes a number. Its interface is small:
 * :meth:`Backend.map` -- run one round's participations, each on the worker owning its client;
 * :meth:`Backend.step` -- deliver one secure-aggregation stage's messages to the workers that
   hold those clients' protocol state (a backend *is* the
-  :class:`~privfed.backends.parties.ClientParties` of the round's session);
+  :class:`~privfed.secagg.parties.ClientParties` of the round's session);
+* :meth:`Backend.enrol` -- the malicious setting's key registry (identities live on workers);
 * :meth:`Backend.close` -- stop the workers.
 
 ``serial`` (:class:`~privfed.backends.serial.SerialBackend`) runs one worker in the driver;
@@ -136,11 +137,15 @@ class Backend(ABC):
         self.options = options
         self.workers = 1
         self._seconds: dict[int, float] = {}
+        self._keys: dict[int, bytes] = {}
+        self._registry: Any = None
 
     # ------------------------------------------------------------------ transport
     @abstractmethod
-    def _start(self, cfg: ExperimentConfig, behaviours: Mapping[int, Participate]) -> None:
-        """Start :attr:`workers` workers for ``cfg``."""
+    def _start(
+        self, cfg: ExperimentConfig, behaviours: Mapping[int, Participate], federation: Any
+    ) -> None:
+        """Start :attr:`workers` workers for ``cfg`` (reusing ``federation`` where it can)."""
 
     @abstractmethod
     def _call(self, requests: Mapping[int, bytes]) -> dict[int, bytes]:
@@ -152,7 +157,11 @@ class Backend(ABC):
 
     # ------------------------------------------------------------------ interface
     def start(
-        self, cfg: ExperimentConfig, *, behaviours: Mapping[int, Participate] | None = None
+        self,
+        cfg: ExperimentConfig,
+        *,
+        behaviours: Mapping[int, Participate] | None = None,
+        federation: Any = None,
     ) -> None:
         """Bring up the workers for ``cfg``.
 
@@ -160,8 +169,11 @@ class Backend(ABC):
             cfg: the experiment.
             behaviours: client -> participate function replacing the honest one (a malicious
                 client); only the serial backend runs functions that are not importable.
+            federation: the driver's :class:`~privfed.federation.Federation` of ``cfg``; the
+                serial backend and forked workers use it instead of deriving their own (it is
+                read-only), other workers derive theirs from the config.
         """
-        self._start(cfg, dict(behaviours or {}))
+        self._start(cfg, dict(behaviours or {}), federation)
         replies = self._call({w: pack({"op": "ping"}) for w in range(self.workers)})
         want = config_hash(cfg)
         for w, raw in replies.items():
@@ -232,13 +244,50 @@ class Backend(ABC):
             raise WireError(f"{what}: the report names client {part.client}")
         return Delivery(participation=part, task_bytes=task_bytes, upload_bytes=up_bytes)
 
+    def enrol(self, clients: Sequence[int]) -> Any:
+        """The key registry of the malicious setting, with ``clients`` enrolled.
+
+        The simulated PKI (:mod:`privfed.secagg.identity`): each client's signing key is made
+        and kept on the worker that runs it; the workers return only public keys, and the
+        backend -- acting as the trusted enrolment, not as the protocol's server -- sends every
+        new or changed key (a worker restarted since) to every worker, whose clients check
+        each roster against it. Returns the :class:`~privfed.secagg.identity.KeyRegistry` the
+        server uses.
+        """
+        from privfed.secagg.identity import KeyRegistry
+
+        by_worker: dict[int, list[int]] = {}
+        for c in sorted(set(clients)):
+            by_worker.setdefault(self.owner(c), []).append(c)
+        requests = {w: pack({"op": "enrol", "clients": ids}) for w, ids in by_worker.items()}
+        changed: dict[int, bytes] = {}
+        for w, raw in self._call(requests).items():
+            reply = unpack(raw, what=f"enrol reply of worker {w}")
+            _raise_error(reply, w)
+            ids, keys = by_worker[w], reply.get("keys")
+            if reply.get("clients") != ids or not isinstance(keys, list) or len(keys) != len(ids):
+                raise WireError(f"enrol reply of worker {w}: wrong clients or keys")
+            for c, k in zip(ids, keys, strict=True):
+                if not isinstance(k, np.ndarray) or k.dtype != np.uint8 or k.shape != (32,):
+                    raise WireError(f"enrol reply of worker {w}: key of client {c} malformed")
+                if self._keys.get(c) != k.tobytes():
+                    changed[c] = k.tobytes()
+        if changed or self._registry is None:
+            self._keys.update(changed)
+            ids = sorted(changed)
+            note = pack({"op": "registry", "clients": ids, "keys": [_u8(changed[c]) for c in ids]})
+            for w, raw in self._call(dict.fromkeys(range(self.workers), note)).items():
+                _raise_error(unpack(raw, what=f"registry reply of worker {w}"), w)
+            self._registry = KeyRegistry(self._keys)
+        return self._registry
+
     def step(self, stage: Stage, messages: Mapping[int, bytes]) -> dict[int, Any]:
         """Deliver one secure-aggregation stage to the workers holding the named clients.
 
         Returns each client's reply (bytes) or a
-        :class:`~privfed.backends.parties.PartyFailure`.
+        :class:`~privfed.secagg.parties.PartyFailure`.
         """
-        from privfed.backends.parties import PartyFailure
+        from privfed.secagg.parties import PartyFailure
 
         by_worker: dict[int, list[int]] = {}
         for c in sorted(messages):

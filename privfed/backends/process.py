@@ -46,6 +46,10 @@ def die_with_parent() -> None:
         pass  # the worker still exits when its pipe closes
 
 
+#: The driver's federation, inherited by forked workers (set only while they start).
+_INHERITED: dict[str, Any] = {}
+
+
 def _serve(conn: Connection, text: str, trainer_cache: int) -> None:
     """A worker process's loop: answer requests until the pipe closes."""
     die_with_parent()
@@ -53,11 +57,13 @@ def _serve(conn: Connection, text: str, trainer_cache: int) -> None:
     import torch
 
     from privfed.backends.worker import Worker
-    from privfed.config import from_dict
+    from privfed.config import config_hash, from_dict
 
     cfg = from_dict(tomllib.loads(text), source="worker config")
     torch.set_num_threads(cfg.threads)
-    worker = Worker(cfg, trainer_cache=trainer_cache)
+    # A forked worker has the driver's federation already (copy-on-write); others derive it.
+    fed = _INHERITED.get(config_hash(cfg))
+    worker = Worker(cfg, trainer_cache=trainer_cache, federation=fed)
     while True:
         try:
             request = conn.recv_bytes()
@@ -73,7 +79,9 @@ class ProcessBackend(Backend):
 
     name = "process"
 
-    def _start(self, cfg: ExperimentConfig, behaviours: Mapping[int, Participate]) -> None:
+    def _start(
+        self, cfg: ExperimentConfig, behaviours: Mapping[int, Participate], federation: Any
+    ) -> None:
         if behaviours:
             raise BackendError(
                 "replacing a client's participate function (a malicious client) needs the "
@@ -87,18 +95,25 @@ class ProcessBackend(Backend):
         text = config_text(cfg)
         self._conns: list[Connection] = []
         self._procs: list[Any] = []
-        for i in range(self.workers):
-            ours, theirs = ctx.Pipe(duplex=True)
-            proc = ctx.Process(
-                target=_serve,
-                args=(theirs, text, self.options.trainer_cache),
-                name=f"privfed-worker-{i}",
-                daemon=True,
-            )
-            proc.start()
-            theirs.close()
-            self._conns.append(ours)
-            self._procs.append(proc)
+        if method == "fork" and federation is not None:
+            from privfed.config import config_hash
+
+            _INHERITED[config_hash(cfg)] = federation
+        try:
+            for i in range(self.workers):
+                ours, theirs = ctx.Pipe(duplex=True)
+                proc = ctx.Process(
+                    target=_serve,
+                    args=(theirs, text, self.options.trainer_cache),
+                    name=f"privfed-worker-{i}",
+                    daemon=True,
+                )
+                proc.start()
+                theirs.close()
+                self._conns.append(ours)
+                self._procs.append(proc)
+        finally:
+            _INHERITED.clear()
 
     def _call(self, requests: Mapping[int, bytes]) -> dict[int, bytes]:
         for w, req in requests.items():

@@ -103,7 +103,9 @@ class RayBackend(Backend):
 
     name = "ray"
 
-    def _start(self, cfg: ExperimentConfig, behaviours: Mapping[int, Participate]) -> None:
+    def _start(
+        self, cfg: ExperimentConfig, behaviours: Mapping[int, Participate], federation: Any
+    ) -> None:
         ray = _import_ray()
         if behaviours:
             raise BackendError(

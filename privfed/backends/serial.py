@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from privfed.backends import Backend
 from privfed.backends.worker import Worker
@@ -19,9 +20,16 @@ class SerialBackend(Backend):
 
     name = "serial"
 
-    def _start(self, cfg: ExperimentConfig, behaviours: Mapping[int, Participate]) -> None:
+    def _start(
+        self, cfg: ExperimentConfig, behaviours: Mapping[int, Participate], federation: Any
+    ) -> None:
         self.workers = 1
-        self.worker = Worker(cfg, trainer_cache=self.options.trainer_cache, behaviours=behaviours)
+        self.worker = Worker(
+            cfg,
+            trainer_cache=self.options.trainer_cache,
+            behaviours=behaviours,
+            federation=federation,
+        )
 
     def _call(self, requests: Mapping[int, bytes]) -> dict[int, bytes]:
         return {w: self.worker.handle(req) for w, req in requests.items()}

@@ -4,8 +4,9 @@ A :class:`Worker` is built from the config alone. It derives the federation (dat
 partition, splits) and builds a client's features and trainers only when one of its clients
 first needs them; trainers live in a bounded cache with Opacus's per-sample gradient buffers
 released after every training. For secure aggregation it keeps each of its clients' encoded
-update and protocol state (a :class:`~privfed.backends.parties.LocalParties`) for the round:
-they never leave the worker, only protocol messages do.
+update and protocol state (a :class:`~privfed.secagg.parties.LocalParties`) for the round,
+and, in the malicious setting, each client's long-term signing identity for the whole run:
+they never leave the worker, only protocol messages and public keys do.
 
 Requests and replies are bytes (:mod:`privfed.wire`), the same for every backend:
 
@@ -13,6 +14,10 @@ Requests and replies are bytes (:mod:`privfed.wire`), the same for every backend
   participation per task (a task message, and the client's own state in its context);
 * ``{"op": "step", "stage", "clients", "messages"}`` -> ``{"replies", "failures",
   "seconds"}``: one secure-aggregation stage for the named clients;
+* ``{"op": "enrol", "clients"}`` -> ``{"clients", "keys"}``: the clients' public signing keys
+  (each identity made on first sight and kept on the worker);
+* ``{"op": "registry", "clients", "keys"}`` -> ``{"clients"}``: public keys from the trusted
+  enrolment, which the clients check every roster against;
 * ``{"op": "ping"}`` -> ``{"pid"}``.
 
 An error becomes ``{"error": message}``; the driver raises it as a
@@ -52,6 +57,9 @@ class Worker:
         trainer_cache: how many trainers the worker keeps (least recently used evicted).
         behaviours: client -> a participate function replacing the honest one (a malicious
             client); in-process backends only.
+        federation: the run's :class:`~privfed.federation.Federation` if this process already
+            has it (the driver's, in the serial backend or a forked worker); else it is built
+            from the config on first use.
     """
 
     def __init__(
@@ -60,15 +68,21 @@ class Worker:
         *,
         trainer_cache: int = 512,
         behaviours: Mapping[int, Participate] | None = None,
+        federation: Any = None,
     ) -> None:
         self.cfg = cfg
         self.config_hash = config_hash(cfg)
         self.trainers = TrainerCache(trainer_cache)
         self.behaviours = dict(behaviours or {})
+        self._federation = federation
         self._setup: ClientSetup | None = None
         self._round = -1
         self._held: dict[int, tuple[bytes, np.ndarray]] = {}
         self._parties: Any = None
+        #: the long-term signing identities of this worker's clients (never sent anywhere).
+        self._identities: dict[int, Any] = {}
+        self._registry_keys: dict[int, bytes] = {}
+        self._registry: Any = None
 
     @property
     def setup(self) -> ClientSetup:
@@ -77,7 +91,7 @@ class Worker:
             from privfed.federation import Federation
             from privfed.server import configure_distributed_dp
 
-            fed = Federation(self.cfg)
+            fed = self._federation if self._federation is not None else Federation(self.cfg)
             ddg = (
                 configure_distributed_dp(self.cfg, dimension=fed.counter_base).params
                 if self.cfg.client_dp.mode == "distributed"
@@ -96,6 +110,10 @@ class Worker:
                 return pack(self._map(msg))
             if op == "step":
                 return pack(self._step(msg))
+            if op == "enrol":
+                return pack(self._enrol(msg))
+            if op == "registry":
+                return pack(self._learn_registry(msg))
             if op == "ping":
                 return pack({"pid": os.getpid(), "config_hash": self.config_hash})
             raise WireError(f"worker request: unknown op {op!r}")
@@ -148,8 +166,37 @@ class Worker:
             replies.append(np.frombuffer(reply, dtype=np.uint8))
         return {"replies": replies}
 
+    def _enrol(self, msg: Mapping[str, Any]) -> dict[str, Any]:
+        """Each named client's long-term signing key: made here on first sight, kept here.
+
+        Only the public keys leave the worker (the simulated PKI of the malicious setting,
+        :mod:`privfed.secagg.identity`).
+        """
+        from privfed.secagg.identity import generate_identity
+
+        clients = [int(c) for c in msg["clients"]]
+        for c in clients:
+            if c not in self._identities:
+                self._identities[c] = generate_identity(c)
+        keys = [np.frombuffer(self._identities[c].public, dtype=np.uint8) for c in clients]
+        return {"clients": clients, "keys": keys}
+
+    def _learn_registry(self, msg: Mapping[str, Any]) -> dict[str, Any]:
+        """Public keys from the trusted enrolment (never from the protocol's server)."""
+        clients = [int(c) for c in msg["clients"]]
+        keys = msg["keys"]
+        if not isinstance(keys, list) or len(keys) != len(clients):
+            raise WireError("registry request: one key per client")
+        for c, k in zip(clients, keys, strict=True):
+            self._registry_keys[c] = _bytes(k, what=f"registry key of client {c}")
+        self._registry = None
+        return {"clients": clients}
+
     def _step(self, msg: Mapping[str, Any]) -> dict[str, Any]:
-        from privfed.backends.parties import LocalParties, PartyFailure
+        import time
+
+        from privfed.secagg.identity import KeyRegistry
+        from privfed.secagg.parties import LocalParties, PartyFailure
 
         stage = Stage(msg["stage"])
         clients = [int(c) for c in msg["clients"]]
@@ -164,11 +211,21 @@ class Worker:
             hashes = {self._held[c][0] for c in clients}
             if len(hashes) != 1:
                 raise WireError("the clients of one session trained on different models")
+            malicious = self.cfg.secagg.security == "malicious"
+            if malicious:
+                missing = [c for c in clients if c not in self._identities]
+                if missing:
+                    raise WireError(f"clients {missing[:5]} have no enrolled signing key")
+                if self._registry is None:
+                    self._registry = KeyRegistry(self._registry_keys)
             self._parties = LocalParties(
                 {c: self._held[c][1] for c in clients},
                 config=self.cfg.secagg,
                 round_index=self._round,
                 model_hash=hashes.pop(),
+                identities={c: self._identities[c] for c in clients} if malicious else None,
+                registry=self._registry if malicious else None,
+                clock=time.thread_time,
             )
         if self._parties is None:
             raise WireError(f"{stage.value} before advertise_keys in round {self._round}")

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from privfed.data.inputs import InputSpec
 from privfed.errors import ConfigError, PrivfedError
 from privfed.registry import Registry
 
@@ -96,7 +97,7 @@ def param_problems(name: str, params: Mapping[str, Any]) -> list[str]:
 
 
 def build_model(
-    name: str, inputs: Any, heads: Mapping[str, int], params: Mapping[str, Any]
+    name: str, inputs: InputSpec, heads: Mapping[str, int], params: Mapping[str, Any]
 ) -> nn.Module:
     """Build model ``name`` for ``inputs`` with ``heads`` and ``params``.
 

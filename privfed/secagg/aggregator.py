@@ -8,17 +8,23 @@ scale). Integer-valued coordinates such as the engine's 0/1 participation counte
 multiples of the scale, never rounded, and decode exactly (``clip >= 1`` is enforced by the
 config). A client whose message is corrupt or unauthentic is dropped from the round;
 too few survivors raises :class:`~privfed.secagg.errors.SecAggAbort`.
+
+In the malicious setting (the default) every client has a long-term Ed25519 identity: the
+aggregator enrols each client the first time it sees it (fresh key from ``os.urandom``, its
+public key added to the registry all clients trust) and keeps it for later rounds, which is
+the simulated PKI of :mod:`privfed.secagg.identity`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import numpy as np
 
 from privfed.aggregation import AggregateResult, RoundContext, fixed_point
 from privfed.secagg.config import SecAggConfig, check_no_overflow
 from privfed.secagg.field import decode_fixed_point
+from privfed.secagg.identity import ClientIdentity, KeyRegistry, generate_identity
 from privfed.secagg.simulate import PHASES, secure_sum
 
 
@@ -33,6 +39,16 @@ class SecAggAggregator:
 
     def __init__(self, config: SecAggConfig | None = None) -> None:
         self.config = config if config is not None else SecAggConfig()
+        self._identities: dict[int, ClientIdentity] = {}
+        self._registry = KeyRegistry({})
+
+    def enrol(self, clients: Collection[int]) -> tuple[dict[int, ClientIdentity], KeyRegistry]:
+        """The long-term identities of ``clients`` (created on first sight) and the registry."""
+        new = {c: generate_identity(c) for c in clients if c not in self._identities}
+        if new:
+            self._identities.update(new)
+            self._registry = self._registry.with_keys({c: i.public for c, i in new.items()})
+        return {c: self._identities[c] for c in clients}, self._registry
 
     def aggregate(self, updates: Mapping[int, np.ndarray], ctx: RoundContext) -> AggregateResult:
         """Sum ``updates`` (client id -> float32 vector) through secure aggregation.
@@ -53,6 +69,7 @@ class SecAggAggregator:
             enc = fixed_point(updates[cid], config=cfg, seed=ctx.seed, client=cid)
             encoded[cid] = enc.values
             clamped += enc.clamped
+        identities, registry = self.enrol(sorted(encoded))
         result = secure_sum(
             encoded,
             config=cfg,
@@ -60,6 +77,8 @@ class SecAggAggregator:
             round_index=ctx.round_index,
             model_hash=ctx.model_hash,
             keep_observed=ctx.keep_observed,
+            identities=identities,
+            registry=registry,
         )
         total = decode_fixed_point(result.total, bits=cfg.bits, scale_bits=cfg.scale_bits)
         length = len(next(iter(encoded.values())))

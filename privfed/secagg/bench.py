@@ -1,26 +1,31 @@
 """Benchmark of secure aggregation against baselines measured in the same run.
 
 Runs the real protocol (:func:`~privfed.secagg.simulate.secure_sum`) over ``--clients`` random
-integer vectors of ``--length`` entries, with a fraction ``--dropout`` of the clients vanishing
-before the masked-input round (the costly case: their pairwise masks must be reconstructed and
-removed). In the same process it times two baselines:
+integer vectors of ``--length`` entries, in the semi-honest and the malicious (signed,
+consistency-checked) setting (``--security both``, the default), with a fraction ``--dropout``
+of the clients vanishing before the masked-input round (the costly case: their pairwise masks
+must be reconstructed and removed). Every client derives the key roster on its own, as
+separate devices would (the in-process sharing of :class:`~privfed.secagg.parties.LocalParties`
+would hide per-client costs). In the same process it times three baselines:
 
 * a plain numpy float32 sum of as many vectors as the server sums (what the server would do
   without secure aggregation);
+* the server's *floor*: the keystream expansions it must do (one AES-128-CTR mask of
+  ``--length`` entries per mask it removes, generated into a cache-sized buffer) plus the
+  additions (the uint sum of the vectors it receives, and one in-cache add per mask chunk);
 * bare keystream generation for the bytes one client masks with (``1 + degree`` AES-128-CTR
   masks; the faster of one call per mask into a full-length buffer and cache-sized calls).
 
-Each baseline is the median of ``--repeats`` calls; the client figure is the median over the
-clients of a run. Python's cyclic garbage collector is paused during timed regions, as
-``timeit`` does (``--keep-gc`` leaves it on): the simulation hosts every client in one process,
-and a collection triggered by their objects would land at random in the server's time.
-
-Times are CPU time by default (``--clock cpu``: this process and its forked mask-removal
-workers), so other load on the machine does not distort the ratios; ``--clock wall`` gives
-elapsed time, which is what ``--workers`` > 1 improves. It prints client and server time
-per phase, the ratios to those baselines, bytes per client and
-the communication expansion against sending the raw float32 vector. ``privfed bench secagg``
-calls :func:`main`.
+Each baseline is the median of ``--repeats`` calls, timed right before and after every protocol
+run; a run is compared with the faster of its two neighbouring baselines and the median ratio
+over runs is reported. Python's cyclic garbage collector is paused during timed regions, as
+``timeit`` does (``--keep-gc`` leaves it on). Times are CPU time by default (``--clock cpu``:
+this process and its forked mask-removal workers), so other load on the machine does not
+distort the ratios; ``--clock wall`` gives elapsed time, which is what ``--workers`` > 1
+improves. It prints the processor (``/proc/cpuinfo``), client and server time per phase, the
+server's ratios to the plain sum and to its floor, the malicious setting's cost next to the
+semi-honest one, bytes per client and the communication expansion against sending the raw
+float32 vector. ``privfed bench secagg`` calls :func:`main`.
 """
 
 from __future__ import annotations
@@ -39,11 +44,12 @@ from pathlib import Path
 
 import numpy as np
 
-from privfed.secagg.config import SecAggConfig, default_degree, resolve_degree
+from privfed.secagg.config import SECURITY_MODES, SecAggConfig, resolve_degree
 from privfed.secagg.field import dtype_for_bits, reduce_inplace
+from privfed.secagg.identity import make_pki
 from privfed.secagg.messages import ShareKind
 from privfed.secagg.prg import CHUNK_ENTRIES, MASK_KEY_BYTES, MaskStream, mask_into, padded_buffer
-from privfed.secagg.simulate import PHASES, secure_sum
+from privfed.secagg.simulate import PHASES, SecureSumResult, secure_sum
 
 try:
     import resource
@@ -56,7 +62,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--clients", type=int, default=100, help="number of clients")
     p.add_argument("--length", type=int, default=1 << 16, help="entries per vector")
     p.add_argument("--graph", choices=("complete", "harary"), default="complete")
-    p.add_argument("--degree", type=int, default=None, help="harary degree (default O(log n))")
+    p.add_argument("--degree", type=int, default=None, help="harary degree (default: computed)")
+    p.add_argument(
+        "--security",
+        choices=("both", *SECURITY_MODES),
+        default="both",
+        help="protocol setting(s) to run; 'both' reports malicious next to semi-honest",
+    )
     p.add_argument(
         "--dropout",
         type=float,
@@ -76,7 +88,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--protocol-repeats",
         type=int,
         default=3,
-        help="protocol runs (the one with the least server time is reported)",
+        help="protocol runs per setting (median ratio reported; the least server time shown)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the input data and dropouts")
     p.add_argument(
@@ -113,6 +125,18 @@ def cpu_time() -> float:
     return time.process_time() + kids.ru_utime + kids.ru_stime
 
 
+def cpu_model() -> str:
+    """The processor's model name (``/proc/cpuinfo`` on Linux, else :mod:`platform`)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 @contextlib.contextmanager
 def _timed_region(pause_gc: bool) -> Iterator[None]:
     """Collect garbage, then keep the cyclic collector off while timing (as ``timeit`` does).
@@ -143,16 +167,191 @@ def _typical(fn: Callable[[], object], repeats: int, clock: Callable[[], float])
     return statistics.median(times)
 
 
-def run(args: argparse.Namespace) -> dict[str, object]:
-    """Run the benchmark described by ``args`` and return its figures."""
-    clock = cpu_time if args.clock == "cpu" else time.perf_counter
+class Baselines:
+    """The in-run baselines: plain float32 sum, the server's floor, a client's bare keystream.
+
+    Args:
+        m: vector length.
+        bits: modulus exponent.
+        summed: vectors the server sums.
+        client_masks: masks one client expands (``1 + degree``).
+        rng: simulation generator for the baseline data.
+    """
+
+    def __init__(
+        self, *, m: int, bits: int, summed: int, client_masks: int, rng: np.random.Generator
+    ) -> None:
+        self.m = m
+        self.dt = dtype_for_bits(bits)
+        self.floats = [rng.standard_normal(m).astype(np.float32) for _ in range(summed)]
+        self.ints = [
+            rng.integers(0, 2**bits, size=m, dtype=np.uint64).astype(self.dt) for _ in range(summed)
+        ]
+        self.keys = [
+            bytes([i % 256, i // 256]) * (MASK_KEY_BYTES // 2) for i in range(client_masks)
+        ]
+        self.buf = np.empty(m, dtype=self.dt)
+        self.chunk_buf = padded_buffer(min(m, CHUNK_ENTRIES), self.dt)
+        self.acc = np.zeros(min(m, CHUNK_ENTRIES), dtype=self.dt)
+
+    def plain_sum(self) -> None:
+        """The float32 sum of the vectors (in-place adds into one accumulator)."""
+        total = np.zeros(self.m, dtype=np.float32)
+        for v in self.floats:
+            np.add(total, v, out=total)
+
+    def int_sum(self) -> None:
+        """The uint sum of the received vectors (the additions the server cannot avoid)."""
+        total = np.zeros(self.m, dtype=self.dt)
+        for v in self.ints:
+            np.add(total, v, out=total)
+
+    def _streams(self, masks: int) -> None:
+        step = CHUNK_ENTRIES
+        for i in range(masks):
+            key = bytes([i % 256, (i // 256) % 256]) * (MASK_KEY_BYTES // 2)
+            stream = MaskStream(key, start=0, itemsize=self.dt.itemsize)
+            for lo in range(0, self.m, step):
+                stream.fill(self.chunk_buf, min(step, self.m - lo))
+
+    def mask_adds(self, masks: int) -> None:
+        """One in-cache add per mask chunk (the additions of the masks to the running sum)."""
+        part = self.chunk_buf[: self.acc.shape[0]]
+        for _ in range(masks):
+            for lo in range(0, self.m, CHUNK_ENTRIES):
+                n = min(CHUNK_ENTRIES, self.m - lo)
+                np.add(self.acc[:n], part[:n], out=self.acc[:n])
+
+    def measure(self, repeats: int, clock: Callable[[], float], masks: int) -> dict[str, float]:
+        """Median seconds of every baseline (the floor for ``masks`` server masks)."""
+
+        def one_call_per_mask() -> None:
+            for k in self.keys:
+                mask_into(k, self.buf)
+
+        def chunked() -> None:
+            for k in self.keys:
+                stream = MaskStream(k, start=0, itemsize=self.dt.itemsize)
+                for lo in range(0, self.m, CHUNK_ENTRIES):
+                    stream.fill(self.chunk_buf, min(CHUNK_ENTRIES, self.m - lo))
+
+        keystream = _typical(lambda: self._streams(masks), repeats, clock)
+        adds = _typical(self.int_sum, repeats, clock) + _typical(
+            lambda: self.mask_adds(masks), repeats, clock
+        )
+        return {
+            "plain_sum": _typical(self.plain_sum, repeats, clock),
+            "floor_keystream": keystream,
+            "floor_additions": adds,
+            "floor": keystream + adds,
+            "client_keystream": min(
+                _typical(one_call_per_mask, repeats, clock), _typical(chunked, repeats, clock)
+            ),
+        }
+
+
+def _run_setting(
+    args: argparse.Namespace,
+    security: str,
+    inputs: dict[int, np.ndarray],
+    dropped: list[int],
+    base: Baselines,
+    clock: Callable[[], float],
+) -> dict[str, object]:
+    """Protocol runs of one setting with the baselines timed around each run."""
     config = SecAggConfig(
+        security=security,
         threshold=args.threshold,
         bits=args.bits,
         graph=args.graph,
         degree=args.degree,
         workers=args.workers,
     )
+    n = args.clients
+    pki = make_pki(range(n)) if security == "malicious" else None
+    masks = n - len(dropped)  # refined after the first run (pairwise masks of dropped clients)
+    res: SecureSumResult | None = None
+    wall = math.inf
+    ratios: dict[str, list[float]] = {"plain": [], "floor": [], "unmask": [], "client": []}
+    best: dict[str, float] = {}
+    with _timed_region(not args.keep_gc):
+        before = base.measure(args.repeats, clock, masks)
+    for _ in range(args.protocol_repeats):
+        with _timed_region(not args.keep_gc):
+            t0 = time.perf_counter()
+            run_res = secure_sum(
+                inputs,
+                config=config,
+                dropouts={"masked_input": dropped},
+                clock=clock,
+                identities=pki.identities if pki else None,
+                registry=pki.registry if pki else None,
+                share_rosters=False,
+            )
+            elapsed = time.perf_counter() - t0
+        if run_res.masks_removed != masks:
+            masks = run_res.masks_removed
+            with _timed_region(not args.keep_gc):
+                before = base.measure(args.repeats, clock, masks)
+        with _timed_region(not args.keep_gc):
+            after = base.measure(args.repeats, clock, masks)
+        near = {k: min(before[k], after[k]) for k in before}
+        before = after
+        for k, v in near.items():
+            best[k] = min(best.get(k, math.inf), v)
+        server = sum(run_res.server_seconds.values())
+        ratios["plain"].append(server / near["plain_sum"])
+        ratios["floor"].append(server / near["floor"])
+        ratios["unmask"].append(run_res.server_seconds["unmask"] / near["floor"])
+        ratios["client"].append(
+            statistics.median(run_res.masking_seconds.values()) / near["client_keystream"]
+        )
+        if res is None or server < sum(res.server_seconds.values()):
+            res, wall = run_res, elapsed
+    assert res is not None
+    expected = np.zeros(args.length, dtype=base.dt)
+    for c in res.included:
+        expected += inputs[c]
+    reduce_inplace(expected, args.bits)
+    alive = [c for c in range(n) if c not in dropped]
+    sent = [sum(res.bytes_sent[c].values()) for c in alive]
+    recv = [sum(res.bytes_received[c].values()) for c in alive]
+    client_phase = {p: res.client_seconds[p] / max(1, len(alive)) for p in PHASES}
+    raw = 4.0 * args.length
+    return {
+        "security": security,
+        "degree": res.degree,
+        "threshold": res.threshold,
+        "included": len(res.included),
+        "correct": bool(np.array_equal(expected, res.total)),
+        "masks_removed": res.masks_removed,
+        "wall_seconds": wall,
+        "server_seconds_per_phase": dict(res.server_seconds),
+        "server_seconds": sum(res.server_seconds.values()),
+        "server_unmask_seconds": res.server_seconds["unmask"],
+        "client_seconds_per_phase_mean": client_phase,
+        "client_seconds_mean": sum(client_phase.values()),
+        "client_masking_seconds_median": statistics.median(res.masking_seconds.values()),
+        "baselines": best,
+        "server_over_plain_sum": statistics.median(ratios["plain"]),
+        "server_over_plain_sum_per_run": ratios["plain"],
+        "server_over_floor": statistics.median(ratios["floor"]),
+        "server_over_floor_per_run": ratios["floor"],
+        "server_unmask_over_floor": statistics.median(ratios["unmask"]),
+        "client_masking_over_keystream": statistics.median(ratios["client"]),
+        "client_masked_input_phase_over_keystream": client_phase["masked_input"]
+        / best["client_keystream"],
+        "bytes_sent_per_client": statistics.mean(sent),
+        "bytes_received_per_client": statistics.mean(recv),
+        "bytes_per_phase": dict(res.bytes_per_phase),
+        "expansion_sent_vs_float32": statistics.mean(sent) / raw,
+        "expansion_total_vs_float32": (statistics.mean(sent) + statistics.mean(recv)) / raw,
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, object]:
+    """Run the benchmark described by ``args`` and return its figures."""
+    clock = cpu_time if args.clock == "cpu" else time.perf_counter
     rng = np.random.default_rng(args.seed)
     n, m = args.clients, args.length
     dt = dtype_for_bits(args.bits)
@@ -161,127 +360,46 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     }
     n_drop = int(round(args.dropout * n))
     dropped = sorted(int(c) for c in rng.choice(n, size=n_drop, replace=False)) if n_drop else []
-
-    # Baseline 1: the plain float32 sum of as many vectors as the server will sum.
-    floats = [rng.standard_normal(m).astype(np.float32) for _ in range(n - n_drop)]
-
-    def plain_sum() -> None:
-        total = np.zeros(m, dtype=np.float32)
-        for v in floats:
-            np.add(total, v, out=total)
-
-    # Baseline 2: bare keystream for the bytes one client masks (self mask + one per neighbour),
-    # with the protocol's AES-128 mask keys.
-    degree = resolve_degree(config, n)
-    keys = [bytes([i % 256, i // 256]) * (MASK_KEY_BYTES // 2) for i in range(1 + degree)]
-    buf = np.empty(m, dtype=dt)
-    chunk_buf = padded_buffer(min(m, CHUNK_ENTRIES), dt)
-
-    def keystream() -> None:  # one call per mask into a full-length buffer
-        for k in keys:
-            mask_into(k, buf)
-
-    def keystream_chunked() -> None:  # one context per mask, cache-sized calls
-        for k in keys:
-            stream = MaskStream(k, start=0, itemsize=dt.itemsize)
-            for lo in range(0, m, CHUNK_ENTRIES):
-                stream.fill(chunk_buf, min(CHUNK_ENTRIES, m - lo))
-
-    def baselines() -> tuple[float, float]:
-        # The faster of the two ways to make the same bytes is the keystream baseline.
-        with _timed_region(not args.keep_gc):
-            return (
-                _typical(plain_sum, args.repeats, clock),
-                min(
-                    _typical(keystream, args.repeats, clock),
-                    _typical(keystream_chunked, args.repeats, clock),
-                ),
-            )
-
-    # The protocol runs --protocol-repeats times (fresh keys each time). The baselines (each the
-    # median of --repeats calls) are timed right before and after every run and each run is
-    # compared with the faster of its two neighbouring baselines, so a change of machine load
-    # between measurements does not skew the ratios; the median ratio over runs is reported
-    # (and the best run's absolute times). The client figure of a run is the median over its
-    # clients, so both sides of every ratio are medians.
-    res = None
-    wall = math.inf
-    server_ratios, removal_ratios, client_ratios = [], [], []
-    plain, bare = math.inf, math.inf
-    before = baselines()
-    for _ in range(args.protocol_repeats):
-        with _timed_region(not args.keep_gc):
-            t0 = time.perf_counter()
-            run_res = secure_sum(
-                inputs, config=config, dropouts={"masked_input": dropped}, clock=clock
-            )
-            elapsed = time.perf_counter() - t0
-        after = baselines()
-        p_run, k_run = min(before[0], after[0]), min(before[1], after[1])
-        before = after
-        plain, bare = min(plain, p_run), min(bare, k_run)
-        server_ratios.append(sum(run_res.server_seconds.values()) / p_run)
-        removal_ratios.append(run_res.server_seconds["unmask"] / p_run)
-        client_ratios.append(statistics.median(run_res.masking_seconds.values()) / k_run)
-        if res is None or sum(run_res.server_seconds.values()) < sum(res.server_seconds.values()):
-            res, wall = run_res, elapsed
-    assert res is not None
-    expected = np.zeros(m, dtype=dt)
-    for c in res.included:
-        expected += inputs[c]
-    reduce_inplace(expected, args.bits)
-    correct = bool(np.array_equal(expected, res.total))
-
-    server_total = sum(res.server_seconds.values())
-    masking = statistics.median(res.masking_seconds.values())
-    per_client_phase = {p: res.client_seconds[p] / n for p in PHASES}
-    sent = [sum(res.bytes_sent[c].values()) for c in range(n) if c not in dropped]
-    recv = [sum(res.bytes_received[c].values()) for c in range(n) if c not in dropped]
-    raw = 4.0 * m
-    return {
+    probe = SecAggConfig(
+        graph=args.graph, degree=args.degree, threshold=args.threshold, bits=args.bits
+    )
+    degree = resolve_degree(probe, n)
+    base = Baselines(m=m, bits=args.bits, summed=n - n_drop, client_masks=1 + degree, rng=rng)
+    settings = list(SECURITY_MODES) if args.security == "both" else [args.security]
+    results = {s: _run_setting(args, s, inputs, dropped, base, clock) for s in settings}
+    out: dict[str, object] = {
         "command": "privfed bench secagg "
         + " ".join(sys.argv[1:] if args.argv is None else args.argv),
         "clients": n,
         "length": m,
         "graph": args.graph,
-        "degree": res.degree,
-        "threshold": res.threshold,
         "bits": args.bits,
         "dropout": args.dropout,
         "dropped": len(dropped),
-        "included": len(res.included),
-        "correct": correct,
         "workers": args.workers,
-        "wall_seconds": wall,
         "protocol_repeats": args.protocol_repeats,
         "seed": args.seed,
         "clock": args.clock,
         "gc_paused_while_timing": not args.keep_gc,
-        "server_seconds_per_phase": dict(res.server_seconds),
-        "client_seconds_per_phase_mean": per_client_phase,
-        "server_seconds": server_total,
-        "server_mask_removal_seconds": res.server_seconds["unmask"],
-        "server_mask_removal_over_plain_sum": statistics.median(removal_ratios),
-        "plain_sum_seconds": plain,
-        "server_over_plain_sum": statistics.median(server_ratios),
-        "server_over_plain_sum_per_run": server_ratios,
-        "client_masking_seconds_median": masking,
-        "bare_keystream_seconds": bare,
-        "client_masking_over_keystream": statistics.median(client_ratios),
-        "client_masking_over_keystream_per_run": client_ratios,
-        "client_masked_input_phase_over_keystream": per_client_phase["masked_input"] / bare,
-        "bytes_sent_per_client": statistics.mean(sent),
-        "bytes_received_per_client": statistics.mean(recv),
-        "bytes_per_phase": dict(res.bytes_per_phase),
-        "expansion_sent_vs_float32": statistics.mean(sent) / raw,
-        "expansion_total_vs_float32": (statistics.mean(sent) + statistics.mean(recv)) / raw,
+        "correct": all(bool(r["correct"]) for r in results.values()),
+        "settings": results,
+        "cpu": cpu_model(),
         "python": platform.python_version(),
         "machine": platform.machine(),
     }
+    if len(results) == 2:
+        semi, mal = results["semi-honest"], results["malicious"]
+        out["malicious_over_semi_honest_server"] = float(mal["server_seconds"]) / float(  # type: ignore[arg-type]
+            semi["server_seconds"]  # type: ignore[arg-type]
+        )
+        out["malicious_over_semi_honest_client"] = float(mal["client_seconds_mean"]) / float(  # type: ignore[arg-type]
+            semi["client_seconds_mean"]  # type: ignore[arg-type]
+        )
+    return out
 
 
 def wire_bytes_per_client(
-    *, clients: int, length: int, bits: int, degree: int
+    *, clients: int, length: int, bits: int, degree: int, security: str = "malicious"
 ) -> dict[str, tuple[int, int]]:
     """Exact bytes one client sends and receives per phase when nobody drops out.
 
@@ -293,31 +411,39 @@ def wire_bytes_per_client(
         phase -> (bytes sent, bytes received).
     """
     from privfed.secagg.envelope import ENVELOPE_BYTES
+    from privfed.secagg.identity import SIGNATURE_BYTES
     from privfed.secagg.messages import (
         AdvertiseKeys,
+        ConsistencyRequest,
+        ConsistencySignature,
         ForwardedShares,
         KeyRoster,
         MaskedInput,
         ShareKeys,
+        SignedSurvivors,
         UnmaskRequest,
         UnmaskResponse,
     )
     from privfed.secagg.shamir import SHARE_BYTES
 
+    signed = security == "malicious"
     key, session, env = bytes(32), bytes(32), bytes(ENVELOPE_BYTES)
+    sig = bytes(SIGNATURE_BYTES) if signed else b""
     neigh = tuple(range(1, degree + 1))
     closed = (0, *neigh)
+    everyone = tuple(range(clients))
     vec = np.zeros(length, dtype=dtype_for_bits(bits))
-    return {
-        "advertise_keys": (len(AdvertiseKeys(0, 0, key, key).encode()), 0),
+    out = {
+        "advertise_keys": (len(AdvertiseKeys(0, 0, key, key, sig).encode()), 0),
         "share_keys": (
-            len(ShareKeys(0, 0, session, tuple((v, env) for v in neigh)).encode()),
-            len(KeyRoster(0, tuple((c, key, key) for c in range(clients))).encode()),
+            len(ShareKeys(0, 0, session, bytes(32), tuple((v, env) for v in neigh)).encode()),
+            len(KeyRoster(0, signed, tuple((c, key, key, sig) for c in everyone)).encode()),
         ),
         "masked_input": (
-            len(MaskedInput(0, 0, session, bits, (), vec).encode()),
+            len(MaskedInput(0, 0, session, bits, neigh, (), vec).encode()),
             len(ForwardedShares(0, session, tuple((v, env) for v in neigh)).encode()),
         ),
+        "consistency_check": (0, 0),
         "unmask": (
             len(
                 UnmaskResponse(
@@ -327,9 +453,51 @@ def wire_bytes_per_client(
                     tuple((c, ShareKind.SELF_MASK, bytes(SHARE_BYTES)) for c in closed),
                 ).encode()
             ),
-            len(UnmaskRequest(0, session, closed, ()).encode()),
+            len(
+                SignedSurvivors(0, session, tuple((c, sig) for c in everyone)).encode()
+                if signed
+                else UnmaskRequest(0, session, closed, ()).encode()
+            ),
         ),
     }
+    if signed:
+        out["consistency_check"] = (
+            len(ConsistencySignature(0, 0, session, sig).encode()),
+            len(ConsistencyRequest(0, session, everyone).encode()),
+        )
+    return out
+
+
+def _print_setting(fig: dict[str, object], name: str) -> None:
+    r = fig["settings"][name]  # type: ignore[index]
+    print(
+        f"[{name}] degree {r['degree']}, t={r['threshold']}, {r['included']} included, "
+        f"{r['masks_removed']} masks removed, correct={r['correct']}"
+    )
+    print("  phase                client mean s   server s")
+    for p in PHASES:
+        c = r["client_seconds_per_phase_mean"][p]
+        s = r["server_seconds_per_phase"][p]
+        print(f"    {p:<19}{c:>13.5f}{s:>11.5f}")
+    b = r["baselines"]
+    print(
+        f"  server {r['server_seconds']:.4f} s: {r['server_over_floor']:.2f}x its floor "
+        f"({b['floor']:.4f} s = keystream {b['floor_keystream']:.4f} + additions "
+        f"{b['floor_additions']:.4f}), {r['server_over_plain_sum']:.2f}x the plain float32 sum "
+        f"({b['plain_sum']:.4f} s); unmask phase {r['server_unmask_over_floor']:.2f}x the floor"
+    )
+    print(
+        f"  client {r['client_seconds_mean']:.5f} s in all (mean); masking "
+        f"{r['client_masking_seconds_median']:.5f} s = {r['client_masking_over_keystream']:.2f}x "
+        f"bare keystream ({b['client_keystream']:.5f} s); masked-input step "
+        f"{r['client_masked_input_phase_over_keystream']:.2f}x"
+    )
+    print(
+        f"  bytes per client: sent {r['bytes_sent_per_client']:.0f}, received "
+        f"{r['bytes_received_per_client']:.0f}; expansion vs float32: sent "
+        f"{r['expansion_sent_vs_float32']:.3f}x, sent+received "
+        f"{r['expansion_total_vs_float32']:.3f}x"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -337,28 +505,33 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     args.argv = argv
     if args.bytes_only:
-        degree = (
-            args.clients - 1
-            if args.graph == "complete"
-            else (args.degree if args.degree is not None else default_degree(args.clients))
-        )
-        per = wire_bytes_per_client(
-            clients=args.clients, length=args.length, bits=args.bits, degree=degree
-        )
-        sent = sum(s for s, _ in per.values())
-        recv = sum(r for _, r in per.values())
-        out = {
+        probe = SecAggConfig(graph=args.graph, degree=args.degree, bits=args.bits)
+        degree = resolve_degree(probe, args.clients)
+        settings = list(SECURITY_MODES) if args.security == "both" else [args.security]
+        out: dict[str, object] = {
             "clients": args.clients,
             "length": args.length,
             "bits": args.bits,
             "graph": args.graph,
             "degree": degree,
-            "bytes_per_phase": per,
-            "bytes_sent_per_client": sent,
-            "bytes_received_per_client": recv,
-            "expansion_sent_vs_float32": sent / (4 * args.length),
-            "expansion_sent_vs_16bit": sent / (2 * args.length),
         }
+        for name in settings:
+            per = wire_bytes_per_client(
+                clients=args.clients,
+                length=args.length,
+                bits=args.bits,
+                degree=degree,
+                security=name,
+            )
+            sent = sum(s for s, _ in per.values())
+            recv = sum(r for _, r in per.values())
+            out[name] = {
+                "bytes_per_phase": per,
+                "bytes_sent_per_client": sent,
+                "bytes_received_per_client": recv,
+                "expansion_sent_vs_float32": sent / (4 * args.length),
+                "expansion_sent_vs_16bit": sent / (2 * args.length),
+            }
         print(json.dumps(out, indent=2))
         if args.json is not None:
             args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -367,36 +540,17 @@ def main(argv: list[str] | None = None) -> int:
     fig = run(args)
     print(
         f"secure aggregation: {fig['clients']} clients x {fig['length']} entries, graph "
-        f"{fig['graph']} (degree {fig['degree']}, t={fig['threshold']}), bits {fig['bits']}, "
-        f"dropout {fig['dropout']} ({fig['dropped']} clients), correct={fig['correct']}"
+        f"{fig['graph']}, bits {fig['bits']}, dropout {fig['dropout']} ({fig['dropped']} "
+        f"clients), clock {fig['clock']}, correct={fig['correct']}"
     )
-    print("phase            client mean s   server s")
-    for p in PHASES:
-        c = fig["client_seconds_per_phase_mean"][p]  # type: ignore[index]
-        s = fig["server_seconds_per_phase"][p]  # type: ignore[index]
-        print(f"  {p:<15}{c:>13.5f}{s:>11.5f}")
-    print(
-        f"server total {fig['server_seconds']:.4f} s, plain float32 sum "
-        f"{fig['plain_sum_seconds']:.4f} s: ratio {fig['server_over_plain_sum']:.2f}x "
-        f"(median over runs of run / neighbouring baseline)"
-    )
-    print(
-        f"server unmask phase (reconstruction + mask removal) "
-        f"{fig['server_mask_removal_seconds']:.4f} s: ratio "
-        f"{fig['server_mask_removal_over_plain_sum']:.2f}x"
-    )
-    print(
-        f"client masking {fig['client_masking_seconds_median']:.5f} s, bare keystream "
-        f"{fig['bare_keystream_seconds']:.5f} s: ratio "
-        f"{fig['client_masking_over_keystream']:.2f}x; "
-        f"whole masked-input step {fig['client_masked_input_phase_over_keystream']:.2f}x"
-    )
-    print(
-        f"bytes per client: sent {fig['bytes_sent_per_client']:.0f}, received "
-        f"{fig['bytes_received_per_client']:.0f}; expansion vs float32: sent "
-        f"{fig['expansion_sent_vs_float32']:.3f}x, sent+received "
-        f"{fig['expansion_total_vs_float32']:.3f}x"
-    )
+    print(f"cpu: {fig['cpu']}")
+    for name in fig["settings"]:  # type: ignore[attr-defined]
+        _print_setting(fig, name)
+    if "malicious_over_semi_honest_server" in fig:
+        print(
+            f"malicious / semi-honest: server {fig['malicious_over_semi_honest_server']:.3f}x, "
+            f"client {fig['malicious_over_semi_honest_client']:.3f}x"
+        )
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.json.with_suffix(args.json.suffix + ".tmp")

@@ -79,3 +79,10 @@ class EnvelopeError(SecAggError):
 
     def __init__(self) -> None:
         super().__init__("share envelope failed authentication")
+
+
+class SignatureError(SecAggError):
+    """A signature did not verify under the key registry (one opaque error for every cause)."""
+
+    def __init__(self) -> None:
+        super().__init__("signature failed verification under the key registry")

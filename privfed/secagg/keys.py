@@ -3,11 +3,13 @@
 Domain separation (Bonawitz et al. 2017, Sec. 4: each pair of clients derives an encryption
 key from ``c``-keys and a mask seed from ``s``-keys): every derived key comes from
 :func:`derive_key`, whose HKDF ``salt`` is the session id and whose ``info`` is
-``b"privfed/secagg/v1/" + label + b"/" + session``. The session id commits to the protocol
-version, the round, the hash of the model being trained, the graph parameters and every
-advertised public key, so a server that shows different rosters or models to different clients
-breaks the key agreement between them instead of isolating one update (Pasquini et al.,
-CCS 2022).
+``b"privfed/secagg/v3/" + label + b"/" + session``. The session id commits to the protocol
+version, the session context (round, model hash, security mode, vector length, modulus) and,
+on top, the graph parameters and every advertised public key, so a server that shows
+different rosters or models to different clients breaks the key agreement between them
+instead of isolating one update (Pasquini et al., CCS 2022). A client commits to its
+self-mask seed ``b`` with :func:`seed_commitment` (bound to the session and the client), so a
+corrupted share of ``b`` cannot turn into a wrong sum: the server checks the reconstruction.
 """
 
 from __future__ import annotations
@@ -23,14 +25,16 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 #: Version tag of every label, message and session id of this protocol.
-PROTOCOL_VERSION = 1
-LABEL_PREFIX = b"privfed/secagg/v1/"
+PROTOCOL_VERSION = 3
+LABEL_PREFIX = b"privfed/secagg/v3/"
 KEY_BYTES = 32
 
 #: HKDF labels, one per kind of derived key.
 LABEL_PAIRWISE_MASK = "pairwise-mask"
 LABEL_SELF_MASK = "self-mask"
 LABEL_SHARE_ENVELOPE = "share-envelope"
+#: Bytes of a session id, session context and seed commitment (SHA-256).
+DIGEST_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -101,34 +105,62 @@ def derive_key(secret: bytes, *, label: str, session: bytes, length: int = KEY_B
     return hkdf_sha256(secret, salt=session, info=info, length=length)
 
 
+def session_context(
+    *, round_index: int, model_hash: bytes, security: str, bits: int, length: int
+) -> bytes:
+    """The 32-byte digest of what a session is about before any key is known.
+
+    Clients sign their advertised keys over it (round 0), so an advertisement cannot be
+    replayed into another round, model or parameter set.
+    """
+    h = hashlib.sha256()
+    h.update(LABEL_PREFIX + b"session-context\0")
+    h.update(struct.pack(">QIIQ", round_index, len(model_hash), bits, length))
+    h.update(model_hash)
+    h.update(security.encode("ascii") + b"\0")
+    return h.digest()
+
+
 def session_id(
     *,
-    round_index: int,
-    model_hash: bytes,
+    context: bytes,
     roster: Mapping[int, tuple[bytes, bytes]],
     graph: str,
     degree: int,
     threshold: int,
-    bits: int,
-    length: int,
 ) -> bytes:
     """The 32-byte session id: SHA-256 over everything both sides must agree on.
 
     Args:
-        round_index: the federated round.
-        model_hash: hash of the global model broadcast this round.
+        context: :func:`session_context` (round, model hash, security mode, bits, length).
         roster: client id -> (encryption public key, mask public key) of every advertised client.
         graph: graph kind.
         degree: resolved degree.
         threshold: resolved threshold.
-        bits: modulus exponent.
-        length: vector length.
     """
+    if len(context) != DIGEST_BYTES:
+        raise ValueError("session context must be 32 bytes")
     h = hashlib.sha256()
-    h.update(LABEL_PREFIX + b"session")
-    h.update(struct.pack(">QIIIIQ", round_index, len(model_hash), degree, threshold, bits, length))
-    h.update(model_hash)
+    h.update(LABEL_PREFIX + b"session\0")
+    h.update(context)
+    h.update(struct.pack(">II", degree, threshold))
     h.update(graph.encode("ascii") + b"\0")
     h.update(struct.pack(">I", len(roster)))
     h.update(b"".join(cid.to_bytes(4, "big") + b"".join(roster[cid]) for cid in sorted(roster)))
+    return h.digest()
+
+
+def seed_commitment(seed: bytes, *, session: bytes, client_id: int) -> bytes:
+    """SHA-256 commitment to a client's 32-byte self-mask seed ``b_u`` in ``session``.
+
+    Binding (SHA-256 collision resistance) and hiding for a uniformly random 256-bit seed; the
+    server checks every reconstructed ``b_u`` against it before removing a self mask.
+    """
+    if len(session) != DIGEST_BYTES:
+        raise ValueError("session id must be 32 bytes")
+    h = hashlib.sha256()
+    h.update(LABEL_PREFIX + b"self-mask-commitment\0")
+    h.update(session)
+    h.update(struct.pack(">I", client_id))
+    h.update(seed)
     return h.digest()

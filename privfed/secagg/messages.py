@@ -6,9 +6,13 @@ the server) and the body length (4 bytes), all big-endian. Bodies are fixed-layo
 big-endian integers, 32-byte keys/session ids, fixed-size envelopes and, for the masked input,
 the vector packed little-endian in the smallest unsigned type holding ``bits`` bits, starting at
 a multiple of :data:`VECTOR_ALIGN` bytes from the start of the message (zero padding before
-it). Version 2 added that padding. Decoding
-checks magic, version, type, exact length, counts, duplicates and ranges, and raises
-:class:`~privfed.secagg.errors.MessageError`; nothing is ever unpickled.
+it). Decoding checks magic, version, type, exact length, counts, duplicates and ranges, and
+raises :class:`~privfed.secagg.errors.MessageError`; nothing is ever unpickled.
+
+Versions: 1 had no alignment padding; 2 added it; 3 (this one) adds the Ed25519 signatures of
+the active-adversary variant (advertised keys, roster entries, the ConsistencyCheck round and
+its messages), the commitment to the self-mask seed in ``SHARE_KEYS`` and the set of peers a
+client actually masked with in ``MASKED_INPUT``. Older versions are refused by name.
 """
 
 from __future__ import annotations
@@ -23,15 +27,22 @@ import numpy as np
 from privfed.secagg.envelope import ENVELOPE_BYTES
 from privfed.secagg.errors import MessageError
 from privfed.secagg.field import dtype_for_bits
-from privfed.secagg.shamir import SHARE_BYTES, decode_share
+from privfed.secagg.identity import SIGNATURE_BYTES
+from privfed.secagg.shamir import PRIME, SHARE_BYTES
 
 MAGIC = b"PFSA"
-WIRE_VERSION = 2
+WIRE_VERSION = 3
+#: Versions this code refuses, and why (what they lack).
+OLD_VERSIONS = {
+    1: "version 1 (unaligned masked vectors)",
+    2: "version 2 (no signatures, no seed commitment, no mask-peer set)",
+}
 SERVER_ID = 0xFFFFFFFF
 _HEADER = struct.Struct(">4sBBQII")
 HEADER_BYTES = _HEADER.size
 KEY_BYTES = 32
 SESSION_BYTES = 32
+COMMITMENT_BYTES = 32
 
 
 class MsgType(enum.IntEnum):
@@ -44,6 +55,9 @@ class MsgType(enum.IntEnum):
     MASKED_INPUT = 5
     UNMASK_REQUEST = 6
     UNMASK_RESPONSE = 7
+    CONSISTENCY_REQUEST = 8
+    CONSISTENCY_SIGNATURE = 9
+    SIGNED_SURVIVORS = 10
 
 
 class ShareKind(enum.IntEnum):
@@ -80,7 +94,7 @@ class _Reader:
         if count * 4 > len(self.data) - self.pos:
             raise MessageError(f"{self.what}: truncated id list")
         raw = self.take(4 * count)
-        out = tuple(int(v) for v in np.frombuffer(raw, dtype=">u4"))
+        out = tuple(np.frombuffer(raw, dtype=">u4").tolist())
         if len(set(out)) != len(out):
             raise MessageError(f"{self.what}: duplicate ids")
         return out
@@ -130,7 +144,14 @@ def unframe(data: bytes, expected: MsgType) -> tuple[Header, memoryview]:
     if magic != MAGIC:
         raise MessageError(f"{expected.name}: bad magic")
     if version != WIRE_VERSION:
-        raise MessageError(f"{expected.name}: unsupported wire version {version}")
+        if version in OLD_VERSIONS:
+            raise MessageError(
+                f"{expected.name}: unsupported wire version {version}: "
+                f"{OLD_VERSIONS[version]} is no longer accepted; this is version {WIRE_VERSION}"
+            )
+        raise MessageError(
+            f"{expected.name}: unsupported wire version {version} (this is version {WIRE_VERSION})"
+        )
     if kind != expected:
         got = MsgType(kind).name if kind in MsgType._value2member_map_ else str(kind)
         raise MessageError(f"expected message {expected.name}, received {got}")
@@ -141,22 +162,38 @@ def unframe(data: bytes, expected: MsgType) -> tuple[Header, memoryview]:
     return Header(MsgType(kind), round_index, sender), memoryview(data)[HEADER_BYTES:]
 
 
+def _signature(r: _Reader) -> bytes:
+    size = r.u8()
+    if size not in (0, SIGNATURE_BYTES):
+        raise MessageError(f"{r.what}: signature of {size} bytes (0 or {SIGNATURE_BYTES})")
+    return bytes(r.take(size))
+
+
 @dataclass(frozen=True)
 class AdvertiseKeys:
-    """Client -> server: the client's two public keys (Bonawitz et al. 2017, round 0)."""
+    """Client -> server: the client's two public keys (Bonawitz et al. 2017, round 0).
+
+    In the malicious setting ``signature`` is the client's Ed25519 signature over
+    :func:`~privfed.secagg.identity.advertise_message`; empty otherwise.
+    """
 
     round_index: int
     sender: int
     enc_public: bytes
     mask_public: bytes
+    signature: bytes = b""
 
     def encode(self) -> bytes:
         """Serialize."""
+        if len(self.signature) not in (0, SIGNATURE_BYTES):
+            raise MessageError("ADVERTISE_KEYS: signature has the wrong length")
         return frame(
             MsgType.ADVERTISE_KEYS,
             round_index=self.round_index,
             sender=self.sender,
-            body=self.enc_public + self.mask_public,
+            body=b"".join(
+                [self.enc_public, self.mask_public, bytes([len(self.signature)]), self.signature]
+            ),
         )
 
     @classmethod
@@ -165,22 +202,31 @@ class AdvertiseKeys:
         h, body = unframe(data, MsgType.ADVERTISE_KEYS)
         r = _Reader(body, "ADVERTISE_KEYS")
         c_pk, s_pk = bytes(r.take(KEY_BYTES)), bytes(r.take(KEY_BYTES))
+        sig = _signature(r)
         r.done()
-        return cls(h.round_index, h.sender, c_pk, s_pk)
+        return cls(h.round_index, h.sender, c_pk, s_pk, sig)
 
 
 @dataclass(frozen=True)
 class KeyRoster:
-    """Server -> clients: every advertised (id, encryption key, mask key)."""
+    """Server -> clients: every advertised (id, encryption key, mask key, signature).
+
+    ``signed`` says whether entries carry the clients' 64-byte signatures (malicious setting)
+    or none (semi-honest); every entry of one roster has the same layout.
+    """
 
     round_index: int
-    entries: tuple[tuple[int, bytes, bytes], ...]
+    signed: bool
+    entries: tuple[tuple[int, bytes, bytes, bytes], ...]
 
     def encode(self) -> bytes:
         """Serialize."""
-        parts = [struct.pack(">I", len(self.entries))]
-        for cid, c_pk, s_pk in self.entries:
-            parts.append(struct.pack(">I", cid) + c_pk + s_pk)
+        sig_bytes = SIGNATURE_BYTES if self.signed else 0
+        parts = [struct.pack(">BI", int(self.signed), len(self.entries))]
+        for cid, c_pk, s_pk, sig in self.entries:
+            if len(c_pk) != KEY_BYTES or len(s_pk) != KEY_BYTES or len(sig) != sig_bytes:
+                raise MessageError("KEY_ROSTER: entry has the wrong key or signature length")
+            parts.append(struct.pack(">I", cid) + c_pk + s_pk + sig)
         return frame(
             MsgType.KEY_ROSTER, round_index=self.round_index, sender=SERVER_ID, body=b"".join(parts)
         )
@@ -190,19 +236,28 @@ class KeyRoster:
         """Parse and check (no duplicate ids)."""
         h, body = unframe(data, MsgType.KEY_ROSTER)
         r = _Reader(body, "KEY_ROSTER")
+        signed = r.u8()
+        if signed > 1:
+            raise MessageError(f"KEY_ROSTER: signed flag must be 0 or 1, got {signed}")
         count = r.u32()
-        size = 4 + 2 * KEY_BYTES
-        if count * size != len(body) - 4:
+        sig = SIGNATURE_BYTES if signed else 0
+        size = 4 + 2 * KEY_BYTES + sig
+        if count * size != len(body) - 5:
             raise MessageError("KEY_ROSTER: length does not match entry count")
         raw = bytes(r.take(count * size))
         r.done()
-        entries = [
-            (int.from_bytes(raw[i : i + 4], "big"), raw[i + 4 : i + 36], raw[i + 36 : i + 68])
+        entries = tuple(
+            (
+                int.from_bytes(raw[i : i + 4], "big"),
+                raw[i + 4 : i + 36],
+                raw[i + 36 : i + 68],
+                raw[i + 68 : i + 68 + sig],
+            )
             for i in range(0, len(raw), size)
-        ]
+        )
         if len({e[0] for e in entries}) != count:
             raise MessageError("KEY_ROSTER: duplicate client ids")
-        return cls(h.round_index, tuple(entries))
+        return cls(h.round_index, bool(signed), entries)
 
 
 _SHARE_ITEM = struct.Struct(f">IB{SHARE_BYTES}s")
@@ -257,12 +312,15 @@ class EnvelopeRecords:
     No Python object per envelope: the server relays ``n * k`` envelopes per round.
 
     Attributes:
+        commitment: ``SHARE_KEYS`` only: the sender's commitment to its self-mask seed
+            (:func:`~privfed.secagg.keys.seed_commitment`); empty for ``FORWARDED_SHARES``.
         records: array of :data:`ENVELOPE_RECORD`.
     """
 
     round_index: int
     sender: int
     session: bytes
+    commitment: bytes
     records: np.ndarray
 
     @classmethod
@@ -271,9 +329,10 @@ class EnvelopeRecords:
         h, body = unframe(data, kind)
         r = _Reader(body, kind.name)
         session = bytes(r.take(SESSION_BYTES))
+        commitment = bytes(r.take(COMMITMENT_BYTES)) if kind is MsgType.SHARE_KEYS else b""
         records = _read_records(r, kind.name)
         r.done()
-        return cls(h.round_index, h.sender, session, records)
+        return cls(h.round_index, h.sender, session, commitment, records)
 
 
 def encode_forwarded(round_index: int, session: bytes, records: np.ndarray) -> bytes:
@@ -288,27 +347,31 @@ def encode_forwarded(round_index: int, session: bytes, records: np.ndarray) -> b
 
 @dataclass(frozen=True)
 class ShareKeys:
-    """Client -> server: sealed share envelopes, one per neighbour (receiver, envelope)."""
+    """Client -> server: the commitment to ``b_u`` and one sealed envelope per neighbour."""
 
     round_index: int
     sender: int
     session: bytes
+    commitment: bytes
     envelopes: tuple[tuple[int, bytes], ...]
 
     def encode(self) -> bytes:
         """Serialize."""
+        if len(self.commitment) != COMMITMENT_BYTES:
+            raise MessageError("SHARE_KEYS: commitment must be 32 bytes")
+        body = _records_body(self.session, envelope_records(self.envelopes))
         return frame(
             MsgType.SHARE_KEYS,
             round_index=self.round_index,
             sender=self.sender,
-            body=_records_body(self.session, envelope_records(self.envelopes)),
+            body=[body[0], self.commitment, *body[1:]],
         )
 
     @classmethod
     def decode(cls, data: bytes) -> ShareKeys:
         """Parse and check."""
         m = EnvelopeRecords.decode(data, MsgType.SHARE_KEYS)
-        return cls(m.round_index, m.sender, m.session, _as_pairs(m.records))
+        return cls(m.round_index, m.sender, m.session, m.commitment, _as_pairs(m.records))
 
 
 @dataclass(frozen=True)
@@ -337,12 +400,18 @@ VECTOR_ALIGN = 16
 
 @dataclass(frozen=True)
 class MaskedInput:
-    """Client -> server: the masked vector and the peers whose envelopes it rejected."""
+    """Client -> server: the masked vector, the peers it masked with and those it rejected.
+
+    ``masked_with`` is exactly the set of peers whose pairwise masks are in ``vector`` (the
+    senders of the envelopes that reached the client and authenticated); ``rejected`` the
+    senders whose envelopes failed to authenticate.
+    """
 
     round_index: int
     sender: int
     session: bytes
     bits: int
+    masked_with: tuple[int, ...]
     rejected: tuple[int, ...]
     vector: np.ndarray
 
@@ -359,6 +428,7 @@ class MaskedInput:
             [
                 self.session,
                 struct.pack(">B", self.bits),
+                _ids(self.masked_with),
                 _ids(self.rejected),
                 struct.pack(">I", data.shape[0]),
             ]
@@ -380,7 +450,10 @@ class MaskedInput:
         bits = r.u8()
         if not 1 <= bits <= 64:
             raise MessageError(f"MASKED_INPUT: bits {bits} out of range")
+        masked_with = r.ids()
         rejected = r.ids()
+        if set(masked_with) & set(rejected):
+            raise MessageError("MASKED_INPUT: a peer is both masked with and rejected")
         length = r.u32()
         pad = r.take(-(HEADER_BYTES + r.pos) % VECTOR_ALIGN)
         if any(pad):
@@ -388,7 +461,7 @@ class MaskedInput:
         dt = dtype_for_bits(bits)
         vec = np.frombuffer(r.take(length * dt.itemsize), dtype=dt)
         r.done()
-        return cls(h.round_index, h.sender, session, bits, rejected, vec)
+        return cls(h.round_index, h.sender, session, bits, masked_with, rejected, vec)
 
 
 @dataclass(frozen=True)
@@ -418,6 +491,111 @@ class UnmaskRequest:
         survivors, dropped = r.ids(), r.ids()
         r.done()
         return cls(h.round_index, session, survivors, dropped)
+
+
+@dataclass(frozen=True)
+class ConsistencyRequest:
+    """Server -> each survivor (malicious setting): the survivor set ``U3`` to sign."""
+
+    round_index: int
+    session: bytes
+    survivors: tuple[int, ...]
+
+    def encode(self) -> bytes:
+        """Serialize."""
+        return frame(
+            MsgType.CONSISTENCY_REQUEST,
+            round_index=self.round_index,
+            sender=SERVER_ID,
+            body=self.session + _ids(self.survivors),
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> ConsistencyRequest:
+        """Parse and check."""
+        h, body = unframe(data, MsgType.CONSISTENCY_REQUEST)
+        r = _Reader(body, "CONSISTENCY_REQUEST")
+        session = bytes(r.take(SESSION_BYTES))
+        survivors = r.ids()
+        r.done()
+        return cls(h.round_index, session, survivors)
+
+
+@dataclass(frozen=True)
+class ConsistencySignature:
+    """Client -> server (malicious setting): its signature over the survivor set it was told."""
+
+    round_index: int
+    sender: int
+    session: bytes
+    signature: bytes
+
+    def encode(self) -> bytes:
+        """Serialize."""
+        if len(self.signature) != SIGNATURE_BYTES:
+            raise MessageError("CONSISTENCY_SIGNATURE: signature must be 64 bytes")
+        return frame(
+            MsgType.CONSISTENCY_SIGNATURE,
+            round_index=self.round_index,
+            sender=self.sender,
+            body=self.session + self.signature,
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> ConsistencySignature:
+        """Parse and check."""
+        h, body = unframe(data, MsgType.CONSISTENCY_SIGNATURE)
+        r = _Reader(body, "CONSISTENCY_SIGNATURE")
+        session = bytes(r.take(SESSION_BYTES))
+        sig = bytes(r.take(SIGNATURE_BYTES))
+        r.done()
+        return cls(h.round_index, h.sender, session, sig)
+
+
+_SIGNED = struct.Struct(f">I{SIGNATURE_BYTES}s")
+
+
+@dataclass(frozen=True)
+class SignedSurvivors:
+    """Server -> each signer (malicious setting): the signatures it collected, (signer, sig).
+
+    The unmask request of the malicious setting: a client reveals shares only if at least
+    the consistency threshold of these verify over the survivor set *it* signed, and derives
+    which share of whom to reveal from that set alone.
+    """
+
+    round_index: int
+    session: bytes
+    signatures: tuple[tuple[int, bytes], ...]
+
+    def encode(self) -> bytes:
+        """Serialize."""
+        buf = bytearray(SESSION_BYTES + 4 + len(self.signatures) * _SIGNED.size)
+        buf[:SESSION_BYTES] = self.session
+        struct.pack_into(">I", buf, SESSION_BYTES, len(self.signatures))
+        for i, (signer, sig) in enumerate(self.signatures):
+            if len(sig) != SIGNATURE_BYTES:
+                raise MessageError("SIGNED_SURVIVORS: signature must be 64 bytes")
+            _SIGNED.pack_into(buf, SESSION_BYTES + 4 + i * _SIGNED.size, signer, sig)
+        return frame(
+            MsgType.SIGNED_SURVIVORS, round_index=self.round_index, sender=SERVER_ID, body=buf
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> SignedSurvivors:
+        """Parse and check (no signer twice)."""
+        h, body = unframe(data, MsgType.SIGNED_SURVIVORS)
+        r = _Reader(body, "SIGNED_SURVIVORS")
+        session = bytes(r.take(SESSION_BYTES))
+        count = r.u32()
+        if count * _SIGNED.size != len(body) - SESSION_BYTES - 4:
+            raise MessageError("SIGNED_SURVIVORS: length does not match signature count")
+        raw = bytes(r.take(count * _SIGNED.size))
+        r.done()
+        sigs = tuple((int(signer), bytes(sig)) for signer, sig in _SIGNED.iter_unpack(raw))
+        if len({s for s, _ in sigs}) != count:
+            raise MessageError("SIGNED_SURVIVORS: two signatures from one client")
+        return cls(h.round_index, session, sigs)
 
 
 @dataclass(frozen=True)
@@ -488,7 +666,10 @@ class UnmaskColumns:
             ValueError: a share is not a field element.
         """
         raw = self.raw
-        return [decode_share(raw[i : i + SHARE_BYTES]) for i in self.share_offsets]
+        values = [int.from_bytes(raw[i : i + SHARE_BYTES], "big") for i in self.share_offsets]
+        if values and max(values) >= PRIME:  # one comparison per share, no call per share
+            raise ValueError("share is not a field element")
+        return values
 
     @classmethod
     def decode(cls, data: bytes) -> UnmaskColumns:
@@ -503,7 +684,7 @@ class UnmaskColumns:
         raw = bytes(r.take(count * size))
         r.done()
         kinds = raw[4::size]
-        if any(k > 1 for k in kinds):
+        if kinds and max(kinds) > 1:
             raise MessageError("UNMASK_RESPONSE: unknown share kind")
         owners = np.ndarray((count,), dtype=">u4", buffer=raw, strides=(size,)).tolist()
         if len(set(owners)) != count:
@@ -517,6 +698,7 @@ class Stage(enum.Enum):
     ADVERTISE_KEYS = "advertise_keys"
     SHARE_KEYS = "share_keys"
     MASKED_INPUT = "masked_input"
+    CONSISTENCY_CHECK = "consistency_check"
     UNMASK = "unmask"
     DONE = "done"
     ABORTED = "aborted"

@@ -9,9 +9,16 @@ session, or inconsistent with the graph drops its sender (recorded in
 when fewer than ``t`` holders remain for some secret the server needs (Bonawitz et al. 2017,
 Sec. 4; Bell et al. 2020, Sec. 4).
 
+In the malicious setting (Bonawitz et al. 2017, Fig. 4) the server also checks each
+advertisement's signature under the key registry, and runs the
+ConsistencyCheck round between masked input and unmasking: it announces one survivor set
+``U3``, collects the survivors' signatures over it and forwards them; each client derives from
+that one set which shares to reveal.
+
 The server's cost is in :meth:`SecAggServer.finish`: reconstructing the self-mask seeds of the
 survivors and the mask keys of dropped clients (Lagrange coefficients cached per responder set),
-checking each reconstructed mask key against its advertised public key, and removing the masks.
+checking each reconstructed seed against the client's commitment and each mask key against its
+advertised public key, and removing the masks.
 Mask removal streams the vector in cache-sized chunks (optionally split over ``config.workers``
 forked processes); each mask chunk is one AES-CTR call into a preallocated buffer followed by a
 wrapping uint add.
@@ -19,37 +26,51 @@ wrapping uint add.
 
 from __future__ import annotations
 
+import hmac
+import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from privfed.secagg import shamir
-from privfed.secagg.config import SecAggConfig, resolve_degree, resolve_threshold
+from privfed.secagg.config import (
+    SecAggConfig,
+    SessionParameters,
+    parameter_problem,
+    session_parameters,
+)
 from privfed.secagg.errors import (
     ProtocolViolation,
     SecAggAbort,
+    SignatureError,
     StageError,
     TooFewSurvivors,
 )
 from privfed.secagg.graph import build_graph
+from privfed.secagg.identity import KeyRegistry, advertise_message
 from privfed.secagg.keys import (
     LABEL_PAIRWISE_MASK,
     LABEL_SELF_MASK,
     derive_key,
     keypair_from_private,
     load_private,
+    seed_commitment,
+    session_context,
     session_id,
     x25519,
 )
 from privfed.secagg.messages import (
     ENVELOPE_RECORD,
     AdvertiseKeys,
+    ConsistencyRequest,
+    ConsistencySignature,
     EnvelopeRecords,
     KeyRoster,
     MaskedInput,
     MsgType,
     ShareKind,
+    SignedSurvivors,
     Stage,
     UnmaskColumns,
     UnmaskRequest,
@@ -84,6 +105,9 @@ class SecAggServer:
         model_hash: hash of the model broadcast this round.
         length: vector length.
         client_ids: the selected cohort; messages from anyone else are violations.
+        registry: the key registry (required in the malicious setting): the honest server
+            drops a client whose advertisement does not verify, so one bad client cannot make
+            every honest client refuse the roster.
     """
 
     def __init__(
@@ -94,16 +118,31 @@ class SecAggServer:
         model_hash: bytes,
         length: int,
         client_ids: frozenset[int] | set[int] | tuple[int, ...],
+        registry: KeyRegistry | None = None,
     ) -> None:
+        if config.security == "malicious" and registry is None:
+            raise ValueError(
+                "security = 'malicious' needs the key registry of the clients' identities "
+                "(see privfed.secagg.identity.make_pki)"
+            )
         self.config = config
         self.round_index = round_index
         self.model_hash = model_hash
         self.length = length
         self.cohort = frozenset(client_ids)
+        self.registry = registry
+        self.context = session_context(
+            round_index=round_index,
+            model_hash=model_hash,
+            security=config.security,
+            bits=config.bits,
+            length=length,
+        )
         self.stage = Stage.ADVERTISE_KEYS
         #: sender -> why its messages were discarded.
         self.violations: dict[int, str] = {}
         self.roster: dict[int, tuple[bytes, bytes]] = {}
+        self.params: SessionParameters | None = None
         self.session = b""
         self.threshold = 0
         self.degree = 0
@@ -113,15 +152,29 @@ class SecAggServer:
         self.u1: frozenset[int] = frozenset()
         self.u2: frozenset[int] = frozenset()
         self.u3: frozenset[int] = frozenset()
+        self.u4: frozenset[int] = frozenset()
+        self._commitments: dict[int, bytes] = {}
         self._masked: dict[int, MaskedInput] = {}
         self._maskset: dict[int, frozenset[int]] = {}
         self._requests: dict[int, tuple[frozenset[int], frozenset[int]]] = {}
 
     # -- helpers -----------------------------------------------------------------------------
 
+    @property
+    def malicious(self) -> bool:
+        """Whether this session runs the active-adversary variant."""
+        return self.config.security == "malicious"
+
     def _expect(self, stage: Stage, received: Stage) -> None:
         if self.stage is not stage:
             raise StageError(expected=self.stage.value, received=received.value, party="server")
+
+    def _abort(self, exc: SecAggAbort) -> SecAggAbort:
+        self.stage = Stage.ABORTED
+        return exc
+
+    def _where(self, owner: int) -> str:
+        return "the cohort" if self.config.graph == "complete" else f"the neighbourhood of {owner}"
 
     def _drop(self, sender: int, reason: str) -> None:
         self.violations.setdefault(sender, reason)
@@ -172,7 +225,7 @@ class SecAggServer:
         return self._masked[client]
 
     def mask_peers(self, client: int) -> frozenset[int]:
-        """The peers whose pairwise masks ``client`` applied (its accepted neighbours in U2)."""
+        """The peers whose pairwise masks ``client`` applied (as its masked input declares)."""
         if client not in self._maskset:
             raise KeyError(f"client {client} has no accepted masked input (not in U3)")
         return self._maskset[client]
@@ -185,12 +238,30 @@ class SecAggServer:
     # -- round 0: advertise keys -------------------------------------------------------------
 
     def receive_advertise_keys(self, sender: int, data: bytes) -> None:
-        """File one client's ``AdvertiseKeys``."""
+        """File one client's ``AdvertiseKeys`` (its signature checked in the malicious setting)."""
         self._expect(Stage.ADVERTISE_KEYS, Stage.ADVERTISE_KEYS)
 
         def parse() -> AdvertiseKeys:
             msg = AdvertiseKeys.decode(data)
             self._check_header(msg.round_index, msg.sender, sender)
+            if self.registry is not None and self.malicious:
+                signed = advertise_message(
+                    context=self.context,
+                    client_id=sender,
+                    enc_public=msg.enc_public,
+                    mask_public=msg.mask_public,
+                )
+                try:
+                    self.registry.verify(sender, signed, msg.signature)
+                except SignatureError:
+                    raise ProtocolViolation(
+                        "advertised keys carry no valid signature under the key registry",
+                        sender=sender,
+                    ) from None
+            elif msg.signature:
+                raise ProtocolViolation(
+                    "signed advertisement in a semi-honest session", sender=sender
+                )
             return msg
 
         self._accept(sender, self.cohort, Stage.ADVERTISE_KEYS, parse)
@@ -199,7 +270,9 @@ class SecAggServer:
         """Fix U1, the session and the graph; return the roster message for each client.
 
         Raises:
-            TooFewSurvivors: fewer than ``t`` (or 2) clients advertised keys.
+            TooFewSurvivors: fewer than ``min_clients`` (or ``t``) clients advertised keys.
+            SecAggAbort: the clients would refuse the roster (e.g. a fixed threshold with no
+                security margin for this many clients).
         """
         self._expect(Stage.ADVERTISE_KEYS, Stage.ADVERTISE_KEYS)
         inbox = self._take_inbox()
@@ -214,40 +287,47 @@ class SecAggServer:
                 seen[key] = cid
         for cid in bad:
             self.violations.setdefault(cid, "advertise_keys: public key used by another client")
+        good = sorted(set(inbox) - bad)
+        stage = Stage.ADVERTISE_KEYS.value
+        n = len(good)
+        if n < self.config.min_clients or n == 0:
+            needed = max(1, self.config.min_clients)
+            raise self._abort(TooFewSurvivors(stage, needed=needed, alive=n))
+        params = session_parameters(self.config, n)
+        problem = parameter_problem(self.config, params)
+        if problem is not None:
+            raise self._abort(SecAggAbort(stage, f"the clients would refuse the roster: {problem}"))
+        if params.degree + 1 < params.threshold:
+            where = "the cohort" if self.config.graph == "complete" else "each neighbourhood"
+            raise self._abort(
+                TooFewSurvivors(
+                    stage, needed=params.threshold, alive=params.degree + 1, where=where
+                )
+            )
+        entries = []
         roster = {}
-        for cid in sorted(set(inbox) - bad):
+        for cid in good:
             msg = inbox[cid]
             assert isinstance(msg, AdvertiseKeys)
             roster[cid] = (msg.enc_public, msg.mask_public)
-        stage = Stage.ADVERTISE_KEYS.value
-        n = len(roster)
-        if n < 2:
-            self.stage = Stage.ABORTED
-            raise TooFewSurvivors(stage, needed=2, alive=n)
-        self.degree = resolve_degree(self.config, n)
-        self.threshold = resolve_threshold(self.config, num_clients=n, degree=self.degree)
-        if self.degree + 1 < self.threshold:
-            self.stage = Stage.ABORTED
-            where = "the cohort" if self.config.graph == "complete" else "each neighbourhood"
-            raise TooFewSurvivors(stage, needed=self.threshold, alive=self.degree + 1, where=where)
+            entries.append((cid, msg.enc_public, msg.mask_public, msg.signature))
+        self.params = params
+        self.degree, self.threshold = params.degree, params.threshold
         self.roster = roster
         self.u1 = frozenset(roster)
         self.session = session_id(
-            round_index=self.round_index,
-            model_hash=self.model_hash,
+            context=self.context,
             roster=roster,
             graph=self.config.graph,
             degree=self.degree,
             threshold=self.threshold,
-            bits=self.config.bits,
-            length=self.length,
         )
         self.graph = build_graph(
             roster, kind=self.config.graph, degree=self.degree, session=self.session
         )
-        data = KeyRoster(self.round_index, tuple((c, *roster[c]) for c in sorted(roster))).encode()
+        data = KeyRoster(self.round_index, self.malicious, tuple(entries)).encode()
         self.stage = Stage.SHARE_KEYS
-        return {c: data for c in sorted(roster)}
+        return {c: data for c in good}
 
     # -- round 1: share keys -----------------------------------------------------------------
 
@@ -269,19 +349,14 @@ class SecAggServer:
 
     def _check_holders(self, stage: Stage, owners: frozenset[int], alive: frozenset[int]) -> None:
         if len(alive) < self.threshold:  # never release a sum of fewer than t inputs
-            self.stage = Stage.ABORTED
-            raise TooFewSurvivors(stage.value, needed=self.threshold, alive=len(alive))
+            raise self._abort(TooFewSurvivors(stage.value, needed=self.threshold, alive=len(alive)))
         for w in sorted(owners):
             holders = (self.graph[w] | {w}) & alive
             if len(holders) < self.threshold:
-                self.stage = Stage.ABORTED
-                where = (
-                    "the cohort"
-                    if self.config.graph == "complete"
-                    else (f"the neighbourhood of client {w}")
-                )
-                raise TooFewSurvivors(
-                    stage.value, needed=self.threshold, alive=len(holders), where=where
+                raise self._abort(
+                    TooFewSurvivors(
+                        stage.value, needed=self.threshold, alive=len(holders), where=self._where(w)
+                    )
                 )
 
     def close_share_keys(self) -> dict[int, bytes]:
@@ -302,11 +377,13 @@ class SecAggServer:
             msg = inbox[sender]
             assert isinstance(msg, EnvelopeRecords)
             parts.append(msg.records)
+            self._commitments[sender] = msg.commitment
         records = np.concatenate(parts) if parts else np.zeros(0, dtype=ENVELOPE_RECORD)
         receivers = records["party"].astype(np.int64)
         origin = np.repeat(np.asarray(senders, dtype=np.int64), [len(p) for p in parts])
-        keep = np.isin(receivers, np.fromiter(self.u2, dtype=np.int64))
-        records, receivers, origin = records[keep], receivers[keep], origin[keep]
+        if self.u2 != self.u1:  # envelopes to clients that left after advertising stay here
+            keep = np.isin(receivers, np.fromiter(self.u2, dtype=np.int64))
+            records, receivers, origin = records[keep], receivers[keep], origin[keep]
         order = np.argsort(receivers, kind="stable")  # senders stay sorted within a receiver
         relabelled = records[order]
         relabelled["party"] = origin[order]
@@ -322,7 +399,13 @@ class SecAggServer:
     # -- round 2: masked input ---------------------------------------------------------------
 
     def receive_masked_input(self, sender: int, data: bytes) -> None:
-        """File one client's ``MaskedInput``."""
+        """File one client's ``MaskedInput``.
+
+        The client's declared peers must be exactly the neighbours in U2 whose envelopes the
+        server relayed to it, minus those it rejected: a client that masked with any other
+        set (an envelope lost on the way, or a dishonest relay) is dropped, so the server never
+        removes a mask the client did not add, or leaves one it did.
+        """
         self._expect(Stage.MASKED_INPUT, Stage.MASKED_INPUT)
 
         def parse() -> MaskedInput:
@@ -331,17 +414,47 @@ class SecAggServer:
             self._check_session(msg.session, sender)
             if msg.bits != self.config.bits or msg.vector.shape[0] != self.length:
                 raise ProtocolViolation("masked vector has the wrong bits or length", sender=sender)
-            if not set(msg.rejected) <= self.graph[sender] & self.u2:
-                raise ProtocolViolation("rejects envelopes it was never sent", sender=sender)
+            relayed = self.graph[sender] & self.u2
+            if set(msg.masked_with) | set(msg.rejected) != relayed:
+                raise ProtocolViolation(
+                    "masked with a different set of peers than the envelopes relayed to it "
+                    f"({len(msg.masked_with)} masked, {len(msg.rejected)} rejected, "
+                    f"{len(relayed)} relayed)",
+                    sender=sender,
+                )
             return msg
 
         self._accept(sender, self.u2, Stage.MASKED_INPUT, parse)
 
+    def _survivor_checks(self, stage: Stage, alive: frozenset[int]) -> None:
+        """Every secret the server will need keeps ``t`` live holders that can reveal it."""
+        self._check_holders(stage, frozenset(), alive)
+        dropped = frozenset(w for v in self.u3 for w in self._maskset[v]) - self.u3
+        for w in sorted(self.u3 | dropped):
+            holders = {v for v in self.graph[w] & alive if w in self._maskset[v]}
+            if w in alive:
+                holders.add(w)
+            if len(holders) < self.threshold:
+                raise self._abort(
+                    TooFewSurvivors(
+                        stage.value, needed=self.threshold, alive=len(holders), where=self._where(w)
+                    )
+                )
+
+    def _request(self, v: int, survivors: frozenset[int]) -> tuple[frozenset[int], frozenset[int]]:
+        """Which self-mask and mask-key shares survivor ``v`` must reveal given ``survivors``."""
+        return (
+            frozenset((self._maskset[v] & survivors) | {v}),
+            frozenset(self._maskset[v] - survivors),
+        )
+
     def close_masked_input(self) -> dict[int, bytes]:
-        """Fix U3 and return each survivor's unmask request.
+        """Fix U3 and return each survivor's next message.
 
         A client whose envelope some survivor rejected as unauthentic is treated as dropped: its
         masked input (if any) is discarded and its pairwise masks are removed via its mask key.
+        In the malicious setting the next message is the ``ConsistencyRequest`` (the survivor
+        set to sign), otherwise each survivor's ``UnmaskRequest``.
 
         Raises:
             TooFewSurvivors: some secret the server needs has fewer than ``t`` live holders.
@@ -361,37 +474,77 @@ class SecAggServer:
             msg = inbox[v]
             assert isinstance(msg, MaskedInput)
             self._masked[v] = msg
-            self._maskset[v] = (self.graph[v] & self.u2) - set(msg.rejected)
+            self._maskset[v] = frozenset(msg.masked_with)
         self.u3 = u3
-        dropped = frozenset(w for v in u3 for w in self._maskset[v]) - u3
-        self._check_holders(Stage.MASKED_INPUT, frozenset(), u3)
-        # Holders of w's shares that can still answer: survivors that accepted w (and w itself).
-        for w in sorted(u3 | dropped):
-            holders = {v for v in self.graph[w] & u3 if w in self._maskset[v]}
-            if w in u3:
-                holders.add(w)
-            if len(holders) < self.threshold:
-                self.stage = Stage.ABORTED
-                where = (
-                    "the cohort"
-                    if self.config.graph == "complete"
-                    else (f"the neighbourhood of client {w}")
-                )
-                raise TooFewSurvivors(
-                    Stage.MASKED_INPUT.value, needed=self.threshold, alive=len(holders), where=where
-                )
+        self._survivor_checks(Stage.MASKED_INPUT, u3)
+        if self.malicious:
+            data = ConsistencyRequest(self.round_index, self.session, tuple(sorted(u3))).encode()
+            self.stage = Stage.CONSISTENCY_CHECK
+            return {v: data for v in sorted(u3)}
         out = {}
         for v in sorted(u3):
-            surv = (self._maskset[v] & u3) | {v}
-            drop = self._maskset[v] - u3
-            self._requests[v] = (frozenset(surv), frozenset(drop))
+            surv, drop = self._request(v, u3)
+            self._requests[v] = (surv, drop)
             out[v] = UnmaskRequest(
                 self.round_index, self.session, tuple(sorted(surv)), tuple(sorted(drop))
             ).encode()
         self.stage = Stage.UNMASK
         return out
 
-    # -- round 3: unmask ---------------------------------------------------------------------
+    # -- round 3 (malicious setting): consistency check --------------------------------------
+
+    def receive_consistency_check(self, sender: int, data: bytes) -> None:
+        """File one client's signature over the survivor set.
+
+        The server does not verify it: every client verifies the signatures it is sent over
+        the set *it* signed and counts only valid ones (Bonawitz et al. 2017, Fig. 4, round 4),
+        so a bad signature costs nothing but itself, and the server saves ``|U3|``
+        verifications. (Advertisements, in contrast, are verified: one bad roster entry would
+        make every honest client refuse the whole roster.)
+        """
+        self._expect(Stage.CONSISTENCY_CHECK, Stage.CONSISTENCY_CHECK)
+
+        def parse() -> ConsistencySignature:
+            msg = ConsistencySignature.decode(data)
+            self._check_header(msg.round_index, msg.sender, sender)
+            self._check_session(msg.session, sender)
+            return msg
+
+        self._accept(sender, self.u3, Stage.CONSISTENCY_CHECK, parse)
+
+    def close_consistency_check(self) -> dict[int, bytes]:
+        """Fix U4 (the signers) and send each of them every collected signature.
+
+        Raises:
+            TooFewSurvivors: fewer signatures than the consistency threshold, or some secret
+                left with fewer than ``t`` holders among the signers.
+        """
+        self._expect(Stage.CONSISTENCY_CHECK, Stage.CONSISTENCY_CHECK)
+        assert self.params is not None
+        inbox = self._take_inbox()
+        self.u4 = frozenset(inbox)
+        needed = self.params.signatures
+        if len(self.u4) < needed:
+            raise self._abort(
+                TooFewSurvivors(
+                    Stage.CONSISTENCY_CHECK.value,
+                    needed=needed,
+                    alive=len(self.u4),
+                    where="the signers of the survivor set",
+                )
+            )
+        self._survivor_checks(Stage.CONSISTENCY_CHECK, self.u4)
+        sigs = []
+        for v in sorted(self.u4):
+            msg = inbox[v]
+            assert isinstance(msg, ConsistencySignature)
+            sigs.append((v, msg.signature))
+            self._requests[v] = self._request(v, self.u3)
+        data = SignedSurvivors(self.round_index, self.session, tuple(sigs)).encode()
+        self.stage = Stage.UNMASK
+        return {v: data for v in sorted(self.u4)}
+
+    # -- round 4: unmask ---------------------------------------------------------------------
 
     def receive_unmask(self, sender: int, data: bytes) -> None:
         """File one client's ``UnmaskResponse`` (exactly the shares that were requested)."""
@@ -411,31 +564,64 @@ class SecAggServer:
             except ValueError:
                 raise ProtocolViolation("share is not a field element", sender=sender) from None
 
-        self._accept(sender, self.u3, Stage.UNMASK, parse)
+        self._accept(sender, frozenset(self._requests), Stage.UNMASK, parse)
 
-    def _reconstruct(self, owner: int, shares: Mapping[int, int]) -> bytes:
-        if len(shares) < self.threshold:
-            self.stage = Stage.ABORTED
-            where = (
-                "the cohort"
-                if self.config.graph == "complete"
-                else (f"the neighbourhood of client {owner}")
+    def _reconstruct(
+        self, owner: int, shares: Mapping[int, int], check: Callable[[bytes], bool], what: str
+    ) -> bytes:
+        """Reconstruct ``owner``'s secret and check it; survive one corrupt share if possible.
+
+        The ``t`` shares with the smallest evaluation points are interpolated and ``check``ed
+        (the seed commitment, or the advertised public key). If the check fails and more than
+        ``t`` shares arrived, each share is left out in turn; a unique culprit whose omission
+        passes the check is recorded as a violation and the checked secret returned.
+
+        Raises:
+            TooFewSurvivors: fewer than ``t`` shares.
+            SecAggAbort: no subset passes the check (a share or the commitment is corrupt).
+        """
+        t = self.threshold
+        stage = Stage.UNMASK.value
+        if len(shares) < t:
+            raise self._abort(
+                TooFewSurvivors(stage, needed=t, alive=len(shares), where=self._where(owner))
             )
-            raise TooFewSurvivors(
-                Stage.UNMASK.value, needed=self.threshold, alive=len(shares), where=where
+        # Interpolation uses the t smallest points, so only leaving out one of those can help;
+        # the leave-one-out subsets are built only after the first check failed.
+        used = sorted(shares)[:t] if len(shares) > t else []
+        subsets = itertools.chain(
+            [(None, shares)],
+            ((out, {x: v for x, v in shares.items() if x != out}) for out in used),
+        )
+        for left_out, subset in subsets:
+            try:
+                secret = shamir.reconstruct(subset, threshold=t)
+            except ValueError:
+                continue
+            if check(secret):
+                if left_out is not None:
+                    culprit = left_out - 1  # evaluation point -> client id
+                    self.violations.setdefault(
+                        culprit, f"unmask: its share of client {owner}'s {what} is corrupt"
+                    )
+                return secret
+        raise self._abort(
+            SecAggAbort(
+                stage,
+                f"reconstructed {what} of client {owner} does not match its "
+                f"{'commitment' if what == 'self-mask seed' else 'advertised public key'} "
+                "(a share is corrupt)",
             )
-        try:
-            return shamir.reconstruct(shares, threshold=self.threshold)
-        except ValueError as exc:
-            self.stage = Stage.ABORTED
-            raise SecAggAbort(Stage.UNMASK.value, f"client {owner}: {exc}") from None
+        )
 
     def finish(self) -> ServerOutput:
         """Reconstruct the needed secrets, remove every mask and return the sum.
 
         Raises:
             TooFewSurvivors: fewer than ``t`` valid responses for some secret.
-            SecAggAbort: a reconstructed mask key does not match its advertised public key.
+            SecAggAbort: a reconstructed self-mask seed does not match its commitment, or a
+                reconstructed mask key its advertised public key, even leaving out any one
+                share.
         """
         self._expect(Stage.UNMASK, Stage.UNMASK)
         inbox = self._take_inbox()
@@ -451,22 +637,26 @@ class SecAggServer:
                 target = b_shares if kind == self_kind else s_shares
                 target.setdefault(owner, {})[x] = value
         jobs: list[tuple[bytes, bool]] = []  # (mask key, add?) applied to the sum of inputs
+        session = self.session
         for w in sorted(self.u3):
-            seed = self._reconstruct(w, b_shares[w])
-            key = derive_key(
-                seed, label=LABEL_SELF_MASK, session=self.session, length=MASK_KEY_BYTES
-            )
+            commitment = self._commitments[w]
+
+            def matches(seed: bytes, w: int = w, commitment: bytes = commitment) -> bool:
+                return hmac.compare_digest(
+                    seed_commitment(seed, session=session, client_id=w), commitment
+                )
+
+            seed = self._reconstruct(w, b_shares[w], matches, "self-mask seed")
+            key = derive_key(seed, label=LABEL_SELF_MASK, session=session, length=MASK_KEY_BYTES)
             jobs.append((key, False))
         dropped = sorted({w for v in self.u3 for w in self._maskset[v]} - self.u3)
         for w in dropped:
-            sk = self._reconstruct(w, s_shares.get(w, {}))
-            if keypair_from_private(sk).public != self.roster[w][1]:
-                self.stage = Stage.ABORTED
-                raise SecAggAbort(
-                    Stage.UNMASK.value,
-                    f"reconstructed mask key of client {w} does not match its advertised public "
-                    "key (a share is corrupt)",
-                )
+            public = self.roster[w][1]
+
+            def owns(sk: bytes, public: bytes = public) -> bool:
+                return keypair_from_private(sk).public == public
+
+            sk = self._reconstruct(w, s_shares.get(w, {}), owns, "mask key")
             sk_obj = load_private(sk)
             for v in sorted(self.graph[w] & self.u3):
                 if w not in self._maskset[v]:
@@ -474,7 +664,7 @@ class SecAggServer:
                 key = derive_key(
                     x25519(sk_obj, self.roster[v][1]),
                     label=LABEL_PAIRWISE_MASK,
-                    session=self.session,
+                    session=session,
                     length=MASK_KEY_BYTES,
                 )
                 # v added PRG(s_vw) if v < w and subtracted it otherwise: undo that.

@@ -167,8 +167,12 @@ def test_secure_aggregation_records_masked_vectors_and_bytes_per_phase(tmp_path:
     for c, seen in record.observed.items():
         assert seen.dtype.kind == "u"  # masked integers, not the update
         cost = record.costs[c]
-        assert set(cost.upload) == {"advertise_keys", "share_keys", "masked_input", "unmask"}
-        assert {"task", "share_keys", "masked_input", "unmask"} <= set(cost.download)
+        # the default (malicious) setting adds the consistency check between masking and unmasking
+        phases = {"advertise_keys", "share_keys", "masked_input", "consistency_check", "unmask"}
+        assert set(cost.upload) == phases
+        assert {"task", "share_keys", "masked_input", "consistency_check", "unmask"} <= set(
+            cost.download
+        )
         assert cost.protocol_seconds > 0
     # the true updates come apart from the record, and the decoded sum matches them
     true = sum(v.astype(np.float64) for v in played.updates.values())

@@ -268,3 +268,31 @@ def test_results_and_report_show_epsilon_and_delta_of_every_guarantee(tmp_path):
     assert "**privacy warnings** in 1 point(s)" in md
     for r in record:
         assert r["privacy_warnings"] == "0"
+
+
+def test_sweep_on_the_process_backend_gives_the_serial_results(tmp_path):
+    """Points one at a time, each run on 2 worker processes: the same results.csv."""
+    from privfed.backends import BackendOptions
+
+    path = write_sweep(tmp_path, '[sweep.grid]\n"dp.target_epsilon" = [inf, 50.0]\n')
+    spec = load_sweep(path)
+    serial = run_sweep(spec, tmp_path / "s", workers=1, progress=False, echo=lambda _m: None)
+    pool = run_sweep(
+        spec,
+        tmp_path / "p",
+        workers=2,
+        backend=BackendOptions(backend="process", workers=2),
+        progress=False,
+        echo=lambda _m: None,
+    )
+    assert not serial.failed and not pool.failed and len(pool.ran) == 2
+    drop = {"run_dir", *VOLATILE_COLUMNS}
+    rows = [
+        [{k: v for k, v in r.items() if k not in drop} for r in read_rows(res.results_csv)]
+        for res in (serial, pool)
+    ]
+    assert rows[0] == rows[1]
+    with pytest.raises(SweepError, match="never starts more processes than --workers"):
+        run_sweep(
+            spec, tmp_path / "x", workers=1, backend=BackendOptions(backend="process", workers=2)
+        )

@@ -166,3 +166,24 @@ def test_a_factory_rejecting_its_values_is_a_config_error(tmp_path: Path) -> Non
         ConfigError, match=r'groups\.text\.model.*cnn needs image inputs.*use model = "mlp"'
     ):
         Engine(from_dict(data), tmp_path / "r", progress=False, echo=lambda m: None)
+
+
+def test_first_layer_inversion_refuses_models_without_an_input_layer() -> None:
+    from attacks.inversion import first_layer_slices
+    from privfed.client import UnitSpec
+
+    cnn = UnitSpec(
+        name="image",
+        group="image",
+        tasks=("identity",),
+        in_features=64,
+        hidden=(64,),
+        heads=HEADS,
+        model="cnn",
+        inputs=IMAGE,
+    )
+    with pytest.raises(ValueError, match="only an mlp on float inputs has.*use inversion-dlg"):
+        first_layer_slices(cnn)
+    mlp = UnitSpec("image", "image", ("identity",), 64, (16,), HEADS)
+    w, b, shape = first_layer_slices(mlp)
+    assert shape == (16, 64) and b.start == w.stop

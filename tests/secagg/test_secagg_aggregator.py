@@ -142,3 +142,37 @@ def test_forked_mask_removal_inside_a_training_run_changes_nothing(
         )
     assert forks  # the second run really forked
     assert summaries[0].tasks == summaries[1].tasks
+
+
+def test_identities_persist_across_rounds() -> None:
+    """The malicious setting's PKI: one long-term identity per client, enrolled on first sight."""
+    agg = SecAggAggregator()
+    ups = updates(5, 20)
+    agg.aggregate(ups, RoundContext(round_index=0, model_hash=b"a", seed=0))
+    first, registry = agg.enrol(range(5))
+    agg.aggregate(
+        {c: ups[c] for c in (0, 1, 2, 3)}, RoundContext(round_index=1, model_hash=b"b", seed=1)
+    )
+    again, later = agg.enrol([*range(5), 9])
+    assert all(again[c] is first[c] for c in range(5))
+    assert set(later.keys) == {*range(5), 9} and set(registry.keys) == set(range(5))
+
+
+def test_experiment_config_cross_checks_the_cohort() -> None:
+    from support import tiny_dict
+
+    from privfed.config import from_dict
+
+    data = tiny_dict(federation={"aggregator": "secagg", "num_clients": 4})
+    data["federation"]["cohort_fraction"] = 0.5
+    with pytest.raises(ConfigError, match="secagg.min_clients = 4 exceeds the expected cohort"):
+        from_dict(data)
+    data["secagg"] = {"threshold": 2}
+    with pytest.raises(ConfigError) as info:
+        from_dict(data)
+    assert any("threshold = 2 gives no security margin" in p for p in info.value.problems)
+    data = tiny_dict(federation={"aggregator": "secagg", "num_clients": 40})
+    data["secagg"] = {"threshold": 8}
+    with pytest.raises(ConfigError, match="threshold = 8 is at most half of the expected cohort"):
+        from_dict(data)
+    from_dict(tiny_dict(federation={"aggregator": "secagg"}))  # the defaults fit four clients

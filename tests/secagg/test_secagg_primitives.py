@@ -12,7 +12,16 @@ from hypothesis import strategies as st
 
 from privfed.errors import ConfigError
 from privfed.secagg import shamir
-from privfed.secagg.config import SecAggConfig, check_no_overflow, resolve_threshold
+from privfed.secagg.config import (
+    InsecureThresholdWarning,
+    SecAggConfig,
+    check_no_overflow,
+    default_degree,
+    neighbourhood_failure_probability,
+    resolve_threshold,
+    round_failure_bound,
+    two_thirds,
+)
 from privfed.secagg.envelope import ENVELOPE_BYTES, SharePair, open_envelope, seal
 from privfed.secagg.errors import EnvelopeError, MessageError
 from privfed.secagg.field import decode_fixed_point, dtype_for_bits, encode_fixed_point
@@ -326,10 +335,13 @@ def test_config_refuses_degree_on_complete_graph() -> None:
         SecAggConfig(degree=4)
 
 
-def test_default_thresholds() -> None:
+def test_default_thresholds_are_two_thirds() -> None:
     assert resolve_threshold(SecAggConfig(), num_clients=30, degree=29) == 21
-    assert resolve_threshold(SecAggConfig(graph="harary"), num_clients=1000, degree=20) == 11
+    assert resolve_threshold(SecAggConfig(graph="harary"), num_clients=1000, degree=20) == 15
     assert resolve_threshold(SecAggConfig(threshold=5), num_clients=30, degree=29) == 5
+    for size in range(2, 200):
+        t = two_thirds(size)
+        assert 3 * t > 2 * size and 3 * (t - 1) <= 2 * size or t == size
 
 
 # -- wire format -------------------------------------------------------------------------------
@@ -337,12 +349,13 @@ def test_default_thresholds() -> None:
 
 def test_messages_roundtrip_and_reject_truncation() -> None:
     vec = np.arange(10, dtype=np.uint32)
-    msg = MaskedInput(3, 7, SESSION, 32, (1, 2), vec)
+    msg = MaskedInput(3, 7, SESSION, 32, (4, 5, 6), (1, 2), vec)
     data = msg.encode()
     back = MaskedInput.decode(data)
-    assert back.rejected == (1, 2) and np.array_equal(back.vector, vec)
-    # header, session, bits, 2 rejected ids, length, zero padding to a 16-byte boundary, vector
-    prefix = 22 + 32 + 1 + 4 + 8 + 4
+    assert back.rejected == (1, 2) and back.masked_with == (4, 5, 6)
+    assert np.array_equal(back.vector, vec)
+    # header, session, bits, 3 peers, 2 rejected ids, length, zero padding to 16 bytes, vector
+    prefix = 22 + 32 + 1 + 16 + 12 + 4
     assert prefix % 16 == 7
     assert len(data) == prefix + 9 + 40  # packed at 4 bytes per entry
     assert data[prefix : prefix + 9] == bytes(9)
@@ -358,13 +371,22 @@ def test_messages_roundtrip_and_reject_truncation() -> None:
         UnmaskRequest.decode(data)
     with pytest.raises(MessageError, match="magic"):
         MaskedInput.decode(b"XXXX" + data[4:])
-    with pytest.raises(MessageError, match="unsupported wire version 1"):
+    with pytest.raises(MessageError, match="unsupported wire version 1: version 1"):
         MaskedInput.decode(data[:4] + b"\1" + data[5:])  # version 1 had no alignment padding
+    with pytest.raises(MessageError, match="version 2 .no signatures, no seed commitment"):
+        MaskedInput.decode(data[:4] + b"\2" + data[5:])
+    with pytest.raises(MessageError, match="unsupported wire version 9 .this is version 3"):
+        MaskedInput.decode(data[:4] + b"\x09" + data[5:])
+    both = MaskedInput(3, 7, SESSION, 32, (1, 4), (1, 2), vec).encode()
+    with pytest.raises(MessageError, match="both masked with and rejected"):
+        MaskedInput.decode(both)
 
 
 def test_masked_input_packs_at_bits() -> None:
     vec = np.arange(10, dtype=np.uint16)
-    assert len(MaskedInput(0, 0, SESSION, 16, (), vec).encode()) == 22 + 32 + 1 + 4 + 4 + 1 + 20
+    assert (
+        len(MaskedInput(0, 0, SESSION, 16, (), (), vec).encode()) == 22 + 32 + 1 + 8 + 4 + 13 + 20
+    )
 
 
 @settings(max_examples=60, deadline=None)
@@ -380,13 +402,15 @@ def test_masked_input_vector_is_aligned_and_roundtrips(
     dt = dtype_for_bits(bits)
     rng = np.random.default_rng(length)
     vec = rng.integers(0, 2**bits, size=length, dtype=np.uint64).astype(dt)
-    data = MaskedInput(round_index, 4, SESSION, bits, tuple(rejected), vec).encode()
+    data = MaskedInput(round_index, 4, SESSION, bits, (), tuple(rejected), vec).encode()
     assert (len(data) - vec.nbytes) % 16 == 0
     back = MaskedInput.decode(data)
     assert back.vector.dtype == dt and np.array_equal(back.vector, vec)
     assert back.rejected == tuple(rejected) and back.round_index == round_index
     assert (
-        MaskedInput(round_index, 4, SESSION, bits, tuple(rejected), vec.astype(np.uint64)).encode()
+        MaskedInput(
+            round_index, 4, SESSION, bits, (), tuple(rejected), vec.astype(np.uint64)
+        ).encode()
         == data
     )  # packed at the dtype of bits whatever it came in
 
@@ -429,10 +453,12 @@ def test_lagrange_coefficients_match_exact_rationals(xs: list[int]) -> None:
 def test_envelope_messages_roundtrip_column_wise(parties: list[int], seed: int) -> None:
     rng = random.Random(seed)
     envs = tuple((p, rng.randbytes(ENVELOPE_BYTES - 1) + b"\0") for p in parties)  # trailing 0
-    data = ShareKeys(3, 9, SESSION, envs).encode()
+    commit = bytes(range(100, 132))
+    data = ShareKeys(3, 9, SESSION, commit, envs).encode()
     assert ShareKeys.decode(data).envelopes == envs
     cols = EnvelopeRecords.decode(data, MsgType.SHARE_KEYS)
     assert cols.records["party"].tolist() == parties and cols.sender == 9
+    assert cols.commitment == commit
     # The server relays records it built in native byte order; the wire stays big-endian.
     native = np.zeros(len(parties), dtype=[("party", "<u4"), ("envelope", f"V{ENVELOPE_BYTES}")])
     native["party"] = parties
@@ -441,7 +467,7 @@ def test_envelope_messages_roundtrip_column_wise(parties: list[int], seed: int) 
     assert forwarded == ForwardedShares(3, SESSION, envs).encode()
     assert ForwardedShares.decode(forwarded).envelopes == envs
     if len(parties) >= 2:
-        dup = ShareKeys(3, 9, SESSION, (envs[0], (parties[0], envs[1][1]))).encode()
+        dup = ShareKeys(3, 9, SESSION, commit, (envs[0], (parties[0], envs[1][1]))).encode()
         with pytest.raises(MessageError, match="duplicate parties"):
             EnvelopeRecords.decode(dup, MsgType.SHARE_KEYS)
     with pytest.raises(MessageError, match="expected message FORWARDED_SHARES"):
@@ -515,3 +541,91 @@ def test_ranges_run_here_when_no_process_can_be_forked(monkeypatch: pytest.Monke
         apply_masks(vecs, jobs, length=3000, bits=20, workers=3, chunk=256),
         apply_masks(vecs, jobs, length=3000, bits=20),
     )
+
+
+# -- security parameters: minimums, margins, default degree ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"min_clients": 2}, "min_clients = 2 lets a server isolate one client's input"),
+        ({"min_clients": 1}, "min_clients = 1 lets a server isolate"),
+        ({"min_neighbours": 1}, "min_neighbours = 1 leaves a neighbourhood"),
+        ({"threshold": 2}, "threshold = 2 gives no security margin for any roster"),
+        ({"graph": "harary", "degree": 6, "threshold": 3}, "at most half of the closed"),
+        ({"graph": "harary", "degree": 6, "threshold": 8}, "exceeds the closed neighbourhood"),
+        ({"graph": "harary", "degree": 2}, "degree = 2 is below min_neighbours = 3"),
+        ({"security": "paranoid"}, "security must be one of semi-honest, malicious"),
+        ({"expected_dropout": 1.0}, "expected_dropout must be in [0, 1)"),
+        ({"max_failure_probability": 0.0}, "max_failure_probability must be in (0, 1)"),
+        ({"allow_insecure_threshold": 1}, "allow_insecure_threshold must be true or false"),
+    ],
+)
+def test_config_refuses_settings_without_a_security_margin(
+    kwargs: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        SecAggConfig(**kwargs)  # type: ignore[arg-type]
+    assert any(message in p for p in info.value.problems), info.value.problems
+
+
+def test_insecure_settings_need_the_loud_flag_and_warn() -> None:
+    with pytest.warns(InsecureThresholdWarning, match="attack experiments only"):
+        cfg = SecAggConfig(min_clients=1, threshold=2, allow_insecure_threshold=True)
+    assert cfg.min_clients == 1 and cfg.threshold == 2
+    assert SecAggConfig().security == "malicious" and SecAggConfig().min_clients == 4
+
+
+def test_neighbourhood_failure_probability_is_the_binomial_tail() -> None:
+    from math import comb
+
+    for size, t, p in [(15, 11, 0.1), (21, 15, 0.1), (5, 4, 0.3), (43, 29, 0.1)]:
+        direct = sum(comb(size, j) * (1 - p) ** j * p ** (size - j) for j in range(t))
+        got = neighbourhood_failure_probability(size=size, threshold=t, dropout=p)
+        assert got == pytest.approx(direct, rel=1e-9)
+    # The figure behind the old default (k = 14, t = 11): ~1.3% per neighbourhood.
+    assert neighbourhood_failure_probability(size=15, threshold=11, dropout=0.1) == pytest.approx(
+        0.0127, abs=5e-4
+    )
+    assert neighbourhood_failure_probability(size=3000, threshold=2001, dropout=0.1) < 1e-100
+
+
+def test_default_degree_keeps_rounds_alive_at_ten_percent_dropout() -> None:
+    """The default degree is the smallest even k >= 2 ceil(log2 n) whose union bound stays
+    under 1% at 10% dropout with the two-thirds threshold; the old 2 ceil(log2 n) does not."""
+    for n, want in [(100, 34), (1000, 42), (10_000, 54)]:
+        k = default_degree(n)
+        assert k == want, (n, k)
+        bound = round_failure_bound(
+            num_clients=n, degree=k, threshold=two_thirds(k + 1), dropout=0.1
+        )
+        assert bound <= 0.01
+        smaller = round_failure_bound(
+            num_clients=n, degree=k - 2, threshold=two_thirds(k - 1), dropout=0.1
+        )
+        assert smaller > 0.01
+    assert default_degree(20) == 19  # small cohorts: the complete graph
+    old = round_failure_bound(num_clients=100, degree=14, threshold=11, dropout=0.1)
+    assert old > 1.0 - 1e-9  # the old default's bound is vacuous: rounds die often
+
+
+@pytest.mark.slow
+def test_failure_bound_against_simulated_dropouts_on_the_real_graph() -> None:
+    """Monte Carlo on the Harary graph the protocol builds: the union bound is an upper bound,
+    loose by a factor of about five (neighbourhoods overlap, so their failures coincide)."""
+    from privfed.secagg.graph import harary_graph
+
+    rng = np.random.default_rng(0)
+    n, k = 100, 20
+    t = two_thirds(k + 1)
+    graph = harary_graph(range(n), degree=k, session=SESSION)
+    closed = np.zeros((n, n), dtype=bool)
+    for c, nb in graph.items():
+        closed[c, list(nb | {c})] = True
+    trials = 20_000
+    alive = rng.random((trials, n)) >= 0.1
+    counts = alive.astype(np.int32) @ closed.T.astype(np.int32)
+    failed = (counts < t).any(axis=1).mean()
+    bound = round_failure_bound(num_clients=n, degree=k, threshold=t, dropout=0.1)
+    assert bound / 10 < failed <= bound

@@ -9,8 +9,22 @@ import pytest
 
 import privfed.secagg
 from privfed.secagg.envelope import aead_open, aead_seal
-from privfed.secagg.errors import EnvelopeError
-from privfed.secagg.keys import hkdf_sha256, keypair_from_private, x25519
+from privfed.secagg.errors import EnvelopeError, SignatureError
+from privfed.secagg.identity import (
+    KeyRegistry,
+    advertise_message,
+    consistency_message,
+    identity_from_seed,
+)
+from privfed.secagg.keys import (
+    derive_key,
+    hkdf_sha256,
+    keypair_from_private,
+    seed_commitment,
+    session_context,
+    session_id,
+    x25519,
+)
 from privfed.secagg.prg import keystream_into
 
 VECTORS = Path(privfed.secagg.__file__).parent / "vectors"
@@ -18,7 +32,7 @@ VECTORS = Path(privfed.secagg.__file__).parent / "vectors"
 
 def load(name: str) -> dict:
     data = json.loads((VECTORS / name).read_text())
-    assert data["provenance"].startswith(("RFC", "NIST", "McGrew"))
+    assert data["provenance"].startswith(("RFC", "NIST", "McGrew", "privfed known answers"))
     return data
 
 
@@ -28,7 +42,7 @@ def h(s: str) -> bytes:
 
 def test_every_vector_file_names_its_source() -> None:
     files = sorted(VECTORS.glob("*.json"))
-    assert len(files) >= 4
+    assert len(files) >= 6
     for f in files:
         data = json.loads(f.read_text())
         assert "provenance" in data and "checked_through" in data
@@ -74,3 +88,70 @@ def test_aes256_gcm_known_answers(case: dict) -> None:
     tampered = bytes([out[0] ^ 1]) + out[1:]
     with pytest.raises(EnvelopeError):
         aead_open(key, iv, tampered, aad)
+
+
+@pytest.mark.parametrize("case", load("rfc8032_ed25519.json")["cases"])
+def test_ed25519_rfc8032(case: dict) -> None:
+    me = identity_from_seed(4, h(case["secret_key"]))
+    assert me.public == h(case["public_key"])
+    assert me.sign(h(case["message"])) == h(case["signature"])
+    registry = KeyRegistry({4: me.public})
+    registry.verify(4, h(case["message"]), h(case["signature"]))
+    bad = bytes([h(case["signature"])[0] ^ 1]) + h(case["signature"])[1:]
+    for client, sig in ((4, bad), (5, h(case["signature"]))):  # forged; unregistered signer
+        with pytest.raises(SignatureError):
+            registry.verify(client, h(case["message"]), sig)
+
+
+PRIVFED = load("privfed_secagg_v3.json")
+
+
+@pytest.mark.parametrize("case", PRIVFED["derive_key"])
+def test_derive_key_labels_and_session_binding(case: dict) -> None:
+    key = derive_key(
+        h(case["secret"]), label=case["label"], session=h(case["session"]), length=case["length"]
+    )
+    assert key == h(case["key"])
+
+
+def test_session_context_id_and_seed_commitment() -> None:
+    c = PRIVFED["session_context"]
+    context = session_context(
+        round_index=c["round_index"],
+        model_hash=h(c["model_hash"]),
+        security=c["security"],
+        bits=c["bits"],
+        length=c["length"],
+    )
+    assert context == h(c["context"])
+    s = PRIVFED["session_id"]
+    roster = {int(k): (h(a), h(b)) for k, (a, b) in s["roster"].items()}
+    sid = session_id(
+        context=h(s["context"]),
+        roster=roster,
+        graph=s["graph"],
+        degree=s["degree"],
+        threshold=s["threshold"],
+    )
+    assert sid == h(s["session"])
+    m = PRIVFED["seed_commitment"]
+    got = seed_commitment(h(m["seed"]), session=h(m["session"]), client_id=m["client_id"])
+    assert got == h(m["commitment"])
+
+
+def test_signed_message_layouts_and_signatures() -> None:
+    a = PRIVFED["advertise_message"]
+    msg = advertise_message(
+        context=h(a["context"]),
+        client_id=a["client_id"],
+        enc_public=h(a["enc_public"]),
+        mask_public=h(a["mask_public"]),
+    )
+    assert msg == h(a["message"])
+    assert identity_from_seed(a["client_id"], h(a["signer_seed"])).sign(msg) == h(a["signature"])
+    c = PRIVFED["consistency_message"]
+    msg = consistency_message(
+        session=h(c["session"]), round_index=c["round_index"], survivors=c["survivors"]
+    )
+    assert msg == h(c["message"])
+    assert identity_from_seed(0, h(c["signer_seed"])).sign(msg) == h(c["signature"])
