@@ -343,6 +343,18 @@ class UnitTrainer:
                     break
         return done, [float(v) for v in losses]
 
+    def release(self) -> None:
+        """Drop the gradients the last step left (and Opacus's per-sample gradients).
+
+        A trainer is kept between rounds; without this it would hold a gradient per parameter,
+        and under DP a per-sample gradient per record of the last batch (most of its memory).
+        """
+        if self.private:
+            self.optimizer.zero_grad(set_to_none=True)  # Opacus clears grad_sample too
+        else:
+            for p in self.module.parameters():
+                p.grad = None
+
     def _sgd_step(self) -> None:
         """``torch.optim.SGD.step`` without momentum or weight decay: ``p -= lr * grad``.
 

@@ -129,14 +129,16 @@ def test_trainers_are_bounded_per_worker_and_keep_no_gradients(tmp_path: Path) -
             assert state.personal == {}
 
 
-def test_a_trainer_keeps_no_gradient_after_training() -> None:
+def test_release_drops_every_gradient_of_a_trainer() -> None:
+    """What ``participate`` calls after each training: no gradient, no per-sample gradient."""
+    import torch
+
     from privfed.client import UnitSpec, UnitTrainer
     from privfed.models import flat_parameters
+    from privfed.participation import _release
 
     spec = UnitSpec("g", "g", ("a",), 8, (16,), {"a": 3})
     gen = np.random.default_rng(0)
-    import torch
-
     x = torch.from_numpy(gen.normal(size=(30, 8)).astype(np.float32))
     y = {"a": torch.from_numpy(gen.integers(0, 3, 30))}
     for sigma in (1.0, None):
@@ -152,6 +154,7 @@ def test_a_trainer_keeps_no_gradient_after_training() -> None:
             stream=(0, 0),
         )
         tr.train(flat_parameters(spec.build()), steps=3, round_index=0)
+        _release(tr)
         for p in tr.model.parameters():
             assert p.grad is None and getattr(p, "grad_sample", None) is None
 
