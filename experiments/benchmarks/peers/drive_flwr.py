@@ -25,6 +25,7 @@ T_LAUNCH = time.time()
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from exported import load  # noqa: E402  (this directory)
 from flwr.client import ClientApp, NumPyClient  # noqa: E402
 from flwr.common import Context, ndarrays_to_parameters  # noqa: E402
 from flwr.server import ServerApp, ServerAppComponents, ServerConfig  # noqa: E402
@@ -32,16 +33,6 @@ from flwr.server.strategy import FedAvg  # noqa: E402
 from flwr.simulation import run_simulation  # noqa: E402
 
 MARKS: list[float] = []
-
-
-def build(in_features: int, hidden: list[int], classes: int) -> torch.nn.Module:
-    layers: list[torch.nn.Module] = [torch.nn.Flatten()]
-    width = in_features
-    for h in hidden:
-        layers += [torch.nn.Linear(width, h), torch.nn.ReLU()]
-        width = h
-    layers.append(torch.nn.Linear(width, classes))
-    return torch.nn.Sequential(*layers)
 
 
 def _descendants_rss(pid: int) -> tuple[int, int]:
@@ -94,25 +85,16 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     torch.set_num_threads(1)
-    d = np.load(args.data)
-    x, y, offsets = d["x"].astype(np.float32), d["y"].astype(np.int64), d["offsets"]
-    hidden = [int(h) for h in d["hidden"]]
-    classes, steps, batch, lr = (
-        int(d["classes"]),
-        int(d["local_steps"]),
-        int(d["batch_size"]),
-        float(d["lr"]),
-    )
-    cohort = int(d["cohort"])
-    users = [c for c in range(len(offsets) - 1) if offsets[c + 1] > offsets[c]]
-    in_features = int(np.prod(x.shape[1:]))
+    work = load(args.data)
+    steps, batch, lr, cohort = work.local_steps, work.batch_size, work.lr, work.cohort
+    users = sorted(work.clients)
 
     class Client(NumPyClient):
         def __init__(self, cid: int) -> None:
             self.cid = cid
-            self.x = torch.from_numpy(x[offsets[cid] : offsets[cid + 1]])
-            self.y = torch.from_numpy(y[offsets[cid] : offsets[cid + 1]])
-            self.model = build(in_features, hidden, classes)
+            self.x = torch.from_numpy(work.clients[cid][0])
+            self.y = torch.from_numpy(work.clients[cid][1])
+            self.model = work.model()
             self.rng = np.random.default_rng(args.seed * 100_003 + cid)
 
         def fit(self, parameters, config):
@@ -148,7 +130,7 @@ def main() -> None:
             return super().configure_fit(server_round, parameters, client_manager)
 
     torch.manual_seed(args.seed)
-    init = [prm.detach().numpy().copy() for prm in build(in_features, hidden, classes).parameters()]
+    init = [prm.detach().numpy().copy() for prm in work.model().parameters()]
     strategy = TimedFedAvg(
         fraction_fit=cohort / len(users),
         min_fit_clients=cohort,

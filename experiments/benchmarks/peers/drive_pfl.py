@@ -23,6 +23,7 @@ T_LAUNCH = time.time()
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from exported import load, peak_rss  # noqa: E402  (this directory)
 from pfl.aggregate.simulate import SimulatedBackend  # noqa: E402
 from pfl.aggregate.weighting import WeightByUser  # noqa: E402
 from pfl.algorithm import FederatedAveraging, NNAlgorithmParams  # noqa: E402
@@ -35,18 +36,11 @@ from pfl.model.pytorch import PyTorchModel  # noqa: E402
 
 
 class Net(torch.nn.Module):
-    """The privfed workload's model: Linear/ReLU trunk and one linear head (a linear model
-    when there is no hidden layer), with the loss and metrics pfl asks a model for."""
+    """The workload's model with the loss and metrics pfl asks a model for."""
 
-    def __init__(self, in_features: int, hidden: list[int], classes: int) -> None:
+    def __init__(self, net: torch.nn.Module) -> None:
         super().__init__()
-        layers: list[torch.nn.Module] = [torch.nn.Flatten()]
-        width = in_features
-        for h in hidden:
-            layers += [torch.nn.Linear(width, h), torch.nn.ReLU()]
-            width = h
-        layers.append(torch.nn.Linear(width, classes))
-        self.net = torch.nn.Sequential(*layers)
+        self.net = net
         self.ce = torch.nn.CrossEntropyLoss()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -107,14 +101,6 @@ class Timer(TrainingProcessCallback):
         return False, Metrics()
 
 
-def peak_rss() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("data")
@@ -124,21 +110,9 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-    d = np.load(args.data)
-    x, y, offsets = d["x"].astype(np.float32), d["y"].astype(np.int64), d["offsets"]
-    hidden = [int(h) for h in d["hidden"]]
-    classes, steps, batch, lr = (
-        int(d["classes"]),
-        int(d["local_steps"]),
-        int(d["batch_size"]),
-        float(d["lr"]),
-    )
-    cohort = int(d["cohort"])
-    users = {
-        str(c): (x[offsets[c] : offsets[c + 1]], y[offsets[c] : offsets[c + 1]])
-        for c in range(len(offsets) - 1)
-        if offsets[c + 1] > offsets[c]
-    }
+    work = load(args.data)
+    steps, batch, lr, cohort = work.local_steps, work.batch_size, work.lr, work.cohort
+    users = {str(c): xy for c, xy in work.clients.items()}
     ids = sorted(users)
     seeds = {u: i for i, u in enumerate(ids)}
 
@@ -148,7 +122,7 @@ def main() -> None:
 
     rng = np.random.default_rng(args.seed)
     dataset = FederatedDataset(make, lambda: ids[int(rng.integers(len(ids)))])
-    net = Net(int(np.prod(x.shape[1:])), hidden, classes)
+    net = Net(work.model())
     model = PyTorchModel(
         model=net,
         local_optimizer_create=torch.optim.SGD,

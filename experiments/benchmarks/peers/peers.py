@@ -156,7 +156,9 @@ def run_peer(
     name: str, env: dict[str, Any], data: Path, rounds: int, warmup: int
 ) -> dict[str, Any]:
     cmd = [env["python"], str(HERE / PEERS[name]["driver"]), str(data), "--rounds", str(rounds)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, env=_peer_env())
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=3600, env=_peer_env(), cwd=HERE
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = " | ".join(proc.stderr.strip().splitlines()[-8:])
@@ -181,6 +183,8 @@ def _cpu(r: dict[str, Any]) -> str:
 def _peer_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["OMP_NUM_THREADS"] = "1"
+    # The drivers import exported.py from this directory (also in Ray's worker processes).
+    env["PYTHONPATH"] = str(HERE)
     return env
 
 
