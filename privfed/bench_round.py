@@ -486,7 +486,7 @@ def bench_end_to_end(args: argparse.Namespace) -> dict[str, Any]:
             last = proc.stderr.strip().splitlines()[-1:] if proc.stderr.strip() else []
             if last and last[0].isdigit():
                 peak = int(last[0]) * 1024
-            base = report["runs"].get("serial", {}).get("wall_s")
+            base = wall if backend == "serial" else report["runs"].get("serial", {}).get("wall_s")
             ratio = wall / base if base else float("nan")
             report["runs"][backend] = {
                 "wall_s": wall,
