@@ -188,6 +188,7 @@ def test_bench_round_end_to_end_and_scale_plumbing(tmp_path: Path, capsys) -> No
     e2e, scale = json.loads(out.read_text())["parts"]
     assert e2e["identical"] is True
     assert e2e["runs"]["process"]["workers"] == 2 and e2e["runs"]["serial"]["wall_s"] > 0
+    assert e2e["runs"]["serial"]["ratio_vs_serial"] == 1.0
     assert scale["kind"] == "scale" and len(scale["rounds"]) == 2
     assert scale["summary"]["within_4gib"] is True
     assert all(r["participations"] > 0 and r["driver_rss"] > 0 for r in scale["rounds"])
