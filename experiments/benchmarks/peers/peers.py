@@ -188,7 +188,8 @@ def _peer_env() -> dict[str, str]:
     return env
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The script's arguments."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--venv-dir", default="/tmp/privfed-peers", help="where the peers' venvs go")
     p.add_argument("--workloads", default="digits,synthetic")
@@ -197,7 +198,11 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--workers", type=int, default=2, help="privfed process-backend workers")
     p.add_argument("--json", default="", help="write the report here")
-    args = p.parse_args()
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     venv_dir = Path(args.venv_dir)
     venv_dir.mkdir(parents=True, exist_ok=True)
     from privfed.bench_round import machine_info
