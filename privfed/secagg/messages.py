@@ -93,8 +93,7 @@ class _Reader:
         count = self.u32()
         if count * 4 > len(self.data) - self.pos:
             raise MessageError(f"{self.what}: truncated id list")
-        raw = self.take(4 * count)
-        out = tuple(np.frombuffer(raw, dtype=">u4").tolist())
+        out: tuple[int, ...] = struct.unpack(f">{count}I", self.take(4 * count))
         if len(set(out)) != len(out):
             raise MessageError(f"{self.what}: duplicate ids")
         return out
@@ -159,7 +158,7 @@ def unframe(data: bytes, expected: MsgType) -> tuple[Header, memoryview]:
         raise MessageError(
             f"{expected.name}: length {len(data)} does not match header ({HEADER_BYTES + body_len})"
         )
-    return Header(MsgType(kind), round_index, sender), memoryview(data)[HEADER_BYTES:]
+    return Header(expected, round_index, sender), memoryview(data)[HEADER_BYTES:]
 
 
 def _signature(r: _Reader) -> bytes:
@@ -261,6 +260,8 @@ class KeyRoster:
 
 
 _SHARE_ITEM = struct.Struct(f">IB{SHARE_BYTES}s")
+#: Bytes of one ``(owner u32, kind u8, share)`` record of ``UNMASK_RESPONSE``.
+SHARE_RECORD_BYTES = _SHARE_ITEM.size
 
 
 #: One ``(party u32 big-endian, envelope)`` record of ``SHARE_KEYS`` / ``FORWARDED_SHARES``.
@@ -277,15 +278,16 @@ def envelope_records(items: tuple[tuple[int, bytes], ...]) -> np.ndarray:
     return out
 
 
-def _read_records(r: _Reader, what: str) -> np.ndarray:
+def _read_records(r: _Reader, what: str) -> tuple[np.ndarray, frozenset[int]]:
     count = r.u32()
     size = ENVELOPE_RECORD.itemsize
     if count * size != len(r.data) - r.pos:
         raise MessageError(f"{what}: length does not match envelope count")
-    records = np.frombuffer(bytes(r.take(count * size)), dtype=ENVELOPE_RECORD)
-    if len(set(records["party"].tolist())) != count:
+    records = np.frombuffer(r.take(count * size), dtype=ENVELOPE_RECORD)  # a read-only view
+    parties = frozenset(records["party"].tolist())
+    if len(parties) != count:
         raise MessageError(f"{what}: duplicate parties")
-    return records
+    return records, parties
 
 
 def _records_body(session: bytes, records: np.ndarray) -> list[bytes | memoryview]:
@@ -315,6 +317,7 @@ class EnvelopeRecords:
         commitment: ``SHARE_KEYS`` only: the sender's commitment to its self-mask seed
             (:func:`~privfed.secagg.keys.seed_commitment`); empty for ``FORWARDED_SHARES``.
         records: array of :data:`ENVELOPE_RECORD`.
+        parties: the set of ``records["party"]`` (distinct: checked when decoding).
     """
 
     round_index: int
@@ -322,6 +325,7 @@ class EnvelopeRecords:
     session: bytes
     commitment: bytes
     records: np.ndarray
+    parties: frozenset[int] = frozenset()
 
     @classmethod
     def decode(cls, data: bytes, kind: MsgType) -> EnvelopeRecords:
@@ -330,19 +334,31 @@ class EnvelopeRecords:
         r = _Reader(body, kind.name)
         session = bytes(r.take(SESSION_BYTES))
         commitment = bytes(r.take(COMMITMENT_BYTES)) if kind is MsgType.SHARE_KEYS else b""
-        records = _read_records(r, kind.name)
+        records, parties = _read_records(r, kind.name)
         r.done()
-        return cls(h.round_index, h.sender, session, commitment, records)
+        return cls(h.round_index, h.sender, session, commitment, records, parties)
 
 
 def encode_forwarded(round_index: int, session: bytes, records: np.ndarray) -> bytes:
-    """A ``FORWARDED_SHARES`` message from ``(sender, envelope)`` records."""
-    return frame(
-        MsgType.FORWARDED_SHARES,
-        round_index=round_index,
-        sender=SERVER_ID,
-        body=_records_body(session, records),
-    )
+    """A ``FORWARDED_SHARES`` message from ``(sender, envelope)`` records.
+
+    ``records`` is an array of :data:`ENVELOPE_RECORD` layout (any byte order of ``party``),
+    or the records' wire bytes as a C-contiguous ``(count, ENVELOPE_RECORD.itemsize)`` uint8
+    array (what the server's relay builds: no conversion at all).
+    """
+    if records.dtype == np.uint8 and records.ndim == 2:
+        if records.shape[1] != ENVELOPE_RECORD.itemsize or not records.flags.c_contiguous:
+            raise MessageError("envelope records have the wrong layout")
+        if len(session) != SESSION_BYTES:
+            raise MessageError("session id has the wrong length")
+        body: list[bytes | memoryview] = [
+            session,
+            struct.pack(">I", records.shape[0]),
+            records.data.cast("B") if records.size else b"",
+        ]
+    else:
+        body = _records_body(session, records)
+    return frame(MsgType.FORWARDED_SHARES, round_index=round_index, sender=SERVER_ID, body=body)
 
 
 @dataclass(frozen=True)
@@ -452,7 +468,7 @@ class MaskedInput:
             raise MessageError(f"MASKED_INPUT: bits {bits} out of range")
         masked_with = r.ids()
         rejected = r.ids()
-        if set(masked_with) & set(rejected):
+        if rejected and not set(rejected).isdisjoint(masked_with):
             raise MessageError("MASKED_INPUT: a peer is both masked with and rejected")
         length = r.u32()
         pad = r.take(-(HEADER_BYTES + r.pos) % VECTOR_ALIGN)
@@ -658,6 +674,28 @@ class UnmaskColumns:
     def share_offsets(self) -> range:
         """Offset of each share value in :attr:`raw`."""
         return range(5, len(self.raw), _SHARE_ITEM.size)
+
+    def in_field(self) -> bool:
+        """Whether every share is a field element, without converting the shares to integers.
+
+        A 33-byte big-endian value is below ``PRIME = 2**256 + 297`` if its leading byte is 0;
+        a leading byte of 1 (never drawn by honest clients but for a 297 / 2**256 chance) is
+        checked exactly, a larger one never is.
+        """
+        if not self.owners:
+            return True
+        size = _SHARE_ITEM.size
+        lead = np.frombuffer(self.raw, dtype=np.uint8)[5::size]
+        top = int(lead.max())
+        if top == 0:
+            return True
+        if top > 1:
+            return False
+        raw = self.raw
+        return all(
+            int.from_bytes(raw[5 + i * size : 5 + i * size + SHARE_BYTES], "big") < PRIME
+            for i in np.flatnonzero(lead).tolist()
+        )
 
     def values(self) -> list[int]:
         """Each share as a field element (:func:`~privfed.secagg.shamir.decode_share`).
