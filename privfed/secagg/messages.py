@@ -103,6 +103,23 @@ class _Reader:
             raise MessageError(f"{self.what}: {len(self.data) - self.pos} trailing bytes")
 
 
+def _ids_at(body: memoryview, pos: int, what: str) -> tuple[tuple[int, ...], int]:
+    """The id list at ``pos`` of ``body`` and the position after it (as :meth:`_Reader.ids`)."""
+    if pos + 4 > len(body):
+        raise MessageError(f"{what}: truncated body")
+    (count,) = _U32.unpack_from(body, pos)
+    pos += 4
+    if count * 4 > len(body) - pos:
+        raise MessageError(f"{what}: truncated id list")
+    out: tuple[int, ...] = struct.unpack_from(f">{count}I", body, pos)
+    if len(set(out)) != count:
+        raise MessageError(f"{what}: duplicate ids")
+    return out, pos + 4 * count
+
+
+_U32 = struct.Struct(">I")
+
+
 def _ids(ids: tuple[int, ...]) -> bytes:
     return struct.pack(">I", len(ids)) + np.asarray(ids, dtype=">u4").tobytes()
 
@@ -278,18 +295,6 @@ def envelope_records(items: tuple[tuple[int, bytes], ...]) -> np.ndarray:
     return out
 
 
-def _read_records(r: _Reader, what: str) -> tuple[np.ndarray, frozenset[int]]:
-    count = r.u32()
-    size = ENVELOPE_RECORD.itemsize
-    if count * size != len(r.data) - r.pos:
-        raise MessageError(f"{what}: length does not match envelope count")
-    records = np.frombuffer(r.take(count * size), dtype=ENVELOPE_RECORD)  # a read-only view
-    parties = frozenset(records["party"].tolist())
-    if len(parties) != count:
-        raise MessageError(f"{what}: duplicate parties")
-    return records, parties
-
-
 def _records_body(session: bytes, records: np.ndarray) -> list[bytes | memoryview]:
     if len(session) != SESSION_BYTES:
         raise MessageError("session id has the wrong length")
@@ -331,11 +336,20 @@ class EnvelopeRecords:
     def decode(cls, data: bytes, kind: MsgType) -> EnvelopeRecords:
         """Parse and check a message of ``kind`` (no party twice, exact length)."""
         h, body = unframe(data, kind)
-        r = _Reader(body, kind.name)
-        session = bytes(r.take(SESSION_BYTES))
-        commitment = bytes(r.take(COMMITMENT_BYTES)) if kind is MsgType.SHARE_KEYS else b""
-        records, parties = _read_records(r, kind.name)
-        r.done()
+        what = kind.name
+        pos = SESSION_BYTES + (COMMITMENT_BYTES if kind is MsgType.SHARE_KEYS else 0)
+        if len(body) < pos + 4:
+            raise MessageError(f"{what}: truncated body")
+        session = bytes(body[:SESSION_BYTES])
+        commitment = bytes(body[SESSION_BYTES:pos])
+        (count,) = _U32.unpack_from(body, pos)
+        size = ENVELOPE_RECORD.itemsize
+        if count * size != len(body) - pos - 4:
+            raise MessageError(f"{what}: length does not match envelope count")
+        records = np.frombuffer(body[pos + 4 :], dtype=ENVELOPE_RECORD)  # a read-only view
+        parties = frozenset(records["party"].tolist())
+        if len(parties) != count:
+            raise MessageError(f"{what}: duplicate parties")
         return cls(h.round_index, h.sender, session, commitment, records, parties)
 
 
@@ -461,22 +475,31 @@ class MaskedInput:
     def decode(cls, data: bytes) -> MaskedInput:
         """Parse and check (vector is a read-only view of ``data``)."""
         h, body = unframe(data, MsgType.MASKED_INPUT)
-        r = _Reader(body, "MASKED_INPUT")
-        session = bytes(r.take(SESSION_BYTES))
-        bits = r.u8()
+        what, size = "MASKED_INPUT", len(body)
+        if size < SESSION_BYTES + 1:
+            raise MessageError(f"{what}: truncated body")
+        session, bits = bytes(body[:SESSION_BYTES]), body[SESSION_BYTES]
         if not 1 <= bits <= 64:
             raise MessageError(f"MASKED_INPUT: bits {bits} out of range")
-        masked_with = r.ids()
-        rejected = r.ids()
+        masked_with, pos = _ids_at(body, SESSION_BYTES + 1, what)
+        rejected, pos = _ids_at(body, pos, what)
         if rejected and not set(rejected).isdisjoint(masked_with):
             raise MessageError("MASKED_INPUT: a peer is both masked with and rejected")
-        length = r.u32()
-        pad = r.take(-(HEADER_BYTES + r.pos) % VECTOR_ALIGN)
-        if any(pad):
+        if pos + 4 > size:
+            raise MessageError(f"{what}: truncated body")
+        (length,) = _U32.unpack_from(body, pos)
+        start = pos + 4 + (-(HEADER_BYTES + pos + 4) % VECTOR_ALIGN)
+        if start > size:
+            raise MessageError(f"{what}: truncated body")
+        if any(body[pos + 4 : start]):
             raise MessageError("MASKED_INPUT: nonzero alignment padding")
         dt = dtype_for_bits(bits)
-        vec = np.frombuffer(r.take(length * dt.itemsize), dtype=dt)
-        r.done()
+        end = start + length * dt.itemsize
+        if end > size:
+            raise MessageError(f"{what}: truncated body")
+        if end != size:
+            raise MessageError(f"{what}: {size - end} trailing bytes")
+        vec = np.frombuffer(body[start:end], dtype=dt)
         return cls(h.round_index, h.sender, session, bits, masked_with, rejected, vec)
 
 
@@ -713,14 +736,14 @@ class UnmaskColumns:
     def decode(cls, data: bytes) -> UnmaskColumns:
         """Parse and check (no owner twice, known kinds)."""
         h, body = unframe(data, MsgType.UNMASK_RESPONSE)
-        r = _Reader(body, "UNMASK_RESPONSE")
-        session = bytes(r.take(SESSION_BYTES))
-        count = r.u32()
+        if len(body) < SESSION_BYTES + 4:
+            raise MessageError("UNMASK_RESPONSE: truncated body")
+        session = bytes(body[:SESSION_BYTES])
+        (count,) = _U32.unpack_from(body, SESSION_BYTES)
         size = _SHARE_ITEM.size
         if count * size != len(body) - SESSION_BYTES - 4:
             raise MessageError("UNMASK_RESPONSE: length does not match share count")
-        raw = bytes(r.take(count * size))
-        r.done()
+        raw = bytes(body[SESSION_BYTES + 4 :])
         kinds = raw[4::size]
         if kinds and max(kinds) > 1:
             raise MessageError("UNMASK_RESPONSE: unknown share kind")
