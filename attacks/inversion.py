@@ -41,8 +41,8 @@ from privfed.attack_api import (
     ThreatModel,
     View,
 )
-from privfed.client import UnitSpec
 from privfed.secagg.field import decode_fixed_point
+from privfed.unit import UnitSpec
 
 
 def first_layer_slices(unit: UnitSpec) -> tuple[slice, slice, tuple[int, int]]:
@@ -105,6 +105,12 @@ def rank_candidates(candidates: np.ndarray, weight: np.ndarray) -> np.ndarray:
 
 def _to_float(vec: np.ndarray, obs: Observation) -> np.ndarray:
     enc = obs.encoding
+    if enc.kind == "secagg+ddg" and np.issubdtype(np.asarray(vec).dtype, np.integer):
+        raise ValueError(
+            "the inbox vectors of a client-level distributed-DP run are rotated, noised and "
+            "masked integers: there is no first layer to read in one of them; attack the "
+            "aggregate instead (inversion-aggregate)"
+        )
     if enc.kind == "secagg" and np.issubdtype(np.asarray(vec).dtype, np.integer):
         return decode_fixed_point(np.asarray(vec), bits=enc.bits, scale_bits=enc.scale_bits)
     return np.asarray(vec, dtype=np.float64)
@@ -157,20 +163,45 @@ class _Inversion(Attack):
         )
 
     def evaluate(self, result: AttackResult, truth: GroundTruth) -> AttackResult:
-        """PSNR of the top and best candidate, and of the mean image, vs the closest record."""
-        group = result.meta["group"]
+        """PSNR of the top and best candidate, and of the mean image, vs the closest record.
+
+        The PSNR metrics are ``nan`` when they are undefined, with a note saying why: no
+        candidate was recovered, or the targets hold no record of the unit's group.
+        """
+        group, unit = result.meta["group"], result.meta["unit"]
         clients = [int(c) for c in result.meta["targets"].split(",") if c]
-        targets = np.concatenate([truth.train[c][group].x for c in clients if c in truth.train])
-        prior, _ = best_psnr(truth.mean_image[group], targets)
+        held = [truth.train[c][group].x for c in clients if group in truth.train.get(c, {})]
         cands = result.outputs["candidates"]
+        nan = float("nan")
+        names = "psnr_top_db, psnr_best_db and gain_over_prior_db"
+        if not held or not sum(len(x) for x in held):
+            return result.with_metrics(
+                {
+                    "psnr_prior_db": nan,
+                    "psnr_top_db": nan,
+                    "psnr_best_db": nan,
+                    "gain_over_prior_db": nan,
+                },
+                f"psnr_prior_db, {names} are nan: the target client(s) {clients} hold no "
+                f"training record of group {group!r}, so there is nothing to compare with",
+            )
+        targets = np.concatenate(held)
+        prior, _ = best_psnr(truth.mean_image[group], targets)
         metrics = {"psnr_prior_db": prior}
+        notes: tuple[str, ...] = ()
         if len(cands):
             top, _ = best_psnr(cands[0], targets)
             best = max(best_psnr(c, targets)[0] for c in cands)
         else:
-            top = best = float("nan")
+            top = best = nan
+            notes = (
+                f"{names} are nan: no candidate record was recovered, because no bias entry "
+                f"of the first layer of unit {unit!r} changed in the observed vector (the "
+                "target sent a zero update for this unit: it holds none of its tasks or "
+                "skipped training)",
+            )
         metrics.update(psnr_top_db=top, psnr_best_db=best, gain_over_prior_db=top - prior)
-        return result.with_metrics(metrics)
+        return result.with_metrics(metrics, *notes)
 
 
 class AnalyticInversion(_Inversion):

@@ -25,12 +25,9 @@ step knows which is which.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from attacks.metrics import roc_auc, tpr_at_fpr
 from privfed.attack_api import (
@@ -43,14 +40,19 @@ from privfed.attack_api import (
     ThreatModel,
     View,
 )
-from privfed.client import UnitSpec
-from privfed.models import load_flat_parameters
+from privfed.unit import UnitSpec
+
+if TYPE_CHECKING:  # torch is imported when an attack runs, not when it is listed
+    import torch
+    from torch import nn
 
 #: False-positive rates at which TPR is reported (Carlini et al. 2022, Sec. III).
 FPRS: tuple[float, ...] = (0.001, 0.01)
 
 
 def _logits(model: nn.Module, x: np.ndarray, task: str) -> torch.Tensor:
+    import torch
+
     model.eval()
     with torch.no_grad():
         return model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))[task]
@@ -58,6 +60,9 @@ def _logits(model: nn.Module, x: np.ndarray, task: str) -> torch.Tensor:
 
 def per_record_loss(model: nn.Module, records: Records, task: str) -> np.ndarray:
     """Cross-entropy of each record under ``model``'s ``task`` head."""
+    import torch
+    import torch.nn.functional as F
+
     logits = _logits(model, records.x, task)
     y = torch.from_numpy(np.asarray(records.labels[task], dtype=np.int64))
     return F.cross_entropy(logits, y, reduction="none").numpy().astype(np.float64)
@@ -65,6 +70,8 @@ def per_record_loss(model: nn.Module, records: Records, task: str) -> np.ndarray
 
 def logit_confidence(model: nn.Module, records: Records, task: str) -> np.ndarray:
     """``phi = log p_y - log(1 - p_y)`` per record, computed stably from the logits."""
+    import torch
+
     logits = _logits(model, records.x, task).double()
     y = torch.from_numpy(np.asarray(records.labels[task], dtype=np.int64))
     correct = logits.gather(1, y[:, None])[:, 0]
@@ -81,6 +88,8 @@ def _key(unit: UnitSpec, task: str) -> str:
 def _released_model(obs: Observation, unit: UnitSpec) -> nn.Module:
     if obs.released is None:
         raise ValueError("this attack needs the released models (View.RELEASED_MODELS)")
+    from privfed.models import load_flat_parameters
+
     model = unit.build()
     load_flat_parameters(model, obs.released[unit.name])
     return model
@@ -138,6 +147,8 @@ class LossThreshold(_MembershipAttack):
 
 def init_model(unit: UnitSpec, generator: torch.Generator) -> nn.Module:
     """A fresh model of ``unit`` initialized like the engine does, from ``generator`` only."""
+    import torch
+
     model = unit.build()
     with torch.no_grad():
         for p in model.parameters():
@@ -168,6 +179,9 @@ def train_shadow(
         lr: learning rate.
         generator: initialization and batch sampling.
     """
+    import torch
+    import torch.nn.functional as F
+
     model = init_model(unit, generator)
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     x = torch.from_numpy(np.ascontiguousarray(data.x, dtype=np.float32))
@@ -219,6 +233,8 @@ class LiRAOffline(_MembershipAttack):
         steps = self.steps or int(recipe.get("rounds", 1) * recipe.get("local_steps", 1))
         batch = int(recipe.get("batch_size", 16))
         lr = float(recipe.get("lr", 0.1))
+        import torch
+
         gen = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
         outputs: dict[str, np.ndarray] = {}
         notes = []

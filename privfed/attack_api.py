@@ -2,9 +2,11 @@
 
 An attack declares a :class:`ThreatModel` (who the adversary is, what it observes). The
 framework builds an :class:`Observation` from a finished run that holds *only* what that threat
-model allows (see :func:`privfed.attack_runner.observe_run`) and hands it to :meth:`Attack.run`.
+model allows (see :func:`privfed.attack_runner.observe_run`) and hands it to :meth:`Attack.run`,
+which runs in a process of its own that holds nothing else (:mod:`privfed.attack_sandbox`).
 The ground truth (true client updates, which records were members) lives in a separate
-:class:`GroundTruth` that only :meth:`Attack.evaluate` -- the metric step -- receives. This is
+:class:`GroundTruth`, assembled after ``run`` has returned, that only :meth:`Attack.evaluate` --
+the metric step, in the framework's process -- receives. This is
 the split of breaching's ``reconstruct(server_payload, shared_data, server_secrets)`` (Geiping
 et al., breaching).
 
@@ -22,6 +24,7 @@ module for compatibility.
 from __future__ import annotations
 
 import enum
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -29,9 +32,10 @@ from typing import ClassVar
 
 import numpy as np
 
-from privfed.client import UnitSpec
-from privfed.registry import Registry
+from privfed.errors import PrivfedError
+from privfed.registry import Registry, subclass_check
 from privfed.secagg.config import SecAggConfig
+from privfed.unit import UnitSpec
 
 
 class Adversary(enum.Enum):
@@ -97,8 +101,8 @@ class ThreatModel:
         if extra:
             names = ", ".join(sorted(v.value for v in extra))
             raise ValueError(
-                f"ThreatModel.observes: a {self.adversary.value} cannot observe {names}; pick "
-                "another adversary or drop those views"
+                f"ThreatModel.observes: the adversary {self.adversary.value} cannot observe "
+                f"{names}; pick another adversary or drop those views"
             )
 
     def describe(self) -> str:
@@ -129,10 +133,13 @@ class Encoding:
     """How the server's inbox vectors are encoded (public protocol parameters).
 
     Attributes:
-        kind: ``"plain"`` (float vectors) or ``"secagg"`` (masked integers modulo ``2**bits``).
-        bits: modulus exponent (secagg).
-        scale_bits: fixed-point scale exponent (secagg).
-        clip: fixed-point clamp (secagg).
+        kind: ``"plain"`` (float vectors), ``"secagg"`` (fixed point, masked, modulo
+            ``2**bits``) or ``"secagg+ddg"`` (client-level distributed DP: clipped, rotated,
+            scaled, noised integers, masked, modulo ``2**bits``; see
+            :mod:`privfed.privacy.distributed`).
+        bits: modulus exponent (secagg, secagg+ddg).
+        scale_bits: fixed-point scale exponent (secagg; 0 otherwise).
+        clip: per-coordinate fixed-point clamp (secagg); the L2 clipping norm (secagg+ddg).
     """
 
     kind: str
@@ -152,7 +159,13 @@ class Observation:
         threat_model: the threat model this observation was built for.
         units: model units (name, group, tasks, architecture), in joint-vector order.
         offsets: unit ``i``'s slice of a joint vector is ``offsets[i]:offsets[i + 1]``.
-        counter_base: index of the first participation counter in a joint vector.
+        counter_base: index of the first participation counter in a joint vector (= the
+            length of the update part).
+        counters: whether the joint vector carries one participation counter per unit at
+            ``counter_base + i`` (1.0 if the client trained unit ``i``); False under
+            client-level DP, whose denominator is fixed.
+        clip_bit: whether the last coordinate (``counter_base + len(units)``) carries adaptive
+            clipping's centred bit (+0.5 within the clip bound, -0.5 above it).
         encoding: how inbox vectors are encoded.
         released: unit name -> final global model (``View.RELEASED_MODELS``).
         public: group -> the population's public split (``View.PUBLIC_DATA``).
@@ -176,6 +189,8 @@ class Observation:
     offsets: tuple[int, ...]
     counter_base: int
     encoding: Encoding
+    counters: bool = True
+    clip_bit: bool = False
     num_clients: int
     recipe: Mapping[str, float] = field(default_factory=dict)
     secagg: SecAggConfig | None = None
@@ -239,6 +254,10 @@ class AttackResult:
         return replace(self, metrics={**self.metrics, **metrics}, notes=self.notes + notes)
 
 
+class AttackParameterError(PrivfedError):
+    """An attack parameter is unknown or has the wrong type."""
+
+
 class Attack(ABC):
     """An attack: a threat model, a ``run`` on the adversary's view and a metric step.
 
@@ -265,11 +284,28 @@ def _describe(cls: type[Attack]) -> str:
     return tm.describe() if isinstance(tm, ThreatModel) else ""
 
 
+def attack_problem(obj: object) -> str:
+    """What keeps ``obj`` from being an attack plug-in ("" if nothing)."""
+    problem = subclass_check(Attack)(obj)
+    if problem:
+        return problem
+    assert isinstance(obj, type)
+    if inspect.isabstract(obj):
+        missing = ", ".join(sorted(getattr(obj, "__abstractmethods__", ())))
+        return f"{obj.__qualname__} does not implement {missing}"
+    if not isinstance(getattr(obj, "name", None), str):
+        return f"{obj.__qualname__} has no class attribute name (a str)"
+    if not isinstance(getattr(obj, "threat_model", None), ThreatModel):
+        return f"{obj.__qualname__}.threat_model is not a privfed.attack_api.ThreatModel"
+    return ""
+
+
 #: Every attack by name, built-in and third-party alike, through ``privfed.attacks``.
 ATTACKS: Registry[type[Attack]] = Registry(
     "attack",
     entry_point_group="privfed.attacks",
     describe=_describe,
+    check=attack_problem,
     hint="the built-in attacks come through the privfed.attacks entry points of the installed "
     "package: if none is registered, reinstall privfed (pip install -e .) after pulling",
 )

@@ -21,17 +21,21 @@ updates come from the replay's separate channel (:attr:`privfed.engine.PlayedRou
 never from the record.
 
 :func:`run_attack` is the glue behind ``privfed attack``: it looks the attack up (entry points
-of the group ``privfed.attacks``), builds the observation, calls
-:meth:`~privfed.attack_api.Attack.run` with a generator derived from ``seed``, then hands the
-result and the ground truth to :meth:`~privfed.attack_api.Attack.evaluate`. A missing seed is
-drawn, and returned with the result so it can be written next to the metrics (as breaching
-does). :func:`run_configured_attacks` runs a config's ``[[attacks]]``.
+of the group ``privfed.attacks``), builds the observation, runs
+:meth:`~privfed.attack_api.Attack.run` **in a process of its own** that receives only the
+observation (:func:`privfed.attack_sandbox.run_isolated`: no ground truth, no run directory, an
+empty working directory), and only when the guesses are back assembles the
+:class:`~privfed.attack_api.GroundTruth` and hands both to
+:meth:`~privfed.attack_api.Attack.evaluate`. A ``nan`` metric without a note that names it gets
+one saying so. A missing seed is drawn, and returned with the result so it can be written next
+to the metrics (as breaching does). :func:`run_configured_attacks` runs a config's
+``[[attacks]]``.
 """
 
 from __future__ import annotations
 
 import copy
-import inspect
+import math
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -44,6 +48,7 @@ import numpy as np
 from privfed.attack_api import (
     ATTACKS,
     Attack,
+    AttackParameterError,
     AttackResult,
     Encoding,
     GroundTruth,
@@ -52,10 +57,12 @@ from privfed.attack_api import (
     ThreatModel,
     View,
 )
+from privfed.attack_sandbox import instantiate, run_isolated
 from privfed.config import ExperimentConfig, load_config
 from privfed.engine import Engine, RunState
 from privfed.errors import CheckpointError, PrivfedError
 from privfed.rng import int_seed, numpy_rng
+from privfed.round import RoundRecord
 from privfed.rundir import CHECKPOINT, LEGACY_CHECKPOINT
 
 __all__ = [
@@ -132,6 +139,10 @@ def observe_run(
 ) -> Prepared:
     """Build the observation for ``threat_model`` from ``run_dir``, and the ground truth.
 
+    This is the framework's view of both (for tests and analysis code); :func:`run_attack`
+    hands the observation to the attack in a process of its own and assembles the ground truth
+    only after the attack's guesses are back.
+
     Args:
         run_dir: a finished ``privfed run`` directory.
         threat_model: what the attack may see.
@@ -144,16 +155,64 @@ def observe_run(
     Raises:
         AttackSetupError: the run directory is incomplete or the observed round trained nobody.
     """
+    observation, truth = _observe(
+        run_dir,
+        threat_model,
+        rng=rng,
+        observed_round=observed_round,
+        challenge_per_group=challenge_per_group,
+        adversary_clients=adversary_clients,
+    )
+    return Prepared(observation, truth())
+
+
+def _untrained_reason(record: RoundRecord, run_dir: str | Path, r: int) -> str:
+    """Why replaying round ``r`` gave the server no trained update (``""`` if it did)."""
+    if record.trained > 0 and record.included and (record.aggregate is not None or record.observed):
+        return ""
+    if record.refused:
+        why = f"the server refused the round: {record.refused}"
+    elif record.aborted:
+        why = f"secure aggregation aborted: {record.aborted}"
+    elif record.trained > 0:
+        why = "the clients trained but the algorithm sends the server nothing (e.g. local)"
+    elif record.budget_skips:
+        why = (
+            f"every client's privacy budget is spent ({record.budget_skips} (client, unit) "
+            "trainings skipped; clients with nothing to train send zeros)"
+        )
+    elif record.diverged:
+        why = f"every training diverged ({record.diverged} non-finite results, not sent)"
+    else:
+        why = "no client of the cohort trained a unit"
+    return (
+        f"{run_dir}: replaying round {r + 1} trained no client: {why}; an attack on it would "
+        "only see zeros. Observe the first round instead (--round first, or observed_round = "
+        '"first" in [[attacks]])'
+    )
+
+
+def _observe(
+    run_dir: str | Path,
+    threat_model: ThreatModel,
+    *,
+    rng: np.random.Generator,
+    observed_round: Literal["first", "next"],
+    challenge_per_group: int,
+    adversary_clients: tuple[int, ...],
+) -> tuple[Observation, Callable[[], GroundTruth]]:
+    """The observation, and a function that assembles the ground truth when called."""
     cfg, engine, state = load_run(run_dir)
     fed = engine.fed
     views = threat_model.observes
-    enc = (
-        Encoding("secagg", cfg.secagg.bits, cfg.secagg.scale_bits, cfg.secagg.clip)
-        if cfg.federation.aggregator == "secagg"
-        else Encoding("plain")
-    )
+    layout, ddg = engine.server.layout, engine.server.ddg
+    if ddg is not None:
+        enc = Encoding("secagg+ddg", int(ddg.bits), 0, float(ddg.clip))
+    elif cfg.federation.aggregator == "secagg":
+        enc = Encoding("secagg", cfg.secagg.bits, cfg.secagg.scale_bits, cfg.secagg.clip)
+    else:
+        enc = Encoding("plain")
     kwargs: dict[str, object] = {}
-    truth: dict[str, object] = {}
     if View.RELEASED_MODELS in views:
         kwargs["released"] = {k: v.copy() for k, v in state.globals.items()}
 
@@ -192,8 +251,8 @@ def observe_run(
     kwargs["challenge"] = challenge
     if View.PUBLIC_DATA in views:
         kwargs["public"] = public
-    truth.update(membership=membership, train=train, mean_image=mean_image)
 
+    updates: dict[int, np.ndarray] = {}
     needs_round = views & {View.AGGREGATE, View.SERVER_INBOX, View.OWN_CLIENT}
     if needs_round:
         if observed_round == "first":
@@ -206,13 +265,17 @@ def observe_run(
         with engine:
             played = engine.play_round(r, start, keep_updates=True)
         record = played.record
-        if record.aggregate is None or not played.updates:
-            raise AttackSetupError(
-                f"{run_dir}: replaying round {r + 1} trained no client (privacy budgets spent or "
-                "the round aborted); replay the first round instead (--round first)"
-            )
+        reason = _untrained_reason(record, run_dir, r)
+        if reason:
+            raise AttackSetupError(reason)
         kwargs.update(round_index=r, broadcast=broadcast, included=tuple(record.included))
         if View.AGGREGATE in views:
+            if record.aggregate is None:
+                raise AttackSetupError(
+                    f"{run_dir}: algorithm {cfg.federation.algorithm!r} sends the server each "
+                    "client's model, never a sum: there is no aggregate to observe; use an "
+                    "attack on the server inbox"
+                )
             kwargs["aggregate"] = np.asarray(record.aggregate).copy()
         if View.SERVER_INBOX in views:
             kwargs["inbox"] = {c: np.asarray(v).copy() for c, v in record.observed.items()}
@@ -221,13 +284,15 @@ def observe_run(
             kwargs["own_updates"] = {
                 c: v.copy() for c, v in played.updates.items() if c in adversary_clients
             }
-        truth["updates"] = {c: v.copy() for c, v in played.updates.items()}
+        updates = {c: v.copy() for c, v in played.updates.items()}
 
     obs = Observation(
         threat_model=threat_model,
         units=tuple(fed.units),
         offsets=tuple(int(o) for o in fed.offsets),
-        counter_base=int(fed.counter_base),
+        counter_base=int(layout.counter_base),
+        counters=bool(layout.counters),
+        clip_bit=bool(layout.clip_bit),
         encoding=enc,
         num_clients=cfg.federation.num_clients,
         secagg=cfg.secagg if cfg.federation.aggregator == "secagg" else None,
@@ -240,11 +305,13 @@ def observe_run(
         },
         **kwargs,  # type: ignore[arg-type]
     )
-    return Prepared(obs, GroundTruth(**truth))  # type: ignore[arg-type]
 
+    def truth() -> GroundTruth:
+        return GroundTruth(
+            membership=membership, updates=updates, train=train, mean_image=mean_image
+        )
 
-class AttackParameterError(PrivfedError):
-    """An attack parameter is unknown or has the wrong type."""
+    return obs, truth
 
 
 @dataclass(frozen=True)
@@ -273,34 +340,27 @@ def make_attack(name: str, params: Mapping[str, str] | None = None) -> Attack:
         RegistryError: unknown attack (the message lists the registered ones).
         AttackParameterError: unknown parameter or a value of the wrong type.
     """
-    cls = ATTACKS.get(name)
-    sig = inspect.signature(cls.__init__)
-    accepted = {k: p for k, p in sig.parameters.items() if k != "self" and p.kind is p.KEYWORD_ONLY}
-    kwargs: dict[str, Any] = {}
-    for key, raw in (params or {}).items():
-        if key not in accepted:
-            raise AttackParameterError(
-                f"attack {name!r} has no parameter {key!r}; it takes "
-                f"{', '.join(sorted(accepted)) or 'none'}"
-            )
-        default = accepted[key].default
-        try:
-            if isinstance(default, bool):
-                kwargs[key] = raw.lower() in ("1", "true", "yes")
-            elif isinstance(default, int):
-                kwargs[key] = int(raw)
-            elif isinstance(default, float):
-                kwargs[key] = float(raw)
-            else:
-                kwargs[key] = raw
-        except ValueError:
-            raise AttackParameterError(
-                f"attack {name!r}: --param {key}={raw!r} is not a {type(default).__name__}"
-            ) from None
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise AttackParameterError(f"attack {name!r}: {exc}") from None
+    return instantiate(ATTACKS.get(name), name, params)
+
+
+def explain_nans(result: AttackResult) -> AttackResult:
+    """``result`` with a note for every ``nan`` metric that no note names.
+
+    An attack should say why a metric is undefined (see the built-in inversions); this makes
+    sure a reader never meets a bare ``nan``.
+    """
+    silent = [
+        k
+        for k, v in sorted(result.metrics.items())
+        if math.isnan(float(v)) and not any(k in note for note in result.notes)
+    ]
+    if not silent:
+        return result
+    return result.with_metrics(
+        {},
+        f"{', '.join(silent)}: nan, and the attack {result.attack!r} gave no reason; the "
+        "metric is undefined for this run (ask the attack's authors to say why in a note)",
+    )
 
 
 def run_attack(
@@ -310,8 +370,14 @@ def run_attack(
     seed: int | None = None,
     params: Mapping[str, str] | None = None,
     observed_round: Literal["first", "next"] = "first",
+    echo: Callable[[str], None] = print,
 ) -> AttackRun:
     """Run the attack ``name`` against ``run_dir`` and evaluate it.
+
+    The attack's :meth:`~privfed.attack_api.Attack.run` runs in a process of its own that
+    receives only the observation (:mod:`privfed.attack_sandbox`); the ground truth is put
+    together after its guesses are back, and :meth:`~privfed.attack_api.Attack.evaluate` runs
+    here on a fresh instance.
 
     Args:
         name: registered attack name.
@@ -319,26 +385,39 @@ def run_attack(
         seed: root seed of the attack's randomness; None draws one (returned in the result).
         params: ``key -> value`` strings for the attack's keyword arguments.
         observed_round: which round server/client views replay (see the module docstring).
+        echo: where the attack's own printed output goes.
+
+    Raises:
+        RegistryError: unknown or broken attack plug-in.
+        AttackParameterError: a parameter is unknown or of the wrong type.
+        AttackSetupError: the run directory cannot be attacked (incomplete, or the observed
+            round trained nobody).
+        AttackFailed: the attack refused the run (its message), crashed, or returned a
+            malformed result.
     """
-    attack = make_attack(name, params)
+    cls = ATTACKS.get(name)
+    attack = make_attack(name, params)  # refuses bad parameters before any work
     if seed is None:
         seed = secrets.randbits(62)
-    prepared = observe_run(
+    observation, truth = _observe(
         run_dir,
-        type(attack).threat_model,
+        cls.threat_model,
         rng=numpy_rng(seed, "attack-challenge"),
         observed_round=observed_round,
+        challenge_per_group=400,
+        adversary_clients=(0,),
     )
+    raw = run_isolated(cls, name=name, params=params, observation=observation, seed=seed, echo=echo)
+    del observation
     try:
-        raw = attack.run(prepared.observation, rng=numpy_rng(seed, f"attack:{name}"))
-        result = attack.evaluate(raw, prepared.truth)
+        result = attack.evaluate(raw, truth())
     except ValueError as exc:
-        raise PrivfedError(f"attack {name!r} on {run_dir}: {exc}") from None
+        raise PrivfedError(f"attack {name!r} on {run_dir}: scoring failed: {exc}") from None
     return AttackRun(
-        result=result,
+        result=explain_nans(result),
         seed=seed,
         run_dir=Path(run_dir),
-        threat_model=type(attack).threat_model.describe(),
+        threat_model=cls.threat_model.describe(),
     )
 
 

@@ -7,7 +7,6 @@ import math
 import sys
 from collections.abc import Sequence
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +15,30 @@ from privfed.registry import Registry
 
 
 def _quickstart_path() -> Path:
-    return Path(str(resources.files("privfed") / "configs" / "quickstart.toml"))
+    """The bundled quickstart config (``privfed.config.resolve_config("quickstart")``)."""
+    from privfed.config import resolve_config
+
+    return resolve_config("quickstart")
 
 
 def _fmt_eps(eps: float) -> str:
     return "inf" if math.isinf(eps) else f"{eps:.2f}"
 
 
+#: What the progress bar of ``privfed run`` shows (its --help epilog; docs/quickstart.md).
+PROGRESS_LEGEND = """\
+progress bar, after each round:
+  clients    clients whose update reached the server's sum this round
+  trainings  (client, model unit) trainings sent this round: a client holding a group
+             trains each of its units (per-task: one per task; shared-trunk: one per group)
+  acc        mean test accuracy over the tasks at the last evaluation
+  eps        largest record-level epsilon spent so far (any client, any data source)
+"""
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """``privfed run [CONFIG] [--out DIR] [--resume]``."""
-    from privfed.config import load_config
+    from privfed.config import load_config, resolve_config
     from privfed.engine import run_experiment
 
     if args.resume and args.out is None:
@@ -38,7 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume and args.config is None:
         cfg_path = Path(args.out) / "config.toml"
     else:
-        cfg_path = Path(args.config) if args.config else _quickstart_path()
+        cfg_path = resolve_config(args.config)
     cfg = load_config(cfg_path)
     out = (
         Path(args.out)
@@ -48,7 +61,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     backend = backend_options(args)
     where = backend.backend + (f", {backend.workers} workers" if backend.workers else "")
     print(f"privfed run: {cfg.name} ({cfg_path}) -> {out} [{where}]")
-    summary = run_experiment(cfg, out, resume=args.resume, progress=not args.quiet, backend=backend)
+    try:
+        summary = run_experiment(
+            cfg, out, resume=args.resume, progress=not args.quiet, backend=backend
+        )
+    except KeyboardInterrupt:
+        print(
+            f"\nprivfed: interrupted; the rounds checkpointed in {out} are kept. Continue with:"
+            f"\n  privfed run --resume --out {out}",
+            file=sys.stderr,
+        )
+        return 130
     print()
     print(
         f"after {summary.rounds} rounds ({cfg.federation.algorithm}, "
@@ -157,26 +180,45 @@ def backend_options(args: argparse.Namespace) -> Any:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """``privfed list``: every registered plug-in, one line each."""
+    """``privfed list``: every registered plug-in, one line each; broken plug-ins at the end.
+
+    Built-ins are described without importing their modules (no torch); third-party plug-ins
+    are loaded to describe them (an attack by its threat model). A plug-in that fails to load
+    is named with its error under "problems" and skipped; the exit status stays 0.
+    """
     from privfed.algorithms import ALGORITHMS
+    from privfed.attack_api import ATTACKS
     from privfed.data.partition import PARTITIONERS
     from privfed.data.sources import SOURCES
-    from privfed.models import MODELS
+    from privfed.models.registry import MODELS
 
     sections: list[tuple[str, Registry[Any]]] = [
         ("data sources (tasks are their label columns)", SOURCES),
         ("models (groups.X.model; parameters in model_params)", MODELS),
         ("partitioners", PARTITIONERS),
-        ("algorithms", ALGORITHMS),
+        ("algorithms (federation.algorithm; parameters in algorithm_params)", ALGORITHMS),
+        ("attacks: adversary [what it observes]: summary", ATTACKS),
     ]
-    from privfed.attack_api import ATTACKS
-
-    sections.append(("attacks", ATTACKS))
+    problems: list[str] = []
     for title, reg in sections:
+        listed = reg.listing()
+        width = max((len(e.name) for e in listed), default=0) + 2
         print(f"{title}:")
-        for e in reg.entries():
-            print(f"  {e.name:<14} {e.description}")
+        for e in listed:
+            origin = "" if e.origin.startswith(("built-in", "privfed ")) else f"  ({e.origin})"
+            print(f"  {e.name:<{width}}{e.description}{origin}")
         print()
+        problems.extend(reg.problems().values())
+    if problems:
+        print(f"problems: {len(problems)} plug-in(s) could not be loaded and were skipped:")
+        for text in problems:
+            print(f"  - {text}")
+        print()
+        print(
+            f"privfed list: warning: {len(problems)} broken plug-in(s) skipped (see problems "
+            "above); the others work",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -201,8 +243,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("run", help="train a federation (no CONFIG: the built-in quickstart)")
-    p.add_argument("config", nargs="?", help="experiment TOML file (default: quickstart)")
+    p = sub.add_parser(
+        "run",
+        help="train a federation (no CONFIG: the built-in quickstart)",
+        epilog=PROGRESS_LEGEND,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "config",
+        nargs="?",
+        help="experiment TOML file, or the name of a bundled config (quickstart, the default)",
+    )
     p.add_argument("--out", help="run directory (default: runs/NAME-TIMESTAMP)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -260,7 +311,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"privfed: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("privfed: interrupted; a run continues with --resume --out DIR", file=sys.stderr)
+        print(
+            "privfed: interrupted; a run continues with privfed run --resume --out DIR, a sweep "
+            "with the same privfed sweep command (finished points are kept)",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,61 +23,12 @@ from opacus.data_loader import DPDataLoader
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from privfed.data.inputs import InputSpec
-from privfed.models import build_model, flat_parameters, load_flat_parameters
+from privfed.models import flat_parameters, load_flat_parameters
 from privfed.privacy.planning import sample_rate_for
 from privfed.rng import int_seed
+from privfed.unit import UnitSpec
 
 __all__ = ["TrainResult", "UnitSpec", "UnitTrainer", "sample_rate_for"]
-
-
-@dataclass(frozen=True)
-class UnitSpec:
-    """A model trained and aggregated as one vector.
-
-    Attributes:
-        name: ``group.task`` for a per-task model, ``group`` for a shared-trunk model.
-        group: task group name.
-        tasks: label columns (heads) of the model.
-        in_features: flattened input size as an MLP's first layer sees it (token ids count
-            ``vocab`` each, one-hot).
-        hidden: hidden widths of the ``mlp`` model (its ``hidden`` parameter unless
-            ``model_params`` sets it); unused by other models.
-        heads: task -> number of classes.
-        model: registered model name (``privfed.models.MODELS``).
-        model_params: the model factory's parameters.
-        inputs: the data source's input spec; None means float feature vectors of
-            ``in_features``.
-    """
-
-    name: str
-    group: str
-    tasks: tuple[str, ...]
-    in_features: int
-    hidden: tuple[int, ...]
-    heads: Mapping[str, int]
-    model: str = "mlp"
-    model_params: Mapping[str, Any] = field(default_factory=dict)
-    inputs: InputSpec | None = None
-
-    @property
-    def input_spec(self) -> InputSpec:
-        """What one record looks like to the model."""
-        if self.inputs is not None:
-            return self.inputs
-        return InputSpec(shape=(self.in_features,), kind="features")
-
-    @property
-    def factory_params(self) -> dict[str, Any]:
-        """The parameters passed to the model factory."""
-        params = dict(self.model_params)
-        if self.model == "mlp":
-            params.setdefault("hidden", tuple(self.hidden))
-        return params
-
-    def build(self) -> nn.Module:
-        """A fresh (untrained) model of this unit: ``x -> {task: logits}``."""
-        return build_model(self.model, self.input_spec, self.heads, self.factory_params)
 
 
 @dataclass(frozen=True)

@@ -102,9 +102,14 @@ class PartitionConfig(_Checked):
     """Fewest records a client may hold (partitioners that can guarantee it)."""
     label: str = ""
     """Label column the skew follows; empty means the group's first task."""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    """Further keyword parameters of the partitioner, for partitioners (third-party ones) that
+    declare parameters other than the fields above."""
 
     def _problems(self) -> list[str]:
         p: list[str] = []
+        for key in sorted(set(self.params) & {"alpha", "shards_per_client", "min_size"}):
+            p.append(f"params.{key}: set {key} in the partition table itself, not in params")
         _range(p, "alpha", self.alpha, lo=0.0, lo_open=True)
         _range(p, "shards_per_client", self.shards_per_client, lo=1)
         _range(p, "min_size", self.min_size, lo=0)
@@ -112,6 +117,25 @@ class PartitionConfig(_Checked):
 
 
 _DEFAULT_HIDDEN = (64,)
+
+
+def _call_problems(fn: Any, params: Mapping[str, Any], *, skip: int, what: str) -> list[str]:
+    """Names in ``params`` that ``fn`` does not take (after its first ``skip`` parameters)."""
+    import inspect
+
+    sig = inspect.signature(fn)
+    if any(q.kind is q.VAR_KEYWORD for q in sig.parameters.values()):
+        return []
+    accepted = [
+        name
+        for name, q in list(sig.parameters.items())[skip:]
+        if q.kind in (q.KEYWORD_ONLY, q.POSITIONAL_OR_KEYWORD)
+    ]
+    allowed = ", ".join(accepted) or "none"
+    return [
+        f"{key} is not a parameter of {what}; it takes: {allowed}"
+        for key in sorted(set(params) - set(accepted))
+    ]
 
 
 def _model_problems(g: GroupConfig) -> list[str]:
@@ -523,9 +547,19 @@ class ExperimentConfig(_Checked):
         first_on_source: dict[str, str] = {}
         for gname, g in self.groups.items():
             try:
-                PARTITIONERS.get(g.partition.kind)
+                partitioner = PARTITIONERS.get(g.partition.kind)
             except RegistryError as exc:
                 p.append(f"groups.{gname}.partition.kind: {exc}")
+            else:
+                p.extend(
+                    f"groups.{gname}.partition.params.{q}"
+                    for q in _call_problems(
+                        partitioner,
+                        g.partition.params,
+                        skip=4,
+                        what=f"partitioner {g.partition.kind!r}",
+                    )
+                )
             first = first_on_source.setdefault(g.source, gname)
             if first != gname:
                 f = self.groups[first]
@@ -793,6 +827,33 @@ def load_config(path: str | Path) -> ExperimentConfig:
     return from_dict(data, source=str(path))
 
 
+def bundled_configs() -> dict[str, Path]:
+    """The configs that ship with privfed, by name (``quickstart``)."""
+    from importlib import resources
+
+    root = resources.files("privfed") / "configs"
+    return {
+        Path(entry.name).stem: Path(str(entry))
+        for entry in root.iterdir()
+        if entry.name.endswith(".toml")
+    }
+
+
+def resolve_config(ref: str | None, *, base: Path | None = None) -> Path:
+    """The config file ``ref`` names: a bundled config's name (``quickstart``) or a path.
+
+    A bare name without a ``.toml`` suffix or a directory part is a bundled config when privfed
+    ships one of that name (as a sweep's ``base = "quickstart"``); anything else is a path,
+    relative to ``base`` when given. None means the quickstart.
+    """
+    bundled = bundled_configs()
+    if ref is None:
+        return bundled["quickstart"]
+    if ref in bundled and not Path(ref).suffix and Path(ref).name == ref:
+        return bundled[ref]
+    return (base / ref) if base is not None else Path(ref)
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A TOML-ready mapping of a config (None values dropped, tuples as lists)."""
 
@@ -860,6 +921,9 @@ def config_hash(cfg: ExperimentConfig) -> str:
         for key, default in _GROUP_HASHED_ONLY_WHEN_SET.items():
             if group.get(key) == default:
                 group.pop(key, None)
+        partition = group.get("partition")
+        if isinstance(partition, dict) and partition.get("params") == {}:
+            partition.pop("params")  # added later: hashed only when set
     canon = json.dumps(data, sort_keys=True, default=str, allow_nan=True)
     return hashlib.sha256(canon.encode()).hexdigest()[:16]
 

@@ -566,7 +566,11 @@ class Engine:
                 self.save_checkpoint(state)
                 atomic_write_json(self.out / "privacy.json", self.privacy_report(state))
                 if bar is not None:
-                    post: dict[str, float] = {"trained": record.trained}
+                    # legend: privfed.cli.PROGRESS_LEGEND (privfed run --help)
+                    post: dict[str, float] = {
+                        "clients": len(record.included),
+                        "trainings": record.trained,
+                    }
                     if last_eval:
                         accs = [v["mean_acc"] for v in last_eval["tasks"].values()]
                         post["acc"] = round(float(np.mean(accs)), 3)

@@ -57,3 +57,8 @@ class StorageError(PrivfedError):
         super().__init__(message)
         self.path = path
         self.errno = errno
+
+
+def a_or_an(word: str) -> str:
+    """``word`` with its indefinite article, for messages: ``an int``, ``a float``."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from privfed.client import UnitSpec
 from privfed.config import ExperimentConfig
 from privfed.data.inputs import input_spec, model_inputs
 from privfed.data.partition import (
@@ -29,6 +28,7 @@ from privfed.errors import ConfigError
 from privfed.models import flat_parameters
 from privfed.models.check import model_problems
 from privfed.rng import int_seed, numpy_rng, torch_generator
+from privfed.unit import UnitSpec
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,7 @@ def _partition(cfg: ExperimentConfig, gname: str, src: SourceData) -> list[np.nd
     accepted = inspect.signature(PARTITIONERS.get(pc.kind)).parameters
     if not any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
         params = {k: v for k, v in params.items() if k in accepted}
+    params.update(pc.params)  # a partitioner's own parameters (checked when loaded)
     rng = numpy_rng(cfg.seed, f"partition:{gname}")
     try:
         return run_partitioner(

@@ -10,9 +10,12 @@ Cryptographic randomness (keys, masks, shares) never comes from here; see ``priv
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported when a generator is asked for, not with this module
+    import torch
 
 
 def _purpose_words(purpose: str) -> list[int]:
@@ -46,6 +49,8 @@ def int_seed(root_seed: int, purpose: str, *coords: int) -> int:
 
 def torch_generator(root_seed: int, purpose: str, *coords: int) -> torch.Generator:
     """A CPU torch.Generator for ``purpose`` at ``coords``."""
+    import torch
+
     gen = torch.Generator()
     gen.manual_seed(int_seed(root_seed, purpose, *coords))
     return gen

@@ -48,9 +48,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from privfed.client import UnitSpec
 from privfed.errors import ConfigError
-from privfed.registry import Registry
+from privfed.registry import Registry, subclass_check
+from privfed.unit import UnitSpec
 
 
 # ------------------------------------------------------------------------------ parameters
@@ -101,15 +101,6 @@ class MochaParams:
 def _toml_name(field_name: str) -> str:
     """A parameter's TOML key: the field name without a trailing underscore (``lambda_``)."""
     return field_name.rstrip("_")
-
-
-def param_defaults(params_type: type) -> dict[str, Any]:
-    """TOML key -> default of every parameter ``params_type`` declares (required ones omitted)."""
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(params_type):
-        if f.default is not dataclasses.MISSING:
-            out[_toml_name(f.name)] = f.default
-    return out
 
 
 def parse_params(params_type: type, values: Mapping[str, Any], *, algorithm: str) -> Any:
@@ -636,7 +627,7 @@ class LocalOnly(Algorithm):
 
 
 ALGORITHMS: Registry[type[Algorithm]] = Registry(
-    "algorithm", entry_point_group="privfed.algorithms"
+    "algorithm", entry_point_group="privfed.algorithms", check=subclass_check(Algorithm)
 )
 
 
@@ -694,6 +685,5 @@ __all__ = [
     "NoParams",
     "ProximalParams",
     "make_algorithm",
-    "param_defaults",
     "parse_params",
 ]

@@ -39,13 +39,15 @@ from typing import Any
 import numpy as np
 
 from privfed.errors import ConfigError
-from privfed.registry import Registry
+from privfed.registry import Registry, callable_check
 
 Partitioner = Callable[..., list[np.ndarray]]
 """``(labels, owner, *, num_clients, rng, **params) -> list of index arrays, one per client``."""
 
 PARTITIONERS: Registry[Partitioner] = Registry(
-    "partitioner", entry_point_group="privfed.partitioners"
+    "partitioner",
+    entry_point_group="privfed.partitioners",
+    check=callable_check("a partitioner"),
 )
 
 

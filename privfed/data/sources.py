@@ -30,7 +30,7 @@ import numpy as np
 
 from privfed.data import loaders, markov, synthetic
 from privfed.errors import ConfigError, DataError, PrivfedError
-from privfed.registry import Registry
+from privfed.registry import Registry, callable_check
 from privfed.rng import numpy_rng
 
 
@@ -105,7 +105,11 @@ class SourceData:
 SourceFactory = Callable[..., SourceData]
 """``factory(*, seed: int, **params) -> SourceData``."""
 
-SOURCES: Registry[SourceFactory] = Registry("data source", entry_point_group="privfed.sources")
+SOURCES: Registry[SourceFactory] = Registry(
+    "data source",
+    entry_point_group="privfed.sources",
+    check=callable_check("a data source factory"),
+)
 
 
 def load_source(name: str, *, seed: int, **params: Any) -> SourceData:

@@ -16,7 +16,8 @@ their last ``metrics.jsonl`` line for per-client numbers) and writes into ``DIR`
 
 Accuracies are final-round test accuracies on each client's held-out test split; no model
 selection is done (``val_mean_acc`` in ``results.csv`` is the validation-split number).
-Plotting needs matplotlib (``pip install 'privfed[report]'``).
+Plotting needs matplotlib (``pip install -e '.[report]'`` in the privfed checkout, or
+``pip install matplotlib``).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def _pyplot() -> Any:
     except ImportError:
         raise PrivfedError(
             "privfed report draws its plots with matplotlib, which is not installed; "
-            "run: pip install 'privfed[report]'"
+            "run: pip install matplotlib (or pip install -e '.[report]' in the privfed checkout)"
         ) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -59,13 +59,19 @@ import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import tomllib
 
-from privfed.config import ExperimentConfig, config_hash, load_config, to_dict, with_overrides
+from privfed.config import (
+    ExperimentConfig,
+    config_hash,
+    load_config,
+    resolve_config,
+    to_dict,
+    with_overrides,
+)
 from privfed.errors import ConfigError, PrivfedError
 from privfed.io import atomic_write_json, atomic_write_text, read_json, read_jsonl, storage_error
 from privfed.rundir import CHECKPOINT
@@ -192,10 +198,6 @@ class SweepPoint:
     config_hash: str
 
 
-def _quickstart_path() -> Path:
-    return Path(str(resources.files("privfed") / "configs" / "quickstart.toml"))
-
-
 def format_value(value: Any) -> str:
     """A value as written in ``results.csv`` and point ids (``inf`` for infinity)."""
     if isinstance(value, bool):
@@ -255,9 +257,10 @@ def load_sweep(path: str | Path) -> SweepSpec:
     known = {"name", "base", "set", "grid", "baselines", "description", "algorithm_params"}
     unknown = sorted(set(sw) - known)
     if unknown:
+        names = ", ".join(f"sweep.{k}" for k in unknown)
         raise SweepError(
-            f"{path}: sweep.{unknown[0]} is not a known key; known: {', '.join(sorted(known))} "
-            "(grid axes go under [sweep.grid])"
+            f"{path}: {names} {'is not a known key' if len(unknown) == 1 else 'are not known keys'}"
+            f"; known: {', '.join(sorted(known))} (grid axes go under [sweep.grid])"
         )
     name = str(sw.get("name", path.stem))
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
@@ -267,7 +270,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
     base_ref = sw.get("base", "quickstart")
     if not isinstance(base_ref, str) or not base_ref:
         raise SweepError(f"{path}: sweep.base must name a config file or 'quickstart'")
-    base_path = _quickstart_path() if base_ref == "quickstart" else (path.parent / base_ref)
+    base_path = resolve_config(base_ref, base=path.parent)
     if not base_path.exists():
         raise SweepError(
             f"{path}: sweep.base {base_ref!r} not found (looked at {base_path}); give a path "
@@ -288,24 +291,26 @@ def load_sweep(path: str | Path) -> SweepSpec:
         except ConfigError as exc:
             raise SweepError(f"{path}: sweep.set is invalid:\n" + _problems(exc)) from None
 
+    # From here on every problem is collected, so that one run of `privfed sweep` names every
+    # bad axis, value, baseline and parameter table at once.
+    problems: list[str] = []
     grid = sw.get("grid", {})
     if not isinstance(grid, dict):
         raise SweepError(f"{path}: sweep.grid must be a table of dotted path = [values]")
     axes: dict[str, tuple[Any, ...]] = {}
     for axis, values in _flatten_keys(grid).items():
         if not isinstance(values, list) or not values:
-            raise SweepError(
-                f"{path}: sweep.grid axis {axis!r} must be a non-empty array of values, "
-                f"got {values!r}"
+            problems.append(
+                f"sweep.grid axis {axis!r} must be a non-empty array of values, got {values!r}"
             )
+            continue
         vals = tuple(_normalize(v) for v in values)
         if len({format_value(v) for v in vals}) != len(vals):
-            raise SweepError(f"{path}: sweep.grid axis {axis!r} repeats a value: {list(vals)}")
-        if axis in set_:
-            raise SweepError(
-                f"{path}: {axis!r} is both in sweep.set and a sweep.grid axis; keep one"
-            )
-        axes[axis] = vals
+            problems.append(f"sweep.grid axis {axis!r} repeats a value: {list(vals)}")
+        elif axis in set_:
+            problems.append(f"{axis!r} is both in sweep.set and a sweep.grid axis; keep one")
+        else:
+            axes[axis] = vals
 
     baselines: list[tuple[str, dict[str, Any]]] = []
     raw_b = sw.get("baselines", [])
@@ -315,18 +320,20 @@ def load_sweep(path: str | Path) -> SweepSpec:
         )
     for i, entry in enumerate(raw_b):
         if not isinstance(entry, dict):
-            raise SweepError(f"{path}: sweep.baselines[{i}] must be a table")
+            problems.append(f"sweep.baselines[{i}] must be a table")
+            continue
         entry = dict(entry)
         bname = str(entry.pop("name", f"baseline{i}"))
         fixed = {k: _normalize(v) for k, v in _flatten_keys(entry).items()}
         if not fixed:
-            raise SweepError(f"{path}: sweep.baselines[{i}] ({bname}) sets no field")
-        if bname == "grid" or bname in {b[0] for b in baselines}:
-            raise SweepError(
-                f"{path}: sweep.baselines[{i}] name {bname!r} is reserved or "
-                "repeated; give each baseline its own name"
+            problems.append(f"sweep.baselines[{i}] ({bname}) sets no field")
+        elif bname == "grid" or bname in {b[0] for b in baselines}:
+            problems.append(
+                f"sweep.baselines[{i}] name {bname!r} is reserved or repeated; give each "
+                "baseline its own name"
             )
-        baselines.append((bname, fixed))
+        else:
+            baselines.append((bname, fixed))
 
     raw_p = sw.get("algorithm_params", {})
     if not isinstance(raw_p, dict) or not all(isinstance(v, dict) for v in raw_p.values()):
@@ -340,11 +347,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
         try:
             parse_params(ALGORITHMS.get(alg).Params, params, algorithm=alg)
         except PrivfedError as exc:
-            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
-            raise SweepError(
-                f"{path}: sweep.algorithm_params.{alg} is invalid:\n"
-                + "\n".join(f"  - {q}" for q in problems)
-            ) from None
+            found = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+            problems.extend(f"sweep.algorithm_params.{alg}: {q}" for q in found)
 
     spec = SweepSpec(
         name=name,
@@ -356,7 +360,12 @@ def load_sweep(path: str | Path) -> SweepSpec:
         baselines=tuple(baselines),
         algorithm_params={k: dict(v) for k, v in raw_p.items()},
     )
-    _validate_axes(spec)
+    problems.extend(_axis_problems(spec))
+    if problems:
+        raise SweepError(
+            f"{path}: {len(problems)} problem(s); fix them all and run again:\n"
+            + "\n".join(f"  - {q}" for q in problems)
+        )
     return spec
 
 
@@ -397,17 +406,18 @@ def point_config(spec: SweepSpec, overrides: Mapping[str, Any]) -> ExperimentCon
     return with_overrides(spec.base, overrides)
 
 
-def _validate_axes(spec: SweepSpec) -> None:
-    """Check every axis value on its own, so an error names the axis and the value."""
+def _axis_problems(spec: SweepSpec) -> list[str]:
+    """Every invalid axis value, each checked on its own so that it names its axis and value."""
+    problems: list[str] = []
     for axis, values in spec.axes.items():
         for v in values:
             try:
                 point_config(spec, {axis: v})
             except ConfigError as exc:
-                raise SweepError(
-                    f"{spec.source}: sweep.grid axis {axis!r} value {format_value(v)} is "
-                    f"invalid:\n{_problems(exc)}"
-                ) from None
+                problems.extend(
+                    f"sweep.grid axis {axis!r} value {format_value(v)}: {q}" for q in exc.problems
+                )
+    return problems
 
 
 # --------------------------------------------------------------------------------------------

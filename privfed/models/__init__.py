@@ -17,21 +17,26 @@ Third-party packages add models through the ``privfed.models`` entry-point group
 
 from __future__ import annotations
 
-from privfed.data.inputs import InputSpec
-from privfed.models.base import (
-    MODELS,
-    ModelFactory,
-    MultiHead,
-    build_model,
-    factory_parameters,
-    flat_parameters,
-    load_flat_parameters,
-    num_parameters,
-    param_problems,
-)
-from privfed.models.cnn import cnn_model
-from privfed.models.mlp import MultiHeadMLP, mlp_model
-from privfed.models.text import FusedLSTMLayer, lstm_model
+from typing import TYPE_CHECKING
+
+from privfed.lazy import lazy_exports
+from privfed.models.registry import MODELS
+
+if TYPE_CHECKING:
+    from privfed.data.inputs import InputSpec
+    from privfed.models.base import (
+        ModelFactory,
+        MultiHead,
+        build_model,
+        factory_parameters,
+        flat_parameters,
+        load_flat_parameters,
+        num_parameters,
+        param_problems,
+    )
+    from privfed.models.cnn import cnn_model
+    from privfed.models.mlp import MultiHeadMLP, mlp_model
+    from privfed.models.text import FusedLSTMLayer, lstm_model
 
 __all__ = [
     "MODELS",
@@ -51,18 +56,24 @@ __all__ = [
     "param_problems",
 ]
 
-MODELS.register(
-    "mlp",
-    mlp_model,
-    description="multi-layer perceptron on the flattened input (token ids one-hot); any source",
-)
-MODELS.register(
-    "cnn",
-    cnn_model,
-    description="small GroupNorm CNN for images (8x8 digits, 28x28 MNIST/FEMNIST, 32x32 CIFAR)",
-)
-MODELS.register(
-    "lstm",
-    lstm_model,
-    description="embedding + stacked LSTM on token ids, per-sample gradients (next character)",
-)
+# Where each public name lives. They are imported on first use (PEP 562), so that importing
+# this package -- to list or look up model names -- does not import torch.
+_LAZY: dict[str, str] = {
+    "InputSpec": "privfed.data.inputs",
+    "ModelFactory": "privfed.models.base",
+    "MultiHead": "privfed.models.base",
+    "build_model": "privfed.models.base",
+    "factory_parameters": "privfed.models.base",
+    "flat_parameters": "privfed.models.base",
+    "load_flat_parameters": "privfed.models.base",
+    "num_parameters": "privfed.models.base",
+    "param_problems": "privfed.models.base",
+    "cnn_model": "privfed.models.cnn",
+    "MultiHeadMLP": "privfed.models.mlp",
+    "mlp_model": "privfed.models.mlp",
+    "FusedLSTMLayer": "privfed.models.text",
+    "lstm_model": "privfed.models.text",
+}
+
+
+__getattr__ = lazy_exports(__name__, _LAZY, globals())

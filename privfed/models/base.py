@@ -13,7 +13,7 @@ see :mod:`privfed.models.check`). Task heads live under ``heads.<task>.`` so tha
 that keep heads personal (FedPer, FedRep) can find them; :class:`MultiHead` does that for a
 trunk. A unit is per-task (``heads`` has one task) or shared-trunk (every task of the group).
 
-Factories register in :data:`MODELS` (built-ins in :mod:`privfed.models`); third-party
+Factories register in :data:`MODELS` (built-ins in :mod:`privfed.models.registry`); third-party
 packages add theirs through the ``privfed.models`` entry-point group.
 """
 
@@ -29,12 +29,22 @@ from torch import nn
 
 from privfed.data.inputs import InputSpec
 from privfed.errors import ConfigError, PrivfedError
-from privfed.registry import Registry
+from privfed.models.registry import MODELS
 
 ModelFactory = Callable[..., nn.Module]
 """``factory(inputs: InputSpec, heads: Mapping[str, int], **params) -> nn.Module``."""
 
-MODELS: Registry[ModelFactory] = Registry("model", entry_point_group="privfed.models")
+__all__ = [
+    "MODELS",
+    "ModelFactory",
+    "MultiHead",
+    "build_model",
+    "factory_parameters",
+    "flat_parameters",
+    "load_flat_parameters",
+    "num_parameters",
+    "param_problems",
+]
 
 
 class MultiHead(nn.Module):

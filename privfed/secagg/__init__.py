@@ -22,31 +22,36 @@ See ``docs/secure-aggregation.md`` for the protocol as built and its threat mode
 
 from __future__ import annotations
 
-from privfed.secagg.aggregator import SecAggAggregator
-from privfed.secagg.client import SecAggClient
-from privfed.secagg.config import SecAggConfig, check_no_overflow
-from privfed.secagg.errors import (
-    ClientRefusal,
-    EnvelopeError,
-    MessageError,
-    ProtocolViolation,
-    SecAggAbort,
-    SecAggError,
-    SignatureError,
-    StageError,
-    TooFewSurvivors,
-)
-from privfed.secagg.identity import PKI, ClientIdentity, KeyRegistry, make_pki
-from privfed.secagg.messages import Stage
-from privfed.secagg.parties import (
-    ClientParties,
-    LocalParties,
-    PartyCosts,
-    PartyFailure,
-    RoutedParties,
-)
-from privfed.secagg.server import SecAggServer
-from privfed.secagg.simulate import PHASES, SecureSumResult, run_session, secure_sum
+from typing import TYPE_CHECKING
+
+from privfed.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from privfed.secagg.aggregator import SecAggAggregator
+    from privfed.secagg.client import SecAggClient
+    from privfed.secagg.config import SecAggConfig, check_no_overflow
+    from privfed.secagg.errors import (
+        ClientRefusal,
+        EnvelopeError,
+        MessageError,
+        ProtocolViolation,
+        SecAggAbort,
+        SecAggError,
+        SignatureError,
+        StageError,
+        TooFewSurvivors,
+    )
+    from privfed.secagg.identity import PKI, ClientIdentity, KeyRegistry, make_pki
+    from privfed.secagg.messages import Stage
+    from privfed.secagg.parties import (
+        ClientParties,
+        LocalParties,
+        PartyCosts,
+        PartyFailure,
+        RoutedParties,
+    )
+    from privfed.secagg.server import SecAggServer
+    from privfed.secagg.simulate import PHASES, SecureSumResult, run_session, secure_sum
 
 __all__ = [
     "PHASES",
@@ -78,3 +83,39 @@ __all__ = [
     "run_session",
     "secure_sum",
 ]
+
+# Where each public name lives. They are imported on first use (PEP 562), so that importing a
+# submodule (``privfed.secagg.config`` for the configuration) does not import the protocol.
+_LAZY: dict[str, str] = {
+    "PHASES": "privfed.secagg.simulate",
+    "PKI": "privfed.secagg.identity",
+    "ClientIdentity": "privfed.secagg.identity",
+    "ClientParties": "privfed.secagg.parties",
+    "ClientRefusal": "privfed.secagg.errors",
+    "EnvelopeError": "privfed.secagg.errors",
+    "KeyRegistry": "privfed.secagg.identity",
+    "LocalParties": "privfed.secagg.parties",
+    "MessageError": "privfed.secagg.errors",
+    "PartyCosts": "privfed.secagg.parties",
+    "PartyFailure": "privfed.secagg.parties",
+    "RoutedParties": "privfed.secagg.parties",
+    "ProtocolViolation": "privfed.secagg.errors",
+    "SecAggAbort": "privfed.secagg.errors",
+    "SecAggAggregator": "privfed.secagg.aggregator",
+    "SecAggClient": "privfed.secagg.client",
+    "SecAggConfig": "privfed.secagg.config",
+    "SecAggError": "privfed.secagg.errors",
+    "SecAggServer": "privfed.secagg.server",
+    "SecureSumResult": "privfed.secagg.simulate",
+    "SignatureError": "privfed.secagg.errors",
+    "Stage": "privfed.secagg.messages",
+    "StageError": "privfed.secagg.errors",
+    "TooFewSurvivors": "privfed.secagg.errors",
+    "check_no_overflow": "privfed.secagg.config",
+    "make_pki": "privfed.secagg.identity",
+    "run_session": "privfed.secagg.simulate",
+    "secure_sum": "privfed.secagg.simulate",
+}
+
+
+__getattr__ = lazy_exports(__name__, _LAZY, globals())

@@ -139,5 +139,7 @@ def test_report_without_matplotlib_says_how_to_install(sweep_dir, tmp_path, monk
     from privfed.evaluation.report import make_report
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(PrivfedError, match=r"pip install 'privfed\[report\]'"):
+    with pytest.raises(
+        PrivfedError, match=r"pip install matplotlib \(or pip install -e '\.\[report\]'"
+    ):
         make_report(sweep_dir, out_dir=tmp_path)

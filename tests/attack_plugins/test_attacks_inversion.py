@@ -1,20 +1,17 @@
 """Gradient inversion against what the server observes (Zhu 2019; Geiping 2020)."""
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `attacks`, not tests/attacks
+import numpy as np
+import pytest
+import torch
+from support import tiny
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from support import tiny  # noqa: E402
-
-from attacks.inversion import first_layer_slices, invert_first_layer  # noqa: E402
-from attacks.runner import run_attack  # noqa: E402
-from privfed.client import UnitSpec  # noqa: E402
-from privfed.engine import run_experiment  # noqa: E402
-from privfed.models import flat_parameters  # noqa: E402
+from attacks.inversion import first_layer_slices, invert_first_layer
+from attacks.runner import run_attack
+from privfed.client import UnitSpec
+from privfed.engine import run_experiment
+from privfed.models import flat_parameters
 
 UNIT = UnitSpec("image", "image", ("identity",), 64, (16,), {"identity": 10})
 

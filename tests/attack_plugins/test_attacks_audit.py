@@ -1,22 +1,17 @@
 """One-run canary audit of DP-SGD (Steinke, Nasr, Jagielski 2023)."""
 
-import sys
-from pathlib import Path
+import math
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `attacks`, not tests/attacks
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.datasets import load_digits
 
-import math  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-
-from attacks.audit import AuditResult, audit_dp_sgd, one_run_epsilon_lower_bound  # noqa: E402
-from attacks.base import Records  # noqa: E402
-from privfed.client import UnitSpec  # noqa: E402
+from attacks.audit import AuditResult, audit_dp_sgd, one_run_epsilon_lower_bound
+from attacks.base import Records
+from privfed.client import UnitSpec
 
 UNIT = UnitSpec("image.identity", "image", ("identity",), 64, (32,), {"identity": 10})
 

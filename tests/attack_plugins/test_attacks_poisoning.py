@@ -1,16 +1,13 @@
 """Backdoor by a malicious client with model replacement (Bagdasaryan et al. 2020)."""
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `attacks`, not tests/attacks
+import numpy as np
+import pytest
+from support import tiny
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from support import tiny  # noqa: E402
-
-from attacks.poisoning import DIGITS_TRIGGER, add_trigger, replay_with_backdoor  # noqa: E402
-from privfed.engine import run_experiment  # noqa: E402
+from attacks.poisoning import DIGITS_TRIGGER, add_trigger, replay_with_backdoor
+from privfed.engine import run_experiment
 
 
 def test_trigger_sets_only_its_pixels() -> None:

@@ -5,28 +5,25 @@ that lacks the check it targets and fails against the defaults on both graphs, n
 check that stopped it (``meta["stopped_by"]``).
 """
 
-import sys
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `attacks`, not tests/attacks
+import numpy as np
+import pytest
+from support import tiny
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from support import tiny  # noqa: E402
-
-from attacks.base import ATTACKS, AttackResult, GroundTruth  # noqa: E402
-from attacks.protocol import (  # noqa: E402
+from attacks.base import ATTACKS, AttackResult, GroundTruth
+from attacks.protocol import (
     BothSharesServer,
     FakeDropoutServer,
     RosterIsolationServer,
     SybilServer,
     dropout_lie_plan,
 )
-from attacks.runner import run_attack  # noqa: E402
-from privfed.engine import run_experiment  # noqa: E402
-from privfed.secagg.config import InsecureThresholdWarning, SecAggConfig  # noqa: E402
-from privfed.secagg.graph import complete_graph  # noqa: E402
+from attacks.runner import run_attack
+from privfed.engine import run_experiment
+from privfed.secagg.config import InsecureThresholdWarning, SecAggConfig
+from privfed.secagg.graph import complete_graph
 
 NO_TRUTH = GroundTruth()
 GRAPHS = ["complete", "harary"]

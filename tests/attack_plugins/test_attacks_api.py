@@ -1,32 +1,27 @@
 """The plug-in API: threat models, what each adversary is handed, the registry."""
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `attacks`, not tests/attacks
+import numpy as np
+import pytest
+from probe_attacks import OutsiderProbe, ServerProbe, Spy, array_digest, survey
+from support import tiny
 
-from typing import ClassVar  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from support import tiny  # noqa: E402
-
-from attacks.base import (  # noqa: E402
+from attacks.base import (
     ATTACKS,
     Adversary,
     Attack,
-    AttackResult,
     GroundTruth,
-    Observation,
     ThreatModel,
     View,
     register_attack,
 )
-from attacks.membership import LiRAOffline  # noqa: E402
-from attacks.observe import AttackSetupError, observe_run  # noqa: E402
-from attacks.runner import AttackParameterError, make_attack, run_attack  # noqa: E402
-from privfed.engine import run_experiment  # noqa: E402
-from privfed.errors import RegistryError  # noqa: E402
+from attacks.membership import LiRAOffline
+from attacks.observe import AttackSetupError, observe_run
+from attacks.runner import AttackParameterError, make_attack, run_attack
+from privfed.engine import run_experiment
+from privfed.errors import RegistryError
+from privfed.rng import numpy_rng
 
 SERVER = ThreatModel(
     adversary=Adversary.HONEST_BUT_CURIOUS_SERVER,
@@ -115,41 +110,68 @@ def test_parameters_are_typed_and_unknown_ones_named() -> None:
     assert isinstance(attack, LiRAOffline) and attack.shadows == 3
     with pytest.raises(AttackParameterError, match="no parameter 'shadow'.*shadows"):
         make_attack("mia-lira", {"shadow": "3"})
-    with pytest.raises(AttackParameterError, match="is not a int"):
+    with pytest.raises(AttackParameterError, match="is not an int"):
         make_attack("mia-lira", {"shadows": "many"})
-
-
-class Spy(Attack):
-    """Records what it was handed."""
-
-    name: ClassVar[str] = "test-spy"
-    threat_model: ClassVar[ThreatModel] = SERVER
-    seen: ClassVar[list[object]] = []
-
-    def run(self, observation: Observation, *, rng: np.random.Generator) -> AttackResult:
-        Spy.seen.append(observation)
-        return AttackResult(attack=self.name, metrics={"draw": float(rng.random())})
-
-    def evaluate(self, result: AttackResult, truth: GroundTruth) -> AttackResult:
-        Spy.seen.append(truth)
-        return result.with_metrics({"clients": float(len(truth.updates))})
 
 
 def test_ground_truth_reaches_only_the_metric_step(runs: dict[str, Path]) -> None:
     register_attack(Spy)
     try:
-        Spy.seen.clear()
+        Spy.truths.clear()
         first = run_attack("test-spy", runs["secagg"], seed=5)
-        obs, truth = Spy.seen
-        assert isinstance(obs, Observation) and isinstance(truth, GroundTruth)
-        assert not any(isinstance(getattr(obs, f), GroundTruth) for f in vars(obs))
-        assert first.result.metrics["clients"] == 4.0
+        # run() saw its view in its own process: inbox and aggregate, nothing of the truth
+        assert first.result.metrics["inbox"] == 4.0 and first.result.metrics["aggregate"] == 1.0
+        assert first.result.meta["truth_in_view"] == "no"
+        # evaluate() ran here, with the truth, assembled after the guesses came back
+        (truth,) = Spy.truths
+        assert isinstance(truth, GroundTruth) and first.result.metrics["clients"] == 4.0
         again = run_attack("test-spy", runs["secagg"], seed=5)
         assert again.result.metrics["draw"] == first.result.metrics["draw"]  # seeded
         drawn = run_attack("test-spy", runs["secagg"])
         assert isinstance(drawn.seed, int)  # a missing seed is drawn and reported
     finally:
         ATTACKS.unregister("test-spy")
+
+
+def _truth_digests(truth: GroundTruth) -> set[bytes]:
+    digests = {array_digest(m) for m in truth.membership.values()}
+    digests |= {array_digest(r.x) for groups in truth.train.values() for r in groups.values()}
+    return digests | {array_digest(u) for u in truth.updates.values()}
+
+
+def test_probe_finds_the_truth_where_it_is_reachable(runs: dict[str, Path]) -> None:
+    # The control: in the framework's process the probe finds the truth and the run directory,
+    # so its silence below means something.
+    prepared = observe_run(runs["plain"], OutsiderProbe.threat_model, rng=numpy_rng(7, "x"))
+    found = survey(prepared.observation)
+    assert found.forbidden.get("GroundTruth", 0) >= 1
+    assert str(runs["plain"]) in found.run_dirs
+    assert found.digests & _truth_digests(prepared.truth)
+
+
+@pytest.mark.parametrize(("probe", "run"), [(OutsiderProbe, "plain"), (ServerProbe, "secagg")])
+def test_hostile_probe_reaches_nothing_outside_its_view(
+    runs: dict[str, Path], probe: type[Attack], run: str
+) -> None:
+    register_attack(probe)
+    try:
+        res = run_attack(probe.name, runs[run], seed=7, echo=lambda _m: None).result
+    finally:
+        ATTACKS.unregister(probe.name)
+    # the same challenge draw as run_attack's (numpy_rng(seed, "attack-challenge"))
+    prepared = observe_run(runs[run], probe.threat_model, rng=numpy_rng(7, "attack-challenge"))
+    digests = {bytes(d) for d in res.outputs["digests"]}
+    view = prepared.observation
+    # it saw its view (masked inbox vectors differ between replays: fresh masks)
+    own = view.released or {"aggregate": view.aggregate}
+    assert {array_digest(np.asarray(a)) for a in own.values()} <= digests
+    assert not digests & _truth_digests(prepared.truth), "ground truth reached the attack"
+    assert res.metrics["forbidden_objects"] == 0, res.meta["forbidden"]
+    assert res.metrics["run_dirs"] == 0, res.meta["run_dirs"]
+    assert res.metrics["cwd_entries"] == 0, res.meta["cwd"]  # an empty working directory
+    run_path = str(runs[run])
+    assert not [s for s in res.notes if run_path in s or s in run_path and len(s) > 5]
+    assert res.metrics["objects_seen"] > 1000  # it did look
 
 
 def test_malicious_clients_see_only_their_own_data_and_updates(runs: dict[str, Path]) -> None:

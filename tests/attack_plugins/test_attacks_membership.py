@@ -1,22 +1,19 @@
 """Membership inference: loss threshold (Yeom 2018) and offline LiRA (Carlini 2022)."""
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `attacks`, not tests/attacks
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from support import tiny
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-from support import tiny  # noqa: E402
-
-from attacks.base import Encoding, GroundTruth, Observation, Records  # noqa: E402
-from attacks.membership import LiRAOffline, LossThreshold, train_shadow  # noqa: E402
-from attacks.runner import run_attack  # noqa: E402
-from privfed.client import UnitSpec  # noqa: E402
-from privfed.engine import run_experiment  # noqa: E402
-from privfed.models import flat_parameters  # noqa: E402
+from attacks.base import Encoding, GroundTruth, Observation, Records
+from attacks.membership import LiRAOffline, LossThreshold, train_shadow
+from attacks.runner import run_attack
+from privfed.client import UnitSpec
+from privfed.engine import run_experiment
+from privfed.models import flat_parameters
 
 UNIT = UnitSpec("image.identity", "image", ("identity",), 64, (32,), {"identity": 10})
 

@@ -1,14 +1,9 @@
 """Known-answer and property tests of the attack metrics."""
 
-import sys
-from pathlib import Path
+import numpy as np
+import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `attacks`, not tests/attacks
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from attacks.metrics import best_psnr, psnr, roc_auc, tpr_at_fpr  # noqa: E402
+from attacks.metrics import best_psnr, psnr, roc_auc, tpr_at_fpr
 
 
 def test_auc_known_answers() -> None:
