@@ -232,7 +232,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from privfed.bench import client_main
 
         return int(client_main(args.rest))
-    raise PrivfedError(f"unknown benchmark {args.name!r}; choose one of: secagg, client")
+    if args.name == "round":
+        from privfed.bench_round import main as round_main
+
+        return int(round_main(args.rest))
+    raise PrivfedError(f"unknown benchmark {args.name!r}; choose one of: secagg, client, round")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -265,8 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("bench", help="speed benchmarks with in-run baselines (secagg, client)")
-    p.add_argument("name", choices=["secagg", "client"])
+    p = sub.add_parser(
+        "bench", help="speed benchmarks with in-run baselines (secagg, client, round)"
+    )
+    p.add_argument("name", choices=["secagg", "client", "round"])
     p.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own arguments")
     p.set_defaults(func=cmd_bench)
 

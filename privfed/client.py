@@ -13,7 +13,7 @@ runs on other backends give the same numbers.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +48,33 @@ class TrainResult:
     sample_rate: float
     noise_multiplier: float
     mean_loss: float
+
+
+def direct_batches(loader: DataLoader) -> tuple[torch.Tensor, ...] | None:
+    """The tensors behind ``loader`` if its batches can be cut from them directly, else None.
+
+    That is a single-process loader over a :class:`~torch.utils.data.TensorDataset` with a
+    batch sampler and the default collation (or Opacus's wrapper of it, which only adds empty
+    batches): iterating it stacks ``dataset[i]`` for the sampled indices ``i``, the same
+    values as indexing each tensor with them.
+    """
+    from torch.utils.data._utils.collate import default_collate
+
+    collate = loader.collate_fn
+    if collate is not default_collate:
+        from opacus.data_loader import CollateFnWithEmpty
+
+        if isinstance(collate, CollateFnWithEmpty):
+            collate = collate.wrapped_collator_fn
+    if (
+        isinstance(loader.dataset, TensorDataset)
+        and loader.num_workers == 0
+        and loader.batch_sampler is not None
+        and collate is default_collate
+        and not loader.pin_memory
+    ):
+        return tuple(loader.dataset.tensors)
+    return None
 
 
 class UnitTrainer:
@@ -135,6 +162,7 @@ class UnitTrainer:
         self.model = model
         self.optimizer = optimizer
         self.loader = loader
+        self._tensors: tuple[torch.Tensor, ...] | None = direct_batches(loader)
         self._loss = nn.CrossEntropyLoss()
 
     @property
@@ -226,24 +254,30 @@ class UnitTrainer:
             for p in params:
                 centers.append(center[offset : offset + p.numel()].view_as(p))
                 offset += p.numel()
-        losses: list[float] = []
+        losses: list[torch.Tensor] = []
         done = 0
+        # Without DP the optimizer is plain SGD: its update is applied directly (what
+        # torch.optim.SGD does on CPU tensors, without its per-step bookkeeping).
+        step = self.optimizer.step if self.private else self._sgd_step
         while done < steps:
-            for batch in self.loader:
+            for batch in self._epoch():
                 xb, ys = batch[0], batch[1:]
-                self.optimizer.zero_grad(set_to_none=True)
+                if self.private:
+                    self.optimizer.zero_grad(set_to_none=True)
+                else:
+                    for p in params:
+                        p.grad = None
                 out = self.model(xb)
-                loss = sum(
-                    (self._loss(out[t], yb) for t, yb in zip(self.tasks, ys, strict=True)),
-                    torch.zeros(()),
-                )
+                loss = self._loss(out[self.tasks[0]], ys[0])
+                for t, yb in zip(self.tasks[1:], ys[1:], strict=True):
+                    loss = loss + self._loss(out[t], yb)
                 loss.backward()
                 prox = (
                     [mu * (p.detach() - c) for p, c in zip(params, centers, strict=True)]
                     if centers
                     else []
                 )
-                self.optimizer.step()
+                step()
                 if prox:
                     with torch.no_grad():
                         for p, d in zip(params, prox, strict=True):
@@ -253,8 +287,51 @@ class UnitTrainer:
                         for p, (m, v) in zip(params, frozen, strict=True):
                             p.copy_(torch.where(m, v, p))
                 if len(xb):
-                    losses.append(float(loss.detach()))
+                    losses.append(loss.detach())
                 done += 1
                 if done == steps:
                     break
-        return done, losses
+        return done, [float(v) for v in losses]
+
+    def release(self) -> None:
+        """Drop the gradients the last step left (and Opacus's per-sample gradients).
+
+        A trainer is kept between rounds; without this it would hold a gradient per parameter,
+        and under DP a per-sample gradient per record of the last batch (most of its memory).
+        """
+        if self.private:
+            self.optimizer.zero_grad(set_to_none=True)  # Opacus clears grad_sample too
+        else:
+            for p in self.module.parameters():
+                p.grad = None
+
+    def _sgd_step(self) -> None:
+        """``torch.optim.SGD.step`` without momentum or weight decay: ``p -= lr * grad``.
+
+        The same operation, with the same arguments, as the single-tensor path SGD takes on CPU
+        (``tests/core/test_trainer_batches.py`` compares the two).
+        """
+        with torch.no_grad():
+            for group in self.optimizer.param_groups:
+                lr = float(group["lr"])
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.add_(p.grad, alpha=-lr)
+
+    def _epoch(self) -> Iterator[Sequence[torch.Tensor]]:
+        """One pass over ``self.loader``: the same batches from the same random draws.
+
+        For a loader over in-memory tensors (every trainer's), the batches are cut from the
+        tensors directly instead of fetched record by record and collated: the data loader's
+        iterator draws its base seed from the loader's generator, then its batch sampler
+        (Poisson or shuffled) draws the indices, exactly as here, and indexing copies the same
+        values ``torch.stack`` would (``tests/core/test_trainer_batches.py`` checks both paths
+        against each other).
+        """
+        if self._tensors is None:
+            yield from self.loader
+            return
+        torch.empty((), dtype=torch.int64).random_(generator=self.loader.generator)
+        for idx in self.loader.batch_sampler:  # type: ignore[union-attr]
+            index = torch.tensor(idx, dtype=torch.int64)
+            yield tuple(t.index_select(0, index) for t in self._tensors)

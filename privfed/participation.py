@@ -233,7 +233,7 @@ class ClientRuntime:
 
 def _release(trainer: UnitTrainer) -> None:
     """Drop the per-sample gradients Opacus leaves after a step (most of a trainer's memory)."""
-    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.release()
 
 
 def participate(runtime: ClientRuntime, task: ClientTask) -> Participation:
