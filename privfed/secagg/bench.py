@@ -11,21 +11,34 @@ would hide per-client costs). In the same process it times three baselines:
 * a plain numpy float32 sum of as many vectors as the server sums (what the server would do
   without secure aggregation);
 * the server's *floor*: the keystream expansions it must do (one AES-128-CTR mask of
-  ``--length`` entries per mask it removes, generated into a cache-sized buffer) plus the
-  additions (the uint sum of the vectors it receives, and one in-cache add per mask chunk);
+  ``--length`` entries per mask it removes) plus the additions it cannot avoid (the uint sum of
+  the vectors it receives, and one add per mask). Each part is the faster of two ways of doing
+  it, so the floor is never inflated: the keystream in cache-sized calls into the server's
+  chunk buffer or in one call per mask into a full-length buffer; the input sum chunked
+  exactly as the server walks it (:data:`~privfed.secagg.prg.CHUNK_ENTRIES`) or one whole
+  vector at a time; the mask adds are in-cache adds of a chunk buffer into a chunk. The input
+  sum reads the very vectors the server summed (views into the ``MASKED_INPUT`` messages it
+  received, kept by the benchmark's transport hook), so both read the same memory: whether a
+  buffer is backed by transparent huge pages is an accident of allocation (numpy asks for
+  them for its arrays from 4 MiB on, a ``bytes`` message gets them only if it lands where
+  numpy asked before) and changes the speed of a memory-bound sum by ~15% on the benchmark
+  machine;
 * bare keystream generation for the bytes one client masks with (``1 + degree`` AES-128-CTR
   masks; the faster of one call per mask into a full-length buffer and cache-sized calls).
 
-Each baseline is the median of ``--repeats`` calls, timed right before and after every protocol
-run; a run is compared with the faster of its two neighbouring baselines and the median ratio
-over runs is reported. Python's cyclic garbage collector is paused during timed regions, as
+Each baseline is the median of ``--repeats`` calls, timed right after every protocol run (on
+that run's vectors); a run is compared with the faster of the baselines timed after it and
+after the run before it (when that one removed as many masks), and the median ratio over runs
+is reported. Python's cyclic garbage collector is paused during timed regions, as
 ``timeit`` does (``--keep-gc`` leaves it on). Times are CPU time by default (``--clock cpu``:
 this process and its forked mask-removal workers), so other load on the machine does not
 distort the ratios; ``--clock wall`` gives elapsed time, which is what ``--workers`` > 1
 improves. It prints the processor (``/proc/cpuinfo``), client and server time per phase, the
-server's ratios to the plain sum and to its floor, the malicious setting's cost next to the
-semi-honest one, bytes per client and the communication expansion against sending the raw
-float32 vector. ``privfed bench secagg`` calls :func:`main`.
+server's ratios to the plain sum and to its floor, where the server's time goes (mask removal,
+signature checks, secret reconstruction and key derivation, message handling; each against the
+floor), the malicious setting's cost next to the semi-honest one, bytes per client and the
+communication expansion against sending the raw float32 vector. ``privfed bench secagg`` calls
+:func:`main`.
 """
 
 from __future__ import annotations
@@ -47,8 +60,9 @@ import numpy as np
 from privfed.secagg.config import SECURITY_MODES, SecAggConfig, resolve_degree
 from privfed.secagg.field import dtype_for_bits, reduce_inplace
 from privfed.secagg.identity import make_pki
-from privfed.secagg.messages import ShareKind
+from privfed.secagg.messages import SERVER_ID, MaskedInput, ShareKind
 from privfed.secagg.prg import CHUNK_ENTRIES, MASK_KEY_BYTES, MaskStream, mask_into, padded_buffer
+from privfed.secagg.server import COMPONENTS
 from privfed.secagg.simulate import PHASES, SecureSumResult, secure_sum
 
 try:
@@ -184,9 +198,8 @@ class Baselines:
         self.m = m
         self.dt = dtype_for_bits(bits)
         self.floats = [rng.standard_normal(m).astype(np.float32) for _ in range(summed)]
-        self.ints = [
-            rng.integers(0, 2**bits, size=m, dtype=np.uint64).astype(self.dt) for _ in range(summed)
-        ]
+        #: The vectors the input sum of the floor adds (:meth:`measure` sets them).
+        self.ints: list[np.ndarray] = []
         self.keys = [
             bytes([i % 256, i // 256]) * (MASK_KEY_BYTES // 2) for i in range(client_masks)
         ]
@@ -201,10 +214,24 @@ class Baselines:
             np.add(total, v, out=total)
 
     def int_sum(self) -> None:
-        """The uint sum of the received vectors (the additions the server cannot avoid)."""
+        """The uint sum of the received vectors, one whole vector at a time."""
         total = np.zeros(self.m, dtype=self.dt)
         for v in self.ints:
             np.add(total, v, out=total)
+
+    def int_sum_chunked(self) -> None:
+        """The uint sum of the received vectors, chunk by chunk as the server walks them."""
+        total = np.empty(self.m, dtype=self.dt)
+        vs = self.ints
+        for c0 in range(0, self.m, CHUNK_ENTRIES):
+            c1 = min(c0 + CHUNK_ENTRIES, self.m)
+            seg = total[c0:c1]
+            if len(vs) == 1:
+                np.copyto(seg, vs[0][c0:c1])
+            elif vs:
+                np.add(vs[0][c0:c1], vs[1][c0:c1], out=seg)
+            for v in vs[2:]:
+                np.add(seg, v[c0:c1], out=seg)
 
     def _streams(self, masks: int) -> None:
         step = CHUNK_ENTRIES
@@ -222,8 +249,27 @@ class Baselines:
                 n = min(CHUNK_ENTRIES, self.m - lo)
                 np.add(self.acc[:n], part[:n], out=self.acc[:n])
 
-    def measure(self, repeats: int, clock: Callable[[], float], masks: int) -> dict[str, float]:
-        """Median seconds of every baseline (the floor for ``masks`` server masks)."""
+    def _full_streams(self, masks: int) -> None:
+        for i in range(masks):
+            key = bytes([i % 256, (i // 256) % 256]) * (MASK_KEY_BYTES // 2)
+            mask_into(key, self.buf)
+
+    def measure(
+        self, repeats: int, clock: Callable[[], float], masks: int, summed: list[np.ndarray]
+    ) -> dict[str, float]:
+        """Median seconds of every baseline (the floor for ``masks`` server masks).
+
+        Each part of the floor is the faster of its two measured ways (see the module
+        docstring), so the floor is a lower bound on what the server's own loop can reach.
+
+        Args:
+            repeats: calls per baseline (median taken).
+            clock: the timer.
+            masks: masks the server removed.
+            summed: the vectors the server summed: views into the very messages it received,
+                so the floor's input sum reads the same memory (page size included).
+        """
+        self.ints = summed
 
         def one_call_per_mask() -> None:
             for k in self.keys:
@@ -235,10 +281,15 @@ class Baselines:
                 for lo in range(0, self.m, CHUNK_ENTRIES):
                     stream.fill(self.chunk_buf, min(CHUNK_ENTRIES, self.m - lo))
 
-        keystream = _typical(lambda: self._streams(masks), repeats, clock)
-        adds = _typical(self.int_sum, repeats, clock) + _typical(
-            lambda: self.mask_adds(masks), repeats, clock
+        keystream = min(
+            _typical(lambda: self._streams(masks), repeats, clock),
+            _typical(lambda: self._full_streams(masks), repeats, clock),
         )
+        adds = min(
+            _typical(self.int_sum, repeats, clock),
+            _typical(self.int_sum_chunked, repeats, clock),
+        ) + _typical(lambda: self.mask_adds(masks), repeats, clock)
+        self.ints = []
         return {
             "plain_sum": _typical(self.plain_sum, repeats, clock),
             "floor_keystream": keystream,
@@ -269,13 +320,20 @@ def _run_setting(
     )
     n = args.clients
     pki = make_pki(range(n)) if security == "malicious" else None
-    masks = n - len(dropped)  # refined after the first run (pairwise masks of dropped clients)
     res: SecureSumResult | None = None
     wall = math.inf
     ratios: dict[str, list[float]] = {"plain": [], "floor": [], "unmask": [], "client": []}
+    parts: dict[str, list[float]] = {k: [] for k in (*COMPONENTS, "message_handling")}
     best: dict[str, float] = {}
-    with _timed_region(not args.keep_gc):
-        before = base.measure(args.repeats, clock, masks)
+    before: dict[str, float] | None = None
+    masks = -1
+    received: dict[int, bytes] = {}
+
+    def capture(phase: str, sender: int, receiver: int, data: bytes) -> tuple[bytes]:
+        if phase == "masked_input" and receiver == SERVER_ID:
+            received[sender] = data  # the very bytes the server decodes and sums
+        return (data,)
+
     for _ in range(args.protocol_repeats):
         with _timed_region(not args.keep_gc):
             t0 = time.perf_counter()
@@ -287,15 +345,17 @@ def _run_setting(
                 identities=pki.identities if pki else None,
                 registry=pki.registry if pki else None,
                 share_rosters=False,
+                transport=capture,
             )
             elapsed = time.perf_counter() - t0
-        if run_res.masks_removed != masks:
-            masks = run_res.masks_removed
-            with _timed_region(not args.keep_gc):
-                before = base.measure(args.repeats, clock, masks)
+        if run_res.masks_removed != masks:  # (Harary: the graph, so the count, is per session)
+            masks, before = run_res.masks_removed, None
+        summed = [MaskedInput.decode(received[c]).vector for c in run_res.included]
         with _timed_region(not args.keep_gc):
-            after = base.measure(args.repeats, clock, masks)
-        near = {k: min(before[k], after[k]) for k in before}
+            after = base.measure(args.repeats, clock, masks, summed)
+        del summed
+        received.clear()
+        near = after if before is None else {k: min(before[k], after[k]) for k in after}
         before = after
         for k, v in near.items():
             best[k] = min(best.get(k, math.inf), v)
@@ -303,6 +363,8 @@ def _run_setting(
         ratios["plain"].append(server / near["plain_sum"])
         ratios["floor"].append(server / near["floor"])
         ratios["unmask"].append(run_res.server_seconds["unmask"] / near["floor"])
+        for k, v in _components(run_res).items():
+            parts[k].append(v / near["floor"])
         ratios["client"].append(
             statistics.median(run_res.masking_seconds.values()) / near["client_keystream"]
         )
@@ -338,6 +400,8 @@ def _run_setting(
         "server_over_floor": statistics.median(ratios["floor"]),
         "server_over_floor_per_run": ratios["floor"],
         "server_unmask_over_floor": statistics.median(ratios["unmask"]),
+        "server_components_seconds": _components(res),
+        "server_components_over_floor": {k: statistics.median(v) for k, v in parts.items()},
         "client_masking_over_keystream": statistics.median(ratios["client"]),
         "client_masked_input_phase_over_keystream": client_phase["masked_input"]
         / best["client_keystream"],
@@ -349,9 +413,19 @@ def _run_setting(
     }
 
 
+def _components(res: SecureSumResult) -> dict[str, float]:
+    """The server's time by component; ``message_handling`` is the rest (parsing, checks, relay)."""
+    out = {k: float(res.server_components.get(k, 0.0)) for k in COMPONENTS}
+    out["message_handling"] = sum(res.server_seconds.values()) - sum(out.values())
+    return out
+
+
 def run(args: argparse.Namespace) -> dict[str, object]:
     """Run the benchmark described by ``args`` and return its figures."""
-    clock = cpu_time if args.clock == "cpu" else time.perf_counter
+    if args.clock == "wall":
+        clock = time.perf_counter
+    else:  # with one worker nothing is forked: skip the children's (empty) rusage
+        clock = cpu_time if args.workers > 1 else time.process_time
     rng = np.random.default_rng(args.seed)
     n, m = args.clients, args.length
     dt = dtype_for_bits(args.bits)
@@ -485,6 +559,17 @@ def _print_setting(fig: dict[str, object], name: str) -> None:
         f"({b['floor']:.4f} s = keystream {b['floor_keystream']:.4f} + additions "
         f"{b['floor_additions']:.4f}), {r['server_over_plain_sum']:.2f}x the plain float32 sum "
         f"({b['plain_sum']:.4f} s); unmask phase {r['server_unmask_over_floor']:.2f}x the floor"
+    )
+    secs, over = r["server_components_seconds"], r["server_components_over_floor"]
+    names = {
+        "mask_removal": "mask removal",
+        "signatures": "signature checks",
+        "secrets": "secrets (Shamir, commitments, key agreement)",
+        "message_handling": "message handling",
+    }
+    print(
+        "  server by component (s, x floor): "
+        + "; ".join(f"{names[k]} {secs[k]:.4f} ({over[k]:.3f}x)" for k in names)
     )
     print(
         f"  client {r['client_seconds_mean']:.5f} s in all (mean); masking "

@@ -93,8 +93,7 @@ class _Reader:
         count = self.u32()
         if count * 4 > len(self.data) - self.pos:
             raise MessageError(f"{self.what}: truncated id list")
-        raw = self.take(4 * count)
-        out = tuple(np.frombuffer(raw, dtype=">u4").tolist())
+        out: tuple[int, ...] = struct.unpack(f">{count}I", self.take(4 * count))
         if len(set(out)) != len(out):
             raise MessageError(f"{self.what}: duplicate ids")
         return out
@@ -102,6 +101,23 @@ class _Reader:
     def done(self) -> None:
         if self.pos != len(self.data):
             raise MessageError(f"{self.what}: {len(self.data) - self.pos} trailing bytes")
+
+
+def _ids_at(body: memoryview, pos: int, what: str) -> tuple[tuple[int, ...], int]:
+    """The id list at ``pos`` of ``body`` and the position after it (as :meth:`_Reader.ids`)."""
+    if pos + 4 > len(body):
+        raise MessageError(f"{what}: truncated body")
+    (count,) = _U32.unpack_from(body, pos)
+    pos += 4
+    if count * 4 > len(body) - pos:
+        raise MessageError(f"{what}: truncated id list")
+    out: tuple[int, ...] = struct.unpack_from(f">{count}I", body, pos)
+    if len(set(out)) != count:
+        raise MessageError(f"{what}: duplicate ids")
+    return out, pos + 4 * count
+
+
+_U32 = struct.Struct(">I")
 
 
 def _ids(ids: tuple[int, ...]) -> bytes:
@@ -159,7 +175,7 @@ def unframe(data: bytes, expected: MsgType) -> tuple[Header, memoryview]:
         raise MessageError(
             f"{expected.name}: length {len(data)} does not match header ({HEADER_BYTES + body_len})"
         )
-    return Header(MsgType(kind), round_index, sender), memoryview(data)[HEADER_BYTES:]
+    return Header(expected, round_index, sender), memoryview(data)[HEADER_BYTES:]
 
 
 def _signature(r: _Reader) -> bytes:
@@ -261,6 +277,8 @@ class KeyRoster:
 
 
 _SHARE_ITEM = struct.Struct(f">IB{SHARE_BYTES}s")
+#: Bytes of one ``(owner u32, kind u8, share)`` record of ``UNMASK_RESPONSE``.
+SHARE_RECORD_BYTES = _SHARE_ITEM.size
 
 
 #: One ``(party u32 big-endian, envelope)`` record of ``SHARE_KEYS`` / ``FORWARDED_SHARES``.
@@ -275,17 +293,6 @@ def envelope_records(items: tuple[tuple[int, bytes], ...]) -> np.ndarray:
             raise MessageError("envelope has the wrong length")
         out[i] = (party, env)
     return out
-
-
-def _read_records(r: _Reader, what: str) -> np.ndarray:
-    count = r.u32()
-    size = ENVELOPE_RECORD.itemsize
-    if count * size != len(r.data) - r.pos:
-        raise MessageError(f"{what}: length does not match envelope count")
-    records = np.frombuffer(bytes(r.take(count * size)), dtype=ENVELOPE_RECORD)
-    if len(set(records["party"].tolist())) != count:
-        raise MessageError(f"{what}: duplicate parties")
-    return records
 
 
 def _records_body(session: bytes, records: np.ndarray) -> list[bytes | memoryview]:
@@ -315,6 +322,7 @@ class EnvelopeRecords:
         commitment: ``SHARE_KEYS`` only: the sender's commitment to its self-mask seed
             (:func:`~privfed.secagg.keys.seed_commitment`); empty for ``FORWARDED_SHARES``.
         records: array of :data:`ENVELOPE_RECORD`.
+        parties: the set of ``records["party"]`` (distinct: checked when decoding).
     """
 
     round_index: int
@@ -322,27 +330,49 @@ class EnvelopeRecords:
     session: bytes
     commitment: bytes
     records: np.ndarray
+    parties: frozenset[int] = frozenset()
 
     @classmethod
     def decode(cls, data: bytes, kind: MsgType) -> EnvelopeRecords:
         """Parse and check a message of ``kind`` (no party twice, exact length)."""
         h, body = unframe(data, kind)
-        r = _Reader(body, kind.name)
-        session = bytes(r.take(SESSION_BYTES))
-        commitment = bytes(r.take(COMMITMENT_BYTES)) if kind is MsgType.SHARE_KEYS else b""
-        records = _read_records(r, kind.name)
-        r.done()
-        return cls(h.round_index, h.sender, session, commitment, records)
+        what = kind.name
+        pos = SESSION_BYTES + (COMMITMENT_BYTES if kind is MsgType.SHARE_KEYS else 0)
+        if len(body) < pos + 4:
+            raise MessageError(f"{what}: truncated body")
+        session = bytes(body[:SESSION_BYTES])
+        commitment = bytes(body[SESSION_BYTES:pos])
+        (count,) = _U32.unpack_from(body, pos)
+        size = ENVELOPE_RECORD.itemsize
+        if count * size != len(body) - pos - 4:
+            raise MessageError(f"{what}: length does not match envelope count")
+        records = np.frombuffer(body[pos + 4 :], dtype=ENVELOPE_RECORD)  # a read-only view
+        parties = frozenset(records["party"].tolist())
+        if len(parties) != count:
+            raise MessageError(f"{what}: duplicate parties")
+        return cls(h.round_index, h.sender, session, commitment, records, parties)
 
 
 def encode_forwarded(round_index: int, session: bytes, records: np.ndarray) -> bytes:
-    """A ``FORWARDED_SHARES`` message from ``(sender, envelope)`` records."""
-    return frame(
-        MsgType.FORWARDED_SHARES,
-        round_index=round_index,
-        sender=SERVER_ID,
-        body=_records_body(session, records),
-    )
+    """A ``FORWARDED_SHARES`` message from ``(sender, envelope)`` records.
+
+    ``records`` is an array of :data:`ENVELOPE_RECORD` layout (any byte order of ``party``),
+    or the records' wire bytes as a C-contiguous ``(count, ENVELOPE_RECORD.itemsize)`` uint8
+    array (what the server's relay builds: no conversion at all).
+    """
+    if records.dtype == np.uint8 and records.ndim == 2:
+        if records.shape[1] != ENVELOPE_RECORD.itemsize or not records.flags.c_contiguous:
+            raise MessageError("envelope records have the wrong layout")
+        if len(session) != SESSION_BYTES:
+            raise MessageError("session id has the wrong length")
+        body: list[bytes | memoryview] = [
+            session,
+            struct.pack(">I", records.shape[0]),
+            records.data.cast("B") if records.size else b"",
+        ]
+    else:
+        body = _records_body(session, records)
+    return frame(MsgType.FORWARDED_SHARES, round_index=round_index, sender=SERVER_ID, body=body)
 
 
 @dataclass(frozen=True)
@@ -445,22 +475,31 @@ class MaskedInput:
     def decode(cls, data: bytes) -> MaskedInput:
         """Parse and check (vector is a read-only view of ``data``)."""
         h, body = unframe(data, MsgType.MASKED_INPUT)
-        r = _Reader(body, "MASKED_INPUT")
-        session = bytes(r.take(SESSION_BYTES))
-        bits = r.u8()
+        what, size = "MASKED_INPUT", len(body)
+        if size < SESSION_BYTES + 1:
+            raise MessageError(f"{what}: truncated body")
+        session, bits = bytes(body[:SESSION_BYTES]), body[SESSION_BYTES]
         if not 1 <= bits <= 64:
             raise MessageError(f"MASKED_INPUT: bits {bits} out of range")
-        masked_with = r.ids()
-        rejected = r.ids()
-        if set(masked_with) & set(rejected):
+        masked_with, pos = _ids_at(body, SESSION_BYTES + 1, what)
+        rejected, pos = _ids_at(body, pos, what)
+        if rejected and not set(rejected).isdisjoint(masked_with):
             raise MessageError("MASKED_INPUT: a peer is both masked with and rejected")
-        length = r.u32()
-        pad = r.take(-(HEADER_BYTES + r.pos) % VECTOR_ALIGN)
-        if any(pad):
+        if pos + 4 > size:
+            raise MessageError(f"{what}: truncated body")
+        (length,) = _U32.unpack_from(body, pos)
+        start = pos + 4 + (-(HEADER_BYTES + pos + 4) % VECTOR_ALIGN)
+        if start > size:
+            raise MessageError(f"{what}: truncated body")
+        if any(body[pos + 4 : start]):
             raise MessageError("MASKED_INPUT: nonzero alignment padding")
         dt = dtype_for_bits(bits)
-        vec = np.frombuffer(r.take(length * dt.itemsize), dtype=dt)
-        r.done()
+        end = start + length * dt.itemsize
+        if end > size:
+            raise MessageError(f"{what}: truncated body")
+        if end != size:
+            raise MessageError(f"{what}: {size - end} trailing bytes")
+        vec = np.frombuffer(body[start:end], dtype=dt)
         return cls(h.round_index, h.sender, session, bits, masked_with, rejected, vec)
 
 
@@ -659,6 +698,28 @@ class UnmaskColumns:
         """Offset of each share value in :attr:`raw`."""
         return range(5, len(self.raw), _SHARE_ITEM.size)
 
+    def in_field(self) -> bool:
+        """Whether every share is a field element, without converting the shares to integers.
+
+        A 33-byte big-endian value is below ``PRIME = 2**256 + 297`` if its leading byte is 0;
+        a leading byte of 1 (never drawn by honest clients but for a 297 / 2**256 chance) is
+        checked exactly, a larger one never is.
+        """
+        if not self.owners:
+            return True
+        size = _SHARE_ITEM.size
+        lead = np.frombuffer(self.raw, dtype=np.uint8)[5::size]
+        top = int(lead.max())
+        if top == 0:
+            return True
+        if top > 1:
+            return False
+        raw = self.raw
+        return all(
+            int.from_bytes(raw[5 + i * size : 5 + i * size + SHARE_BYTES], "big") < PRIME
+            for i in np.flatnonzero(lead).tolist()
+        )
+
     def values(self) -> list[int]:
         """Each share as a field element (:func:`~privfed.secagg.shamir.decode_share`).
 
@@ -675,14 +736,14 @@ class UnmaskColumns:
     def decode(cls, data: bytes) -> UnmaskColumns:
         """Parse and check (no owner twice, known kinds)."""
         h, body = unframe(data, MsgType.UNMASK_RESPONSE)
-        r = _Reader(body, "UNMASK_RESPONSE")
-        session = bytes(r.take(SESSION_BYTES))
-        count = r.u32()
+        if len(body) < SESSION_BYTES + 4:
+            raise MessageError("UNMASK_RESPONSE: truncated body")
+        session = bytes(body[:SESSION_BYTES])
+        (count,) = _U32.unpack_from(body, SESSION_BYTES)
         size = _SHARE_ITEM.size
         if count * size != len(body) - SESSION_BYTES - 4:
             raise MessageError("UNMASK_RESPONSE: length does not match share count")
-        raw = bytes(r.take(count * size))
-        r.done()
+        raw = bytes(body[SESSION_BYTES + 4 :])
         kinds = raw[4::size]
         if kinds and max(kinds) > 1:
             raise MessageError("UNMASK_RESPONSE: unknown share kind")

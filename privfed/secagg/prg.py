@@ -122,6 +122,10 @@ class MaskStream:
             algorithms.AES(key), modes.CTR(counter_block(offset // BLOCK_BYTES))
         ).encryptor()
         self._itemsize = itemsize
+        #: The raw call behind :meth:`fill`: ``update_into(zeros, view)`` writes
+        #: ``len(zeros)`` bytes of keystream to the start of ``view``, which needs 15 bytes of
+        #: room past them (for hot loops that prepare both once).
+        self.update_into = self._enc.update_into
 
     def fill(self, buf: np.ndarray, count: int) -> None:
         """Write the next ``count`` words into ``buf[:count]`` in one call.
@@ -187,12 +191,17 @@ def apply_masks(
 
     def work(bounds: tuple[int, int]) -> None:
         lo, hi = bounds
-        streams = [(MaskStream(k, start=lo, itemsize=dt.itemsize), add) for k, add in jobs]
+        streams = [
+            (MaskStream(k, start=lo, itemsize=dt.itemsize).update_into, add) for k, add in jobs
+        ]
         buf = padded_buffer(min(step, hi - lo), dt)
+        view = memoryview(buf).cast("B")  # type: ignore[arg-type]
+        add_, subtract = np.add, np.subtract
         for c0 in range(lo, hi, step):
             c1 = min(c0 + step, hi)
             seg = total[c0:c1]
             part = buf[: c1 - c0]
+            zeros = _zeros((c1 - c0) * dt.itemsize)
             # ``src`` is the running sum of this chunk so far; the first operation reads the
             # first input directly instead of copying it into ``seg`` (one pass fewer).
             src: np.ndarray = seg
@@ -204,12 +213,9 @@ def apply_masks(
                 np.add(vectors[0][c0:c1], vectors[1][c0:c1], out=seg)
             for y in vectors[2:]:
                 np.add(seg, y[c0:c1], out=seg)
-            for stream, add in streams:
-                stream.fill(buf, c1 - c0)
-                if add:
-                    np.add(src, part, out=seg)
-                else:
-                    np.subtract(src, part, out=seg)
+            for update_into, add in streams:
+                update_into(zeros, view)  # the next c1 - c0 mask words into part
+                (add_ if add else subtract)(src, part, out=seg)
                 src = seg
             if src is not seg:  # one input and no masks
                 np.copyto(seg, src, casting="no")

@@ -26,12 +26,14 @@ wrapping uint add.
 
 from __future__ import annotations
 
+import functools
 import hmac
-import itertools
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from privfed.secagg import shamir
 from privfed.secagg.config import (
@@ -53,7 +55,6 @@ from privfed.secagg.keys import (
     LABEL_PAIRWISE_MASK,
     LABEL_SELF_MASK,
     derive_key,
-    keypair_from_private,
     load_private,
     seed_commitment,
     session_context,
@@ -62,6 +63,7 @@ from privfed.secagg.keys import (
 )
 from privfed.secagg.messages import (
     ENVELOPE_RECORD,
+    SHARE_RECORD_BYTES,
     AdvertiseKeys,
     ConsistencyRequest,
     ConsistencySignature,
@@ -108,6 +110,7 @@ class SecAggServer:
         registry: the key registry (required in the malicious setting): the honest server
             drops a client whose advertisement does not verify, so one bad client cannot make
             every honest client refuse the roster.
+        clock: timer behind :attr:`component_seconds` (``time.process_time`` for CPU time).
     """
 
     def __init__(
@@ -119,6 +122,7 @@ class SecAggServer:
         length: int,
         client_ids: frozenset[int] | set[int] | tuple[int, ...],
         registry: KeyRegistry | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if config.security == "malicious" and registry is None:
             raise ValueError(
@@ -157,6 +161,18 @@ class SecAggServer:
         self._masked: dict[int, MaskedInput] = {}
         self._maskset: dict[int, frozenset[int]] = {}
         self._requests: dict[int, tuple[frozenset[int], frozenset[int]]] = {}
+        self._responders: frozenset[int] = frozenset()
+        #: client -> the neighbours in U2 whose envelopes were relayed to it.
+        self._relayed: dict[int, frozenset[int]] = {}
+        #: owner -> members of U3 that rejected its envelope (they hold none of its shares).
+        self._rejecters: dict[int, set[int]] = {}
+        self._dropped: tuple[int, ...] = ()
+        self._clock = clock
+        #: Where the server's time goes besides message handling (seconds per component):
+        #: ``signatures`` (verifying advertisements), ``secrets`` (Shamir reconstruction, the
+        #: commitment and public-key checks, key agreement and derivation) and
+        #: ``mask_removal`` (expanding and removing the masks, summing the inputs).
+        self.component_seconds: dict[str, float] = dict.fromkeys(COMPONENTS, 0.0)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -251,6 +267,7 @@ class SecAggServer:
                     enc_public=msg.enc_public,
                     mask_public=msg.mask_public,
                 )
+                t0 = self._clock()
                 try:
                     self.registry.verify(sender, signed, msg.signature)
                 except SignatureError:
@@ -258,6 +275,8 @@ class SecAggServer:
                         "advertised keys carry no valid signature under the key registry",
                         sender=sender,
                     ) from None
+                finally:
+                    self.component_seconds["signatures"] += self._clock() - t0
             elif msg.signature:
                 raise ProtocolViolation(
                     "signed advertisement in a semi-honest session", sender=sender
@@ -339,7 +358,7 @@ class SecAggServer:
             msg = EnvelopeRecords.decode(data, MsgType.SHARE_KEYS)
             self._check_header(msg.round_index, msg.sender, sender)
             self._check_session(msg.session, sender)
-            if set(msg.records["party"].tolist()) != self.graph[sender]:
+            if msg.parties != self.graph[sender]:
                 raise ProtocolViolation(
                     "envelopes are not addressed to its neighbours", sender=sender
                 )
@@ -351,11 +370,11 @@ class SecAggServer:
         if len(alive) < self.threshold:  # never release a sum of fewer than t inputs
             raise self._abort(TooFewSurvivors(stage.value, needed=self.threshold, alive=len(alive)))
         for w in sorted(owners):
-            holders = (self.graph[w] | {w}) & alive
-            if len(holders) < self.threshold:
+            holders = len(self.graph[w] & alive) + (w in alive)  # w is not its own neighbour
+            if holders < self.threshold:
                 raise self._abort(
                     TooFewSurvivors(
-                        stage.value, needed=self.threshold, alive=len(holders), where=self._where(w)
+                        stage.value, needed=self.threshold, alive=holders, where=self._where(w)
                     )
                 )
 
@@ -372,29 +391,34 @@ class SecAggServer:
         # Relay every envelope addressed to a member of U2, relabelled with its sender, grouped
         # by receiver and ordered by sender (vectorized: n * k envelopes per round).
         senders = sorted(self.u2)
+        size = ENVELOPE_RECORD.itemsize
         parts = []
         for sender in senders:
             msg = inbox[sender]
             assert isinstance(msg, EnvelopeRecords)
-            parts.append(msg.records)
+            parts.append(msg.records.view(np.uint8).reshape(-1, size))  # wire bytes, no copy
             self._commitments[sender] = msg.commitment
-        records = np.concatenate(parts) if parts else np.zeros(0, dtype=ENVELOPE_RECORD)
-        receivers = records["party"].astype(np.int64)
+        rows = np.concatenate(parts) if parts else np.zeros((0, size), dtype=np.uint8)
+        receivers = np.ndarray((len(rows),), dtype=">u4", buffer=rows, strides=(size,))
+        receivers = receivers.astype(np.int64)
         origin = np.repeat(np.asarray(senders, dtype=np.int64), [len(p) for p in parts])
         if self.u2 != self.u1:  # envelopes to clients that left after advertising stay here
             keep = np.isin(receivers, np.fromiter(self.u2, dtype=np.int64))
-            records, receivers, origin = records[keep], receivers[keep], origin[keep]
+            rows, receivers, origin = rows[keep], receivers[keep], origin[keep]
         order = np.argsort(receivers, kind="stable")  # senders stay sorted within a receiver
-        relabelled = records[order]
-        relabelled["party"] = origin[order]
+        relabelled = rows[order]
+        relabelled[:, :4] = origin[order].astype(">u4").view(np.uint8).reshape(-1, 4)
         bounds = np.searchsorted(receivers[order], senders + [max(senders, default=0) + 1])
         self.stage = Stage.MASKED_INPUT
-        return {
+        forwarded = {
             c: encode_forwarded(
                 self.round_index, self.session, relabelled[bounds[i] : bounds[i + 1]]
             )
             for i, c in enumerate(senders)
         }
+        u2 = self.u2
+        self._relayed = {c: self.graph[c] if u2 == self.u1 else self.graph[c] & u2 for c in senders}
+        return forwarded
 
     # -- round 2: masked input ---------------------------------------------------------------
 
@@ -414,8 +438,14 @@ class SecAggServer:
             self._check_session(msg.session, sender)
             if msg.bits != self.config.bits or msg.vector.shape[0] != self.length:
                 raise ProtocolViolation("masked vector has the wrong bits or length", sender=sender)
-            relayed = self.graph[sender] & self.u2
-            if set(msg.masked_with) | set(msg.rejected) != relayed:
+            relayed = self._relayed[sender]
+            # masked_with and rejected are disjoint and free of duplicates (checked when
+            # decoding): their union equals ``relayed`` iff its size does and it lies inside.
+            if (
+                len(msg.masked_with) + len(msg.rejected) != len(relayed)
+                or not relayed.issuperset(msg.masked_with)
+                or not relayed.issuperset(msg.rejected)
+            ):
                 raise ProtocolViolation(
                     "masked with a different set of peers than the envelopes relayed to it "
                     f"({len(msg.masked_with)} masked, {len(msg.rejected)} rejected, "
@@ -427,26 +457,32 @@ class SecAggServer:
         self._accept(sender, self.u2, Stage.MASKED_INPUT, parse)
 
     def _survivor_checks(self, stage: Stage, alive: frozenset[int]) -> None:
-        """Every secret the server will need keeps ``t`` live holders that can reveal it."""
+        """Every secret the server will need keeps ``t`` live holders that can reveal it.
+
+        The holders of ``w``'s shares that can reveal them are the live ``v`` that masked with
+        ``w`` (``w`` in ``v``'s mask set), and ``w`` itself if alive. The graph is undirected
+        and a mask set is the relayed neighbours in U2 minus the rejected ones, so for ``w`` in
+        U2 these are the live neighbours of ``w`` minus those that rejected ``w``'s envelope.
+        """
         self._check_holders(stage, frozenset(), alive)
-        dropped = frozenset(w for v in self.u3 for w in self._maskset[v]) - self.u3
-        for w in sorted(self.u3 | dropped):
-            holders = {v for v in self.graph[w] & alive if w in self._maskset[v]}
-            if w in alive:
-                holders.add(w)
-            if len(holders) < self.threshold:
+        for w in sorted(self.u3.union(self._dropped)):
+            holders = len(self.graph[w] & alive) + (w in alive)
+            rejecters = self._rejecters.get(w)
+            if rejecters:
+                holders -= len(rejecters & alive)
+            if holders < self.threshold:
                 raise self._abort(
                     TooFewSurvivors(
-                        stage.value, needed=self.threshold, alive=len(holders), where=self._where(w)
+                        stage.value, needed=self.threshold, alive=holders, where=self._where(w)
                     )
                 )
 
     def _request(self, v: int, survivors: frozenset[int]) -> tuple[frozenset[int], frozenset[int]]:
         """Which self-mask and mask-key shares survivor ``v`` must reveal given ``survivors``."""
-        return (
-            frozenset((self._maskset[v] & survivors) | {v}),
-            frozenset(self._maskset[v] - survivors),
-        )
+        peers = self._maskset[v]
+        if peers <= survivors:  # nobody v masked with dropped out
+            return peers | {v}, frozenset()
+        return (peers & survivors) | {v}, peers - survivors
 
     def close_masked_input(self) -> dict[int, bytes]:
         """Fix U3 and return each survivor's next message.
@@ -470,24 +506,41 @@ class SecAggServer:
         for w, v in rejected_by.items():
             self.violations.setdefault(w, f"share_keys: client {v} rejected its envelope")
         u3 = frozenset(inbox) - set(rejected_by)
+        rejecters: dict[int, set[int]] = {}
         for v in u3:
             msg = inbox[v]
             assert isinstance(msg, MaskedInput)
             self._masked[v] = msg
-            self._maskset[v] = frozenset(msg.masked_with)
+            # masked_with = relayed - rejected (checked on receipt): no new set when complete
+            self._maskset[v] = (
+                self._relayed[v] - set(msg.rejected) if msg.rejected else (self._relayed[v])
+            )
+            for w in msg.rejected:
+                rejecters.setdefault(w, set()).add(v)
         self.u3 = u3
+        self._rejecters = rejecters
+        # Clients outside U3 some survivor masked with (see _survivor_checks): their pairwise
+        # masks must be removed through their reconstructed mask keys.
+        self._dropped = tuple(
+            w for w in sorted(self.u2 - u3) if len(self.graph[w] & u3) > len(rejecters.get(w, ()))
+        )
         self._survivor_checks(Stage.MASKED_INPUT, u3)
         if self.malicious:
             data = ConsistencyRequest(self.round_index, self.session, tuple(sorted(u3))).encode()
             self.stage = Stage.CONSISTENCY_CHECK
             return {v: data for v in sorted(u3)}
         out = {}
+        encoded: dict[tuple[frozenset[int], frozenset[int]], bytes] = {}
         for v in sorted(u3):
-            surv, drop = self._request(v, u3)
-            self._requests[v] = (surv, drop)
-            out[v] = UnmaskRequest(
-                self.round_index, self.session, tuple(sorted(surv)), tuple(sorted(drop))
-            ).encode()
+            request = self._request(v, u3)
+            self._requests[v] = request
+            if request not in encoded:  # one encoding per distinct request (complete graph: one)
+                surv, drop = request
+                encoded[request] = UnmaskRequest(
+                    self.round_index, self.session, tuple(sorted(surv)), tuple(sorted(drop))
+                ).encode()
+            out[v] = encoded[request]
+        self._responders = frozenset(self._requests)
         self.stage = Stage.UNMASK
         return out
 
@@ -540,6 +593,7 @@ class SecAggServer:
             assert isinstance(msg, ConsistencySignature)
             sigs.append((v, msg.signature))
             self._requests[v] = self._request(v, self.u3)
+        self._responders = frozenset(self._requests)
         data = SignedSurvivors(self.round_index, self.session, tuple(sigs)).encode()
         self.stage = Stage.UNMASK
         return {v: data for v in sorted(self.u4)}
@@ -550,31 +604,60 @@ class SecAggServer:
         """File one client's ``UnmaskResponse`` (exactly the shares that were requested)."""
         self._expect(Stage.UNMASK, Stage.UNMASK)
 
-        def parse() -> tuple[list[int], bytes, list[int]]:
+        def parse() -> UnmaskColumns:
             msg = UnmaskColumns.decode(data)
             self._check_header(msg.round_index, msg.sender, sender)
             self._check_session(msg.session, sender)
             surv, drop = self._requests[sender]
-            want = dict.fromkeys(surv, int(ShareKind.SELF_MASK))
-            want.update(dict.fromkeys(drop, int(ShareKind.MASK_KEY)))
-            if dict(zip(msg.owners, msg.kinds, strict=True)) != want:  # owners are unique
-                raise ProtocolViolation("response does not match the request", sender=sender)
-            try:
-                return msg.owners, msg.kinds, msg.values()
-            except ValueError:
-                raise ProtocolViolation("share is not a field element", sender=sender) from None
+            owners, kinds, n_self = msg.owners, msg.kinds, len(surv)
+            # Honest clients list the self-mask shares first, then the mask-key shares. Owners
+            # are distinct (checked when decoding), so with the right counts and kinds these
+            # containment tests prove the response names exactly the requested shares; any
+            # other order is compared as a mapping.
+            in_order = (
+                len(owners) == n_self + len(drop)
+                and kinds == bytes(n_self) + b"\x01" * len(drop)
+                and surv.issuperset(owners[:n_self])
+                and drop.issuperset(owners[n_self:])
+            )
+            if not in_order:
+                want = dict.fromkeys(surv, int(ShareKind.SELF_MASK))
+                want.update(dict.fromkeys(drop, int(ShareKind.MASK_KEY)))
+                if dict(zip(owners, kinds, strict=True)) != want:
+                    raise ProtocolViolation("response does not match the request", sender=sender)
+            if not msg.in_field():
+                raise ProtocolViolation("share is not a field element", sender=sender)
+            return msg
 
-        self._accept(sender, frozenset(self._requests), Stage.UNMASK, parse)
+        self._accept(sender, self._responders, Stage.UNMASK, parse)
 
     def _reconstruct(
-        self, owner: int, shares: Mapping[int, int], check: Callable[[bytes], bool], what: str
+        self,
+        owner: int,
+        shares: Callable[[int], tuple[tuple[int, ...], list[int]]],
+        count: int,
+        first: bytes | None,
+        check: Callable[[bytes], bool],
+        what: str,
     ) -> bytes:
         """Reconstruct ``owner``'s secret and check it; survive one corrupt share if possible.
 
         The ``t`` shares with the smallest evaluation points are interpolated and ``check``ed
         (the seed commitment, or the advertised public key). If the check fails and more than
-        ``t`` shares arrived, each share is left out in turn; a unique culprit whose omission
-        passes the check is recorded as a violation and the checked secret returned.
+        ``t`` shares arrived, each of those ``t`` is left out in turn (the next smallest takes
+        its place); a unique culprit whose omission passes the check is recorded as a
+        violation and the checked secret returned.
+
+        Args:
+            owner: whose secret.
+            shares: ``shares(k)`` -> the evaluation points and values of the ``k`` shares with
+                the smallest points, in increasing order.
+            count: how many shares arrived.
+            first: the secret interpolated from the ``t`` shares with the smallest points
+                (computed for all owners at once, :meth:`ShareTable.interpolate`), or ``None``
+                if that is not a 32-byte secret.
+            check: the commitment or public-key check.
+            what: the secret's name in messages.
 
         Raises:
             TooFewSurvivors: fewer than ``t`` shares.
@@ -582,29 +665,26 @@ class SecAggServer:
         """
         t = self.threshold
         stage = Stage.UNMASK.value
-        if len(shares) < t:
+        if count < t:
             raise self._abort(
-                TooFewSurvivors(stage, needed=t, alive=len(shares), where=self._where(owner))
+                TooFewSurvivors(stage, needed=t, alive=count, where=self._where(owner))
             )
-        # Interpolation uses the t smallest points, so only leaving out one of those can help;
-        # the leave-one-out subsets are built only after the first check failed.
-        used = sorted(shares)[:t] if len(shares) > t else []
-        subsets = itertools.chain(
-            [(None, shares)],
-            ((out, {x: v for x, v in shares.items() if x != out}) for out in used),
-        )
-        for left_out, subset in subsets:
-            try:
-                secret = shamir.reconstruct(subset, threshold=t)
-            except ValueError:
-                continue
-            if check(secret):
-                if left_out is not None:
+        if first is not None and check(first):
+            return first
+        # Interpolation uses the t smallest points, so only leaving out one of those can help.
+        if count > t:
+            xs, values = shares(t + 1)
+            for i, left_out in enumerate(xs[:t]):
+                try:
+                    secret = shamir.interpolate(xs[:i] + xs[i + 1 :], values[:i] + values[i + 1 :])
+                except ValueError:
+                    continue
+                if check(secret):
                     culprit = left_out - 1  # evaluation point -> client id
                     self.violations.setdefault(
                         culprit, f"unmask: its share of client {owner}'s {what} is corrupt"
                     )
-                return secret
+                    return secret
         raise self._abort(
             SecAggAbort(
                 stage,
@@ -625,19 +705,17 @@ class SecAggServer:
         """
         self._expect(Stage.UNMASK, Stage.UNMASK)
         inbox = self._take_inbox()
-        b_shares: dict[int, dict[int, int]] = {w: {} for w in self.u3}
-        s_shares: dict[int, dict[int, int]] = {}
-        self_kind = int(ShareKind.SELF_MASK)
-        for responder in sorted(inbox):
-            entry = inbox[responder]
-            assert isinstance(entry, tuple)
-            owners, kinds, values = entry
-            x = shamir.evaluation_point(responder)
-            for owner, kind, value in zip(owners, kinds, values, strict=True):
-                target = b_shares if kind == self_kind else s_shares
-                target.setdefault(owner, {})[x] = value
+        t0 = self._clock()
+        responses = {}
+        for responder, msg in inbox.items():
+            assert isinstance(msg, UnmaskColumns)
+            responses[responder] = msg
+        table = ShareTable(responses)
         jobs: list[tuple[bytes, bool]] = []  # (mask key, add?) applied to the sum of inputs
         session = self.session
+        self_kind, key_kind = int(ShareKind.SELF_MASK), int(ShareKind.MASK_KEY)
+        seeds = table.interpolate(self_kind, sorted(self.u3), self.threshold)
+        mask_keys = table.interpolate(key_kind, self._dropped, self.threshold)
         for w in sorted(self.u3):
             commitment = self._commitments[w]
 
@@ -646,18 +724,36 @@ class SecAggServer:
                     seed_commitment(seed, session=session, client_id=w), commitment
                 )
 
-            seed = self._reconstruct(w, b_shares[w], matches, "self-mask seed")
+            seed = self._reconstruct(
+                w,
+                functools.partial(table.smallest, self_kind, w),
+                table.count(self_kind, w),
+                seeds.get(w),
+                matches,
+                "self-mask seed",
+            )
             key = derive_key(seed, label=LABEL_SELF_MASK, session=session, length=MASK_KEY_BYTES)
             jobs.append((key, False))
-        dropped = sorted({w for v in self.u3 for w in self._maskset[v]} - self.u3)
-        for w in dropped:
+        for w in self._dropped:
             public = self.roster[w][1]
+            loaded: dict[bytes, X25519PrivateKey] = {}
 
-            def owns(sk: bytes, public: bytes = public) -> bool:
-                return keypair_from_private(sk).public == public
+            def owns(sk: bytes, public: bytes = public, loaded: dict = loaded) -> bool:
+                key = load_private(sk)
+                if key.public_key().public_bytes_raw() != public:
+                    return False
+                loaded[sk] = key
+                return True
 
-            sk = self._reconstruct(w, s_shares.get(w, {}), owns, "mask key")
-            sk_obj = load_private(sk)
+            sk = self._reconstruct(
+                w,
+                functools.partial(table.smallest, key_kind, w),
+                table.count(key_kind, w),
+                mask_keys.get(w),
+                owns,
+                "mask key",
+            )
+            sk_obj = loaded[sk]
             for v in sorted(self.graph[w] & self.u3):
                 if w not in self._maskset[v]:
                     continue
@@ -669,12 +765,87 @@ class SecAggServer:
                 )
                 # v added PRG(s_vw) if v < w and subtracted it otherwise: undo that.
                 jobs.append((key, v > w))
+        t1 = self._clock()
+        self.component_seconds["secrets"] += t1 - t0
         vectors = [self._masked[v].vector for v in sorted(self.u3)]
         total = combine(
             vectors, jobs, length=self.length, bits=self.config.bits, workers=self.config.workers
         )
+        self.component_seconds["mask_removal"] += self._clock() - t1
         self.stage = Stage.DONE
-        return ServerOutput(total, tuple(sorted(self.u3)), tuple(dropped), len(jobs))
+        return ServerOutput(total, tuple(sorted(self.u3)), self._dropped, len(jobs))
+
+
+#: Components of :attr:`SecAggServer.component_seconds`.
+COMPONENTS: tuple[str, ...] = ("signatures", "secrets", "mask_removal")
+
+
+class ShareTable:
+    """Every share revealed in one unmask round, sorted by (kind, owner, evaluation point).
+
+    Built column-wise from the responses' raw records (no Python object per share); a share
+    becomes an integer only when a reconstruction uses it.
+
+    Args:
+        responses: responder id -> its decoded ``UnmaskResponse``.
+    """
+
+    def __init__(self, responses: Mapping[int, UnmaskColumns]) -> None:
+        size = SHARE_RECORD_BYTES
+        responders = sorted(responses)
+        blob = b"".join(responses[r].raw for r in responders)
+        count = len(blob) // size
+        owners = np.ndarray((count,), dtype=">u4", buffer=blob, strides=(size,)).astype(np.int64)
+        kinds = np.frombuffer(blob, dtype=np.uint8)[4::size].astype(np.int64)
+        xs = np.repeat(
+            np.fromiter((shamir.evaluation_point(r) for r in responders), dtype=np.int64),
+            [len(responses[r].owners) for r in responders],
+        )
+        group = kinds << 32 | owners
+        order = np.lexsort((xs, group))
+        group = group[order]
+        records = np.frombuffer(blob, dtype=np.uint8).reshape(count, size)
+        self._values = records[order, size - shamir.SHARE_BYTES :]  # (count, 33), sorted
+        self._xs = xs[order]
+        starts = np.flatnonzero(np.diff(group, prepend=-1)) if count else np.zeros(0, np.int64)
+        ends = np.append(starts[1:], count)
+        bounds = zip(starts.tolist(), ends.tolist(), strict=True)
+        self._groups = dict(zip(group[starts].tolist(), bounds, strict=True))
+
+    def count(self, kind: int, owner: int) -> int:
+        """How many shares of ``owner``'s secret of ``kind`` arrived."""
+        lo, hi = self._groups.get(kind << 32 | owner, (0, 0))
+        return hi - lo
+
+    def smallest(self, kind: int, owner: int, k: int) -> tuple[tuple[int, ...], list[int]]:
+        """Evaluation points and values of the (at most) ``k`` shares with the smallest points."""
+        lo, hi = self._groups.get(kind << 32 | owner, (0, 0))
+        hi = min(hi, lo + k)
+        w = shamir.SHARE_BYTES
+        values, from_bytes = self._values[lo:hi].tobytes(), int.from_bytes
+        return (
+            tuple(self._xs[lo:hi].tolist()),
+            [from_bytes(values[i : i + w], "big") for i in range(0, len(values), w)],
+        )
+
+    def interpolate(self, kind: int, owners: Sequence[int], t: int) -> dict[int, bytes | None]:
+        """Each owner's secret from its ``t`` shares with the smallest points, all at once.
+
+        Owners with fewer than ``t`` shares are left out. A value that is not a 32-byte
+        secret (a corrupt share) maps to ``None``.
+        """
+        spans = [(w, self._groups.get(kind << 32 | w, (0, 0))) for w in owners]
+        spans = [(w, lo) for w, (lo, hi) in spans if hi - lo >= t]
+        if not spans:
+            return {}
+        starts = np.fromiter((lo for _, lo in spans), dtype=np.int64, count=len(spans))
+        rows = starts[:, None] + np.arange(t)
+        points = [tuple(p) for p in self._xs[rows].tolist()]
+        values = shamir.interpolate_many(points, self._values[rows])
+        return {
+            w: v.to_bytes(shamir.SECRET_BYTES, "big") if v >> 256 == 0 else None
+            for (w, _), v in zip(spans, values, strict=True)
+        }
 
 
 def combine(

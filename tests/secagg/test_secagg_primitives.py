@@ -39,6 +39,7 @@ from privfed.secagg.messages import (
     UnmaskRequest,
     UnmaskResponse,
     encode_forwarded,
+    envelope_records,
 )
 from privfed.secagg.prg import DeterministicRandom, apply_masks, expand_mask, mask_into
 from privfed.secagg.server import combine
@@ -629,3 +630,84 @@ def test_failure_bound_against_simulated_dropouts_on_the_real_graph() -> None:
     failed = (counts < t).any(axis=1).mean()
     bound = round_failure_bound(num_clients=n, degree=k, threshold=t, dropout=0.1)
     assert bound / 10 < failed <= bound
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    t=st.integers(1, 40),
+    groups=st.integers(1, 6),
+    same=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_batched_interpolation_equals_python_integers(
+    t: int, groups: int, same: bool, seed: int
+) -> None:
+    rng = random.Random(seed)
+    ids = [rng.randrange(2**32 - 1) for _ in range(200)]
+    points = []
+    for g in range(groups):
+        if same and g:
+            points.append(points[0])
+            continue
+        points.append(tuple(sorted(shamir.evaluation_point(c) for c in rng.sample(ids, t))))
+    # any 33-byte value, including values above the prime and the extremes
+    pick = [0, 1, shamir.PRIME - 1, shamir.PRIME, (1 << 264) - 1]
+    values = [
+        [rng.choice(pick) if rng.random() < 0.2 else rng.randrange(1 << 264) for _ in range(t)]
+        for _ in range(groups)
+    ]
+    raw = b"".join(v.to_bytes(shamir.SHARE_BYTES, "big") for row in values for v in row)
+    shares = np.frombuffer(raw, dtype=np.uint8).reshape(groups, t, shamir.SHARE_BYTES)
+    want = [
+        sum(c * v for c, v in zip(shamir.lagrange_at_zero(x), row, strict=True)) % shamir.PRIME
+        for x, row in zip(points, values, strict=True)
+    ]
+    assert shamir.interpolate_many(points, shares) == want
+
+
+def test_interpolation_recovers_shared_secrets() -> None:
+    rng = random.Random(5)
+    secrets = [rng.randbytes(32) for _ in range(4)]
+    xs = [1, 3, 4, 9, 12]
+    shares = [shamir.share_secret(s, threshold=3, xs=xs) for s in secrets]
+    use = (3, 9, 12)
+    raw = b"".join(shamir.encode_share(sh[x]) for sh in shares for x in use)
+    rows = np.frombuffer(raw, dtype=np.uint8).reshape(4, 3, shamir.SHARE_BYTES)
+    got = shamir.interpolate_many([use] * 4, rows)
+    assert [v.to_bytes(32, "big") for v in got] == secrets
+    assert shamir.interpolate(use, [sh[x] for x in use for sh in shares[:1]]) == secrets[0]
+    with pytest.raises(ValueError, match="evaluation points"):
+        shamir.interpolate(use, [1, 2])
+
+
+def test_unmask_columns_field_check_without_integers() -> None:
+    base = [(0, ShareKind.SELF_MASK, shamir.encode_share(5))]
+    for value, ok in [
+        (0, True),
+        ((1 << 256) - 1, True),
+        (1 << 256, True),
+        (shamir.PRIME - 1, True),
+        (shamir.PRIME, False),
+        ((1 << 257) + 3, False),
+        ((1 << 264) - 1, False),
+    ]:
+        shares = (*base, (7, ShareKind.MASK_KEY, value.to_bytes(33, "big")))
+        cols = UnmaskColumns.decode(UnmaskResponse(5, 2, SESSION, shares).encode())
+        assert cols.in_field() is ok, value
+        try:  # the check on integers agrees
+            cols.values()
+            assert ok
+        except ValueError:
+            assert not ok
+    assert UnmaskColumns.decode(UnmaskResponse(5, 2, SESSION, ()).encode()).in_field()
+
+
+def test_relayed_envelope_rows_encode_like_records() -> None:
+    rng = random.Random(2)
+    envs = tuple((p, rng.randbytes(ENVELOPE_BYTES)) for p in (4, 9, 1))
+    rows = envelope_records(envs).view(np.uint8).reshape(3, ENVELOPE_RECORD.itemsize)
+    assert encode_forwarded(3, SESSION, rows) == ForwardedShares(3, SESSION, envs).encode()
+    empty = np.zeros((0, ENVELOPE_RECORD.itemsize), dtype=np.uint8)
+    assert encode_forwarded(3, SESSION, empty) == ForwardedShares(3, SESSION, ()).encode()
+    with pytest.raises(MessageError, match="wrong layout"):
+        encode_forwarded(3, SESSION, np.zeros((2, 7), dtype=np.uint8))

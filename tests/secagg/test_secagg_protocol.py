@@ -439,6 +439,65 @@ def test_corrupt_self_mask_share_is_caught_by_the_seed_commitment(security: str)
         secure_sum(inputs, config=cfg, transport=_corrupting(ShareKind.SELF_MASK, {2, 3}))
 
 
+def _rewriting(
+    senders: set[int], rewrite: Callable[[tuple[tuple[int, ShareKind, bytes], ...]], tuple]
+) -> Callable[[str, int, int, bytes], list[bytes]]:
+    """A transport that rewrites the share list of ``senders``' unmask responses."""
+
+    def transport(p: str, sender: int, receiver: int, data: bytes) -> list[bytes]:
+        if p == "unmask" and sender in senders:
+            msg = UnmaskResponse.decode(data)
+            out = UnmaskResponse(msg.round_index, msg.sender, msg.session, rewrite(msg.shares))
+            return [out.encode()]
+        return [data]
+
+    return transport
+
+
+@pytest.mark.parametrize("security", MODES)
+def test_unmask_response_in_any_order_is_accepted(security: str) -> None:
+    """The server compares a response with its request as a set, whatever the share order."""
+    inputs = make_inputs(8, 10, 32)
+    cfg = SecAggConfig(security=security)
+    shuffled = _rewriting({1, 4}, lambda shares: tuple(reversed(shares)))
+    res = secure_sum(inputs, config=cfg, dropouts={"masked_input": [6]}, transport=shuffled)
+    assert not res.violations and res.included == (0, 1, 2, 3, 4, 5, 7)
+    assert as_ints(res.total) == plain_sum(inputs, res.included, 32)
+
+
+@pytest.mark.parametrize("security", MODES)
+def test_unmask_response_that_differs_from_the_request_drops_its_sender(security: str) -> None:
+    inputs = make_inputs(8, 10, 32)
+    cfg = SecAggConfig(security=security)
+    cases = {
+        "one share short": lambda shares: shares[1:],
+        "a kind swapped": lambda shares: (
+            (shares[0][0], ShareKind(1 - shares[0][1]), shares[0][2]),
+            *shares[1:],
+        ),
+    }
+    for rewrite in cases.values():
+        res = secure_sum(
+            inputs, config=cfg, dropouts={"masked_input": [6]}, transport=_rewriting({2}, rewrite)
+        )
+        assert "does not match the request" in res.violations[2]
+        assert as_ints(res.total) == plain_sum(inputs, res.included, 32)
+
+
+@pytest.mark.parametrize("security", MODES)
+@pytest.mark.parametrize("value", [(1 << 256) + 297, (1 << 264) - 1])
+def test_share_outside_the_field_drops_its_sender(security: str, value: int) -> None:
+    inputs = make_inputs(8, 10, 32)
+    cfg = SecAggConfig(security=security)
+
+    def rewrite(shares: tuple[tuple[int, ShareKind, bytes], ...]) -> tuple:
+        return ((shares[0][0], shares[0][1], value.to_bytes(33, "big")), *shares[1:])
+
+    res = secure_sum(inputs, config=cfg, transport=_rewriting({3}, rewrite))
+    assert "not a field element" in res.violations[3]
+    assert as_ints(res.total) == plain_sum(inputs, res.included, 32)
+
+
 def test_masked_input_with_wrong_length_drops_sender() -> None:
     def transport(p: str, sender: int, receiver: int, data: bytes) -> list[bytes]:
         if p == "masked_input" and sender == 2:
