@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 #: Version tag of every label, message and session id of this protocol.
 PROTOCOL_VERSION = 3
-LABEL_PREFIX = b"privfed/secagg/v3/"
+LABEL_PREFIX = b"privfed/secagg/v%d/" % PROTOCOL_VERSION
 KEY_BYTES = 32
 
 #: HKDF labels, one per kind of derived key.
