@@ -207,3 +207,23 @@ def test_a_nan_metric_always_comes_with_its_reason() -> None:
     # an attack that says nothing gets a note from the framework
     silent = explain_nans(AttackResult(attack="x", metrics={"a": float("nan"), "b": 1.0}))
     assert silent.notes and silent.notes[0].startswith("a: nan, and the attack 'x' gave no reason")
+
+
+def test_python_dash_m_privfed_is_the_command_line() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "privfed", "list"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "fedavg" in proc.stdout and "mia-loss" in proc.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "privfed", "run", "no-such-config"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert bad.returncode != 0 and "no-such-config" in bad.stderr
