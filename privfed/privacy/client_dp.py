@@ -159,6 +159,8 @@ def resolve_params(
     )
     if not adaptive:
         return ClientDPParams(z, z, 0.0, sample_rate)
+    if z == 0.0:  # no privacy asked for (target_epsilon = inf): noiseless adaptive clipping
+        return ClientDPParams(0.0, 0.0, count_noise_multiplier, sample_rate)
     sigma_b = count_noise_multiplier or max(expected_cohort / 20.0, 1e-6)
     rest = z**-2 - (2.0 * sigma_b) ** -2
     if rest <= 0:

@@ -51,6 +51,22 @@ def test_adaptive_split_keeps_total_noise_multiplier():
         )
 
 
+def test_adaptive_clipping_without_privacy_adds_no_noise():
+    # target_epsilon = inf calibrates z = 0: adaptive clipping runs noiselessly (it used to
+    # divide by zero while splitting z between the update and the clip count)
+    p = client_dp.resolve_params(
+        target_epsilon=math.inf,
+        delta=1e-3,
+        noise_multiplier=0.0,
+        sample_rate=0.5,
+        rounds=10,
+        adaptive=True,
+        count_noise_multiplier=0.0,
+        expected_cohort=10,
+    )
+    assert (p.noise_multiplier, p.update_noise_multiplier, p.count_noise_std) == (0.0, 0.0, 0.0)
+
+
 def test_noise_has_the_calibrated_standard_deviation():
     p = client_dp.ClientDPParams(1.3, 1.3, 0.0, 1.0)
     rng = np.random.default_rng(0)
