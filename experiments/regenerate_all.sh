@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Regenerate every page of docs/results/, in order, at the current commit. Run it on an idle
 # machine from a clean checkout of the final commit: each script refuses to write into
-# docs/results/ otherwise (uncommitted changes, or points computed at another commit), and
-# each page names the commit. Every command resumes where it stopped: run the same line again
+# docs/results/ otherwise (uncommitted changes outside docs/results/, or points computed at
+# another commit), and each page names the commit. The pages written earlier in the same
+# invocation do not count as changes (privfed.repro.GENERATED_OUTPUTS). Every command resumes where it stopped: run the same line again
 # after an interruption. Give a page name to run only that page:
 #
 #   bash experiments/regenerate_all.sh                   # every page, in order

@@ -27,8 +27,16 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+#: Where the page scripts write their outputs (relative to the checkout's top). Changes there
+#: are products of a commit's code, never inputs to a number, so they do not make a checkout
+#: dirty: ``experiments/regenerate_all.sh`` writes one page after another from one commit.
+GENERATED_OUTPUTS = "docs/results"
+
+
 def git_state(path: str | Path, *, untracked: bool) -> tuple[str, tuple[str, ...]] | None:
     """``(HEAD commit, git status --porcelain lines)`` of the checkout holding ``path``.
+
+    Changes under :data:`GENERATED_OUTPUTS` are not listed.
 
     Args:
         path: a directory inside the checkout.
@@ -38,6 +46,7 @@ def git_state(path: str | Path, *, untracked: bool) -> tuple[str, tuple[str, ...
         None when ``path`` is not in a git checkout (or git is missing).
     """
     status = ["git", "status", "--porcelain"] + ([] if untracked else ["--untracked-files=no"])
+    status += ["--", ":(top)", f":(top,exclude){GENERATED_OUTPUTS}"]
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -139,3 +140,33 @@ def test_points_from_another_commit_are_refused(tmp_path: Path) -> None:
     assert len(problems) == 1 and "1 point(s) were computed at commit c2" in problems[0]
     assert check_points(rows[:1], commit="c1") == []
     assert Checkout("c1", ()).clean and not Checkout("c1", ("?? x",)).clean
+
+
+def test_written_pages_do_not_make_the_checkout_dirty(tmp_path: Path) -> None:
+    # regenerate_all.sh writes one page after another from one commit: the second page must not
+    # refuse because the first one wrote docs/results/; any other change still counts
+    from privfed.repro import git_state
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.org")
+    git("config", "user.name", "t")
+    (tmp_path / "docs" / "results").mkdir(parents=True)
+    (tmp_path / "docs" / "results" / "page.md").write_text("old\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("commit", "-qm", "c")
+    sub = tmp_path / "docs"
+    (tmp_path / "docs" / "results" / "page.md").write_text("new\n")
+    (tmp_path / "docs" / "results" / "fig.png").write_bytes(b"png")
+    for where in (tmp_path, sub):
+        state = git_state(where, untracked=True)
+        assert state is not None and state[1] == ()
+    (tmp_path / "code.py").write_text("x = 2\n")
+    (tmp_path / "new.py").write_text("")
+    state = git_state(sub, untracked=True)
+    assert state is not None and sorted(state[1]) == [" M code.py", "?? new.py"]
+    state = git_state(tmp_path, untracked=False)
+    assert state is not None and state[1] == (" M code.py",)
