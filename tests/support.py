@@ -1,10 +1,14 @@
-"""Test support: a tiny federation config that runs in a few seconds."""
+"""Test support: a tiny federation config that runs in a few seconds, and a toy unit trainer."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from privfed.config import ExperimentConfig, from_dict
+from privfed.unit import UnitSpec
+
+#: A two-task unit on 8 features (tasks a: 3 classes, b: 2), hidden layer of 16.
+TOY_SPEC = UnitSpec("g", "g", ("a", "b"), 8, (16,), {"a": 3, "b": 2})
 
 TINY: dict[str, Any] = {
     "name": "tiny",
@@ -105,3 +109,39 @@ def dp_accounting_pld_epsilon(events: list[tuple[float, float, int]], delta: flo
             dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(sigma)), steps
         )
     return float(acc.get_epsilon(delta))
+
+
+def toy_trainer(
+    *,
+    n: int = 40,
+    batch: int = 8,
+    sigma: float | None = 1.0,
+    seed: int = 1,
+    data_seed: int = 0,
+    stream: tuple[int, int] = (0, 0),
+    public: float | None = None,
+) -> Any:
+    """A :class:`privfed.client.UnitTrainer` of :data:`TOY_SPEC` on ``n`` random records."""
+    import torch
+
+    from privfed.client import UnitTrainer
+
+    gen = torch.Generator().manual_seed(data_seed)
+    x = torch.randn(n, 8, generator=gen)
+    y = {
+        "a": torch.randint(0, 3, (n,), generator=gen),
+        "b": torch.randint(0, 2, (n,), generator=gen),
+    }
+    return UnitTrainer(
+        TOY_SPEC,
+        x=x,
+        y=y,
+        batch_size=batch,
+        lr=0.1,
+        noise_multiplier=sigma,
+        max_grad_norm=1.0,
+        seed=seed,
+        stream=stream,
+        public_sample_rate=public,
+        public_batch_size=batch if public else None,
+    )

@@ -10,32 +10,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from support import TOY_SPEC, toy_trainer
 
-from privfed.client import UnitSpec, UnitTrainer, direct_batches
+from privfed.client import direct_batches
 from privfed.models import flat_parameters
 
-SPEC = UnitSpec("g", "g", ("a", "b"), 8, (16,), {"a": 3, "b": 2})
+SPEC = TOY_SPEC
 
 
 def _trainer(*, n: int, batch: int, sigma: float | None, public: float | None = None):
-    gen = torch.Generator().manual_seed(n)
-    x = torch.randn(n, 8, generator=gen)
-    y = {
-        "a": torch.randint(0, 3, (n,), generator=gen),
-        "b": torch.randint(0, 2, (n,), generator=gen),
-    }
-    return UnitTrainer(
-        SPEC,
-        x=x,
-        y=y,
-        batch_size=batch,
-        lr=0.1,
-        noise_multiplier=sigma,
-        max_grad_norm=1.0,
-        seed=3,
-        stream=(5, 0),
-        public_sample_rate=public,
-        public_batch_size=batch if public else None,
+    return toy_trainer(
+        n=n, batch=batch, sigma=sigma, public=public, seed=3, data_seed=n, stream=(5, 0)
     )
 
 

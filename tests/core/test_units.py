@@ -4,34 +4,19 @@ import math
 import numpy as np
 import pytest
 import torch
+from support import TOY_SPEC, toy_trainer
 
 from privfed.aggregation import PlainSumAggregator, RoundContext
-from privfed.client import UnitSpec, UnitTrainer, sample_rate_for
+from privfed.client import UnitTrainer, sample_rate_for
 from privfed.evaluation.metrics import worst_fraction_mean
 from privfed.io import atomic_write_json, read_jsonl, to_json
 from privfed.models import MultiHeadMLP, flat_parameters, load_flat_parameters
 
-SPEC = UnitSpec("g", "g", ("a", "b"), 8, (16,), {"a": 3, "b": 2})
+SPEC = TOY_SPEC
 
 
 def _trainer(n=40, sigma=1.0, batch=8, seed=1):
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(n, 8, generator=gen)
-    y = {
-        "a": torch.randint(0, 3, (n,), generator=gen),
-        "b": torch.randint(0, 2, (n,), generator=gen),
-    }
-    return UnitTrainer(
-        SPEC,
-        x=x,
-        y=y,
-        batch_size=batch,
-        lr=0.1,
-        noise_multiplier=sigma,
-        max_grad_norm=1.0,
-        seed=seed,
-        stream=(0, 0),
-    )
+    return toy_trainer(n=n, sigma=sigma, batch=batch, seed=seed)
 
 
 def test_flat_parameters_round_trip():
