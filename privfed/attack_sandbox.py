@@ -55,6 +55,7 @@ from privfed.attack_api import (
     Encoding,
     Observation,
     Records,
+    ShadowModel,
     ThreatModel,
     View,
 )
@@ -236,6 +237,14 @@ def observation_to_tree(obs: Observation) -> dict[str, Any]:
         "included": [int(c) for c in obs.included],
         "own": _opt(obs.own, lambda m: _by_client(m, _groups_tree)),
         "own_updates": _opt(obs.own_updates, lambda m: _by_client(m, np.asarray)),
+        "shadows": _opt(
+            obs.shadows,
+            lambda ss: [{"released": arrays(s.released), "members": arrays(s.members)} for s in ss],
+        ),
+        "noise_multipliers": _opt(
+            obs.noise_multipliers,
+            lambda m: _by_client(m, lambda g: {k: float(v) for k, v in g.items()}),
+        ),
     }
 
 
@@ -271,6 +280,17 @@ def observation_from_tree(tree: Mapping[str, Any]) -> Observation:
         included=tuple(int(c) for c in tree["included"]),
         own=_opt(tree["own"], lambda m: _client_keys(m, records)),
         own_updates=_opt(tree["own_updates"], lambda m: _client_keys(m, np.asarray)),
+        shadows=_opt(
+            tree["shadows"],
+            lambda ss: tuple(
+                ShadowModel(released=arrays(s["released"]), members=arrays(s["members"]))
+                for s in ss
+            ),
+        ),
+        noise_multipliers=_opt(
+            tree["noise_multipliers"],
+            lambda m: _client_keys(m, lambda g: {k: float(v) for k, v in g.items()}),
+        ),
     )
 
 

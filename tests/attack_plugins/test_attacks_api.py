@@ -196,3 +196,60 @@ def test_next_round_view_continues_from_the_checkpoint(tmp_path: Path) -> None:
     assert p.observation.broadcast is not None and p.observation.released is not None
     for name, vec in p.observation.broadcast.items():
         np.testing.assert_array_equal(vec, p.observation.released[name])
+
+
+def test_the_isolated_attack_gets_every_field_of_its_observation(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """The sandbox's file carries the whole Observation (it once dropped the noise multipliers,
+    so the inversion attack never saw the DP noise scale)."""
+    import dataclasses
+
+    from privfed.attack_api import Observation, ShadowModel
+    from privfed.attack_sandbox import observation_from_tree, observation_to_tree
+    from privfed.checkpoint import read_state, write_state
+
+    every = ThreatModel(
+        adversary=Adversary.HONEST_BUT_CURIOUS_SERVER,
+        observes=frozenset(
+            {View.SERVER_INBOX, View.AGGREGATE, View.RELEASED_MODELS, View.PUBLIC_DATA}
+        ),
+    )
+    obs = observe_run(runs["plain"], every, rng=numpy_rng(0, "t")).observation
+    assert obs.noise_multipliers and all(
+        g["image"] > 0 for g in obs.noise_multipliers.values()
+    )  # epsilon 8: the planned sigmas are in the server's view
+    unit = obs.units[0].name
+    obs = dataclasses.replace(
+        obs,
+        shadows=(
+            ShadowModel(
+                released={unit: np.arange(3.0)}, members={"image": np.array([True, False])}
+            ),
+        ),
+    )
+    path = tmp_path / "view.state"
+    write_state(path, {"observation": observation_to_tree(obs)})
+    back = observation_from_tree(read_state(path)["observation"])
+    for f in dataclasses.fields(Observation):
+        a, b = getattr(obs, f.name), getattr(back, f.name)
+        assert array_digest_tree(a) == array_digest_tree(b), f.name
+
+
+def array_digest_tree(value: object) -> object:
+    """A comparable form of nested mappings, sequences, records and arrays."""
+    import dataclasses
+
+    if isinstance(value, np.ndarray):
+        return (value.dtype.str, value.shape, array_digest(value))
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {str(k): array_digest_tree(v) for k, v in value.items()}  # type: ignore[attr-defined]
+    if isinstance(value, (list, tuple)):
+        return [array_digest_tree(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: array_digest_tree(getattr(value, f.name)) for f in dataclasses.fields(value)
+        }
+    if isinstance(value, (frozenset, set)):
+        return sorted(str(v) for v in value)
+    return value

@@ -82,8 +82,12 @@ def test_masked_update_under_secagg_falls_below_the_prior(runs: dict[str, Path])
 
 
 def test_dp_sgd_update_falls_below_the_prior(runs: dict[str, Path]) -> None:
-    m = run_attack("inversion-inbox", runs["dp"], seed=0).result.metrics
+    run = run_attack("inversion-inbox", runs["dp"], seed=0).result
+    m = run.metrics
     assert m["psnr_top_db"] < m["psnr_prior_db"]
+    # the attack knows the DP noise scale (sigma = 1, clip 1, lr 0.3, batch 16, one step)
+    assert m["noise_std"] == pytest.approx(0.3 * 1.0 * 1.0 / 16)
+    assert any("DP noise std" in n for n in run.notes)
 
 
 @pytest.mark.parametrize("agg", ["plain", "secagg"])
