@@ -546,6 +546,7 @@ def bench_scale(args: argparse.Namespace) -> dict[str, Any]:
     walls = [r["wall_s"] for r in res["rounds"]]
     growth = rss[-1] - rss[1] if len(rss) > 1 else 0
     limit = 4 * 2**30
+    flat = rss_window(rss)
     res["summary"] = {
         "round_s_median": statistics.median(walls),
         "round_s": walls,
@@ -553,6 +554,7 @@ def bench_scale(args: argparse.Namespace) -> dict[str, Any]:
         "driver_peak_rss": res["driver_peak_rss"],
         "rss_growth_after_round_2": growth,
         "within_4gib": res["driver_peak_rss"] <= limit,
+        "rss_last_rounds": flat,
     }
     print(
         f"start-up {res['startup_s']:.1f} s; median round {statistics.median(walls):.2f} s; "
@@ -562,7 +564,45 @@ def bench_scale(args: argparse.Namespace) -> dict[str, Any]:
         f"({growth / 2**20:+.1f} MiB); worker peaks "
         f"{', '.join(_mib(x) for x in res['worker_peak_rss']) or '-'}"
     )
+    if flat:
+        print(
+            f"driver RSS over rounds {flat['first_round']}-{flat['last_round']}: "
+            f"{_mib(flat['min'])} to {_mib(flat['max'])}, fitted slope "
+            f"{flat['slope_per_round'] / 2**20:+.2f} MiB/round: "
+            f"{'flat' if flat['flat'] else 'GROWING'} (flat: the fitted growth over the window "
+            f"is below {FLAT_FRACTION:.0%} of the mean RSS)"
+        )
     return {"kind": "scale", **res}
+
+
+#: A window of rounds is flat when the RSS growth fitted across it is below this fraction of
+#: the mean RSS (noise from the allocator and the round's cohort is a few MiB either way).
+FLAT_FRACTION = 0.02
+
+
+def rss_window(rss: list[int], window: int = 10) -> dict[str, Any] | None:
+    """The driver RSS over the last ``window`` rounds: range, least-squares slope, flat or not.
+
+    The first rounds grow by design (every client seen for the first time gets a privacy
+    ledger; the population is covered after a few dozen rounds), so flatness is judged on the
+    last ``window`` rounds of a run at least twice that long; None for shorter runs.
+    """
+    if len(rss) < 2 * window:
+        return None
+    ys = rss[-window:]
+    xs = list(range(window))
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
+        (x - mx) ** 2 for x in xs
+    )
+    return {
+        "first_round": len(rss) - window + 1,
+        "last_round": len(rss),
+        "min": min(ys),
+        "max": max(ys),
+        "slope_per_round": slope,
+        "flat": abs(slope) * (window - 1) < FLAT_FRACTION * my,
+    }
 
 
 # ---------------------------------------------------------------------------- command line
@@ -595,7 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run calls per backend), scale (the 10,000-client scale point)",
     )
     p.add_argument("--config", default="", help="end-to-end: config (default: quickstart)")
-    p.add_argument("--scale-rounds", type=int, default=10)
+    p.add_argument("--scale-rounds", type=int, default=20)
     p.add_argument("--scale-clients", type=int, default=10_000, help="scale: population")
     p.add_argument("--scale-per-round", type=int, default=1_000, help="scale: clients per round")
     p.add_argument("--scale-backend", default="process", choices=list(BACKENDS))

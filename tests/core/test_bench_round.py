@@ -87,6 +87,23 @@ def test_summary_separates_warmup_from_steady_rounds() -> None:
     assert (s["driver_rss_first"], s["driver_rss_last"]) == (100, 103)
 
 
+def test_rss_is_judged_flat_on_the_last_rounds_only() -> None:
+    from privfed.bench_round import rss_window
+
+    mib = 2**20
+    # the 20-round scale point measured on 2026-12-02: growth while clients are first seen,
+    # then level
+    measured = [482.4, 490.3, 515.3, 521.5, 519.7, 534.4, 545.0, 552.6, 546.8, 543.8]
+    measured += [561.0, 554.1, 560.8, 558.7, 550.4, 550.4, 560.0, 560.7, 550.9, 550.9]
+    w = rss_window([int(x * mib) for x in measured])
+    assert w is not None and w["flat"] and (w["first_round"], w["last_round"]) == (11, 20)
+    assert w["min"] == int(550.4 * mib) and w["max"] == int(561.0 * mib)
+    growing = rss_window([int((500 + 2 * i) * mib) for i in range(20)])  # +2 MiB every round
+    assert growing is not None and not growing["flat"]
+    assert growing["slope_per_round"] == pytest.approx(2 * mib)
+    assert rss_window([mib] * 19) is None  # too short to judge
+
+
 def test_builtin_workloads_are_valid_configs() -> None:
     for name in ("quickstart", "digits", "synthetic", "scale"):
         cfg = workload(name)
