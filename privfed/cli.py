@@ -59,7 +59,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         else Path("runs") / (f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
     )
     backend = backend_options(args)
-    where = backend.backend + (f", {backend.workers} workers" if backend.workers else "")
+    workers = backend.workers
+    if not workers and backend.backend == "process":
+        from privfed.backends import default_workers
+
+        workers = default_workers()
+    where = backend.backend + (f", {workers} workers" if workers else "")
     print(f"privfed run: {cfg.name} ({cfg_path}) -> {out} [{where}]")
     try:
         summary = run_experiment(
@@ -140,9 +145,10 @@ def add_backend_options(p: argparse.ArgumentParser, *, sweep: bool = False) -> N
         "--backend",
         choices=["serial", "process", "ray"],
         default=None,
-        help="where clients train: in this process (serial, the default), a pool of worker "
-        "processes (process) or Ray actors (ray, needs pip install -e '.[ray]'); the numbers "
-        "are the same on every backend",
+        help="where clients train: in this process (serial), a pool of worker processes "
+        "(process) or Ray actors (ray, needs pip install -e '.[ray]'); the numbers are the "
+        "same on every backend. Default: privfed run uses process on a machine with more "
+        "than one core (serial on one core); privfed sweep runs serial points in parallel",
     )
     if sweep:
         p.add_argument(
@@ -164,7 +170,7 @@ def add_backend_options(p: argparse.ArgumentParser, *, sweep: bool = False) -> N
             type=int,
             default=0,
             help="worker processes or Ray actors (default: all cores; on a Ray cluster, all "
-            "its CPUs); --workers alone means --backend process",
+            "its CPUs)",
         )
     p.add_argument(
         "--address", default="", help="--backend ray: the Ray cluster to connect to (e.g. auto)"
@@ -173,9 +179,12 @@ def add_backend_options(p: argparse.ArgumentParser, *, sweep: bool = False) -> N
 
 def backend_options(args: argparse.Namespace) -> Any:
     """The :class:`~privfed.backends.BackendOptions` of ``privfed run``'s arguments."""
-    from privfed.backends import BackendError, BackendOptions
+    from privfed.backends import BackendError, BackendOptions, default_workers
 
-    name = args.backend or ("ray" if args.address else "process" if args.workers else "serial")
+    # Without --backend: Ray when given a cluster, else every core in worker processes (the
+    # numbers are the same on every backend), or this process on a one-core machine.
+    parallel = args.workers or default_workers() > 1
+    name = args.backend or ("ray" if args.address else "process" if parallel else "serial")
     if name == "serial" and args.workers:
         raise BackendError("--workers needs --backend process or ray (serial runs in this process)")
     if args.workers < 0:

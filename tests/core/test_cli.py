@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import tomli_w
 from support import tiny_dict
 
@@ -80,8 +81,9 @@ def test_run_on_a_process_pool_gives_the_serial_numbers(tmp_path: Path):
     data = tiny_dict(rounds=2)
     data["federation"]["aggregator"] = "secagg"
     (tmp_path / "t.toml").write_text(tomli_w.dumps(data))
-    serial = _privfed("run", "t.toml", "--out", "s", "--quiet", cwd=tmp_path)
+    serial = _privfed("run", "t.toml", "--out", "s", "--quiet", "--backend", "serial", cwd=tmp_path)
     assert serial.returncode == 0, serial.stderr
+    assert "[serial]" in serial.stdout
     pool = _privfed("run", "t.toml", "--out", "p", "--quiet", "--workers", "2", cwd=tmp_path)
     assert pool.returncode == 0, pool.stderr
     assert "[process, 2 workers]" in pool.stdout and "cost:" in pool.stdout
@@ -91,3 +93,22 @@ def test_run_on_a_process_pool_gives_the_serial_numbers(tmp_path: Path):
     assert manifest["backend"]["name"] == "process" and manifest["backend"]["workers"] == 2
     bad = _privfed("run", "t.toml", "--backend", "serial", "--workers", "2", cwd=tmp_path)
     assert bad.returncode == 2 and "--workers needs --backend process or ray" in bad.stderr
+
+
+def test_run_uses_every_core_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from privfed import backends
+    from privfed.cli import backend_options
+
+    def args(**kw: object) -> argparse.Namespace:
+        return argparse.Namespace(**{"backend": None, "workers": 0, "address": "", **kw})
+
+    monkeypatch.setattr(backends, "default_workers", lambda: 2)
+    # process with workers = 0 (all cores, resolved when the pool starts)
+    assert backend_options(args()).backend == "process"
+    assert backend_options(args(backend="serial")).backend == "serial"
+    assert backend_options(args(address="auto")).backend == "ray"
+    monkeypatch.setattr(backends, "default_workers", lambda: 1)
+    assert backend_options(args()).backend == "serial"  # one core: nothing to parallelize
+    assert backend_options(args(workers=1)).backend == "process"  # asked for explicitly
