@@ -461,8 +461,9 @@ def bench_end_to_end(args: argparse.Namespace) -> dict[str, Any]:
             cmd = [sys.executable, "-m", "privfed.cli", "run", "--quiet", "--out", str(out)]
             if config:
                 cmd.insert(4, config)
+            cmd += ["--backend", backend]  # explicit: privfed run's default is process
             if backend != "serial":
-                cmd += ["--backend", backend, "--workers", str(args.workers)]
+                cmd += ["--workers", str(args.workers)]
             before = os.times()
             t0 = time.perf_counter()
             proc = subprocess.run(
