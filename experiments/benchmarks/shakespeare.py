@@ -300,10 +300,10 @@ def _tuning_lines(
         f"(`dp.planned_participation` {t['dp.planned_participation']:.4g} over {t['rounds']} "
         f"rounds plans as many as {base.dp.planned_participation:g} over {base.rounds}), so each "
         "candidate meets the noise it will train with. The one with the best mean validation "
-        "accuracy (each role's 10% of windows between train and test) was selected; the test "
-        "split was not looked at. The tuning runs read the roles' private validation records: "
-        "the epsilon reported below is that of one training run and does not include the "
-        "selection.",
+        "accuracy (each role's 10% of windows between train and test) was selected, the larger "
+        "rate on a tie; the test split was not looked at. The tuning runs read the roles' "
+        "private validation records: the epsilon reported below is that of one training run "
+        "and does not include the selection.",
         "",
         "| epsilon (per role) | client lr | validation mean acc | selected |",
         "|---|---|---|---|",
