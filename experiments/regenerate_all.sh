@@ -3,8 +3,9 @@
 # machine from a clean checkout of the final commit: each script refuses to write into
 # docs/results/ otherwise (uncommitted changes outside docs/results/, or points computed at
 # another commit), and each page names the commit. The pages written earlier in the same
-# invocation do not count as changes (privfed.repro.GENERATED_OUTPUTS). Every command resumes where it stopped: run the same line again
-# after an interruption. Give a page name to run only that page:
+# invocation do not count as changes (privfed.repro.GENERATED_OUTPUTS). Every command resumes
+# where it stopped: run the same line again after an interruption. Give a page name to run only
+# that page:
 #
 #   bash experiments/regenerate_all.sh                   # every page, in order
 #   bash experiments/regenerate_all.sh algorithms        # one page

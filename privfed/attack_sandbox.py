@@ -162,6 +162,10 @@ def _client_keys(node: Mapping[str, Any], fn: Callable[[Any], Any]) -> dict[int,
     return {int(c): fn(v) for c, v in node.items()}
 
 
+def _floats(mapping: Mapping[str, Any]) -> dict[str, float]:
+    return {str(k): float(v) for k, v in mapping.items()}
+
+
 def _tuples(value: Any) -> Any:
     """Lists back to tuples, as a config's sequences are (the container stores lists)."""
     if isinstance(value, list):
@@ -243,7 +247,7 @@ def observation_to_tree(obs: Observation) -> dict[str, Any]:
         ),
         "noise_multipliers": _opt(
             obs.noise_multipliers,
-            lambda m: _by_client(m, lambda g: {k: float(v) for k, v in g.items()}),
+            lambda m: _by_client(m, _floats),
         ),
     }
 
@@ -289,7 +293,7 @@ def observation_from_tree(tree: Mapping[str, Any]) -> Observation:
         ),
         noise_multipliers=_opt(
             tree["noise_multipliers"],
-            lambda m: _client_keys(m, lambda g: {k: float(v) for k, v in g.items()}),
+            lambda m: _client_keys(m, _floats),
         ),
     )
 

@@ -591,18 +591,14 @@ def rss_window(rss: list[int], window: int = 10) -> dict[str, Any] | None:
     if len(rss) < 2 * window:
         return None
     ys = rss[-window:]
-    xs = list(range(window))
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
-        (x - mx) ** 2 for x in xs
-    )
+    slope = statistics.linear_regression(range(window), ys).slope
     return {
         "first_round": len(rss) - window + 1,
         "last_round": len(rss),
         "min": min(ys),
         "max": max(ys),
         "slope_per_round": slope,
-        "flat": abs(slope) * (window - 1) < FLAT_FRACTION * my,
+        "flat": abs(slope) * (window - 1) < FLAT_FRACTION * statistics.fmean(ys),
     }
 
 

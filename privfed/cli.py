@@ -59,12 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         else Path("runs") / (f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
     )
     backend = backend_options(args)
-    workers = backend.workers
-    if not workers and backend.backend == "process":
-        from privfed.backends import default_workers
-
-        workers = default_workers()
-    where = backend.backend + (f", {workers} workers" if workers else "")
+    where = backend.backend + (f", {backend.workers} workers" if backend.workers else "")
     print(f"privfed run: {cfg.name} ({cfg_path}) -> {out} [{where}]")
     try:
         summary = run_experiment(
@@ -183,13 +178,17 @@ def backend_options(args: argparse.Namespace) -> Any:
 
     # Without --backend: Ray when given a cluster, else every core in worker processes (the
     # numbers are the same on every backend), or this process on a one-core machine.
-    parallel = args.workers or default_workers() > 1
+    cores = default_workers()
+    parallel = args.workers > 0 or cores > 1
     name = args.backend or ("ray" if args.address else "process" if parallel else "serial")
     if name == "serial" and args.workers:
         raise BackendError("--workers needs --backend process or ray (serial runs in this process)")
     if args.workers < 0:
         raise BackendError(f"--workers must be >= 1, got {args.workers}")
-    return BackendOptions(backend=name, workers=args.workers, address=args.address)
+    # A process pool's size is known here (a Ray cluster's only once connected): name it, so
+    # the run's first line and its manifest say how many workers ran.
+    workers = args.workers or (cores if name == "process" else 0)
+    return BackendOptions(backend=name, workers=workers, address=args.address)
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -137,18 +137,6 @@ SETUP: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
-def _git_clean(page: str, *, allow_dirty: bool) -> tuple[Any, str]:
-    """The checkout, or why the page may not be written from this checkout."""
-    from privfed.errors import PrivfedError
-    from privfed.evaluation.provenance import check_destination
-
-    try:
-        state = check_destination([page], repo=REPO, allow_dirty=allow_dirty)
-    except PrivfedError as exc:
-        return None, str(exc)
-    return state, ""
-
-
 def _build_data(data_dir: Path, *, roles: int, args: Args) -> dict[str, Any]:
     """Build (or rebuild identically) the LEAF JSON the sweep reads; return its metadata."""
     from privfed.data.shakespeare import build
@@ -337,10 +325,15 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(REPO)
 
     # 1. a clean checkout: the page names the commit its numbers come from
-    state, problem = _git_clean(args.page, allow_dirty=args.allow_dirty)
-    if problem:
-        print(f"shakespeare benchmark: {problem}", file=sys.stderr)
+    from privfed.evaluation.pages import open_page, point_problems
+
+    page = Path(args.page)
+    opened = open_page(
+        page.parent, page.stem, repo=REPO, allow_dirty=args.allow_dirty, script="shakespeare"
+    )
+    if opened is None:
         return 2
+    state = opened[2]
 
     # 2. the data: one client per role, as many roles as the config has clients
     from privfed.evaluation.sweep import load_sweep, read_results, run_sweep
@@ -364,9 +357,6 @@ def main(argv: list[str] | None = None) -> int:
     # 3. the learning rate of the private points, tuned on the validation split (resumes)
     import tomli_w
 
-    from privfed.evaluation.pages import point_problems
-
-    publish = Path(args.page).resolve().is_relative_to(REPO / "docs" / "results")
     doc = _sweep_doc(args.config)
     tuning_doc = tuning_sweep(doc, spec, args=args)
     out_parent = Path(args.out).parent
@@ -411,9 +401,9 @@ def main(argv: list[str] | None = None) -> int:
         for d in ([out_parent / "tuning"] if selections else []) + [Path(args.out)]
         for p in point_problems(d, state)
     ]
-    if problems and publish:
+    if problems and not args.allow_dirty:  # as every page script: publish only clean points
         print(
-            f"shakespeare benchmark: refusing to write {args.page}: " + "; ".join(problems),
+            f"shakespeare: refusing to write {args.page}: " + "; ".join(problems),
             file=sys.stderr,
         )
         return 2
@@ -569,7 +559,6 @@ def main(argv: list[str] | None = None) -> int:
         "```",
         "",
     ]
-    page = Path(args.page)
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {page} (commit {state.commit[:12]}; sweep {sweep_s / 60:.1f} min)")

@@ -1,5 +1,6 @@
 """The plug-in API: threat models, what each adversary is handed, the registry."""
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -242,8 +243,8 @@ def array_digest_tree(value: object) -> object:
 
     if isinstance(value, np.ndarray):
         return (value.dtype.str, value.shape, array_digest(value))
-    if isinstance(value, dict) or hasattr(value, "items"):
-        return {str(k): array_digest_tree(v) for k, v in value.items()}  # type: ignore[attr-defined]
+    if isinstance(value, Mapping):
+        return {str(k): array_digest_tree(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [array_digest_tree(v) for v in value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

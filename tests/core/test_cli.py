@@ -105,10 +105,11 @@ def test_run_uses_every_core_by_default(monkeypatch: pytest.MonkeyPatch) -> None
         return argparse.Namespace(**{"backend": None, "workers": 0, "address": "", **kw})
 
     monkeypatch.setattr(backends, "default_workers", lambda: 2)
-    # process with workers = 0 (all cores, resolved when the pool starts)
-    assert backend_options(args()).backend == "process"
+    default = backend_options(args())
+    assert (default.backend, default.workers) == ("process", 2)  # every core, named
     assert backend_options(args(backend="serial")).backend == "serial"
-    assert backend_options(args(address="auto")).backend == "ray"
+    ray = backend_options(args(address="auto"))
+    assert (ray.backend, ray.workers) == ("ray", 0)  # 0: all the cluster's CPUs, once connected
     monkeypatch.setattr(backends, "default_workers", lambda: 1)
     assert backend_options(args()).backend == "serial"  # one core: nothing to parallelize
     assert backend_options(args(workers=1)).backend == "process"  # asked for explicitly
