@@ -21,6 +21,7 @@ config: the outputs are the same on every backend.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -93,6 +94,11 @@ class BackendOptions:
             raise BackendError(f"trainer_cache must be >= 1, got {self.trainer_cache}")
         if self.address and self.backend != "ray":
             raise BackendError("--address names a Ray cluster; use it with --backend ray")
+        if self.backend == "ray" and importlib.util.find_spec("ray") is None:
+            # Refused here, before a run directory or a sweep's points are written.
+            raise BackendError(
+                "--backend ray needs Ray: pip install -e '.[ray]' (or pip install 'ray>=2.9')"
+            )
         if self.start_method not in ("", "fork", "forkserver", "spawn"):
             raise BackendError(
                 f"start_method must be fork, forkserver or spawn, got {self.start_method!r}"

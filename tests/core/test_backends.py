@@ -214,3 +214,25 @@ def test_backend_options_are_checked() -> None:
         BackendOptions(backend="process", address="auto")
     with pytest.raises(BackendError, match="--workers must be >= 1"):
         BackendOptions(backend="process", workers=-1)
+
+
+def test_a_ray_run_without_ray_is_refused_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    import tomli_w
+
+    from privfed.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a)
+    )
+    with pytest.raises(BackendError, match=r"needs Ray: pip install -e '\.\[ray\]'"):
+        BackendOptions(backend="ray")
+    (tmp_path / "t.toml").write_text(tomli_w.dumps(tiny_dict(rounds=1)))
+    out = tmp_path / "run"
+    assert main(["run", str(tmp_path / "t.toml"), "--backend", "ray", "--out", str(out)]) == 2
+    assert "needs Ray" in capsys.readouterr().err
+    assert not out.exists()
