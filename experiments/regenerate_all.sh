@@ -16,6 +16,11 @@
 # measurements of a full regeneration. Figures below: `size_pages.py` on 2026-12-01, 2-vCPU
 # Intel Xeon (0.85, 1.44 and 1.54 CPU-hours). Start each page from an empty sweep directory
 # (rm -rf sweeps/<name>) so that no point comes from an older commit.
+#
+# Measured at fd80cf5 (2026-12-02, clean clone, 2 cores, one page at a time): privacy-utility
+# 32.8 min; algorithms 15.0 min tuning + 17.3 min final; attacks about 83 min for the membership
+# game (its 260 points took 83.0 min in one invocation at be17995), 2.2 min audits, 0.6 min
+# inversion, 2.8 min scoring.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 only="${1:-all}"
