@@ -43,12 +43,16 @@ __all__ = [
     "BackendError",
     "BackendOptions",
     "Delivery",
+    "RAY_MISSING",
     "default_workers",
     "make_backend",
 ]
 
 #: Backend names accepted by ``privfed run --backend``.
 BACKENDS: tuple[str, ...] = ("serial", "process", "ray")
+
+#: The error for ``--backend ray`` where Ray is not installed (says how to install it).
+RAY_MISSING = "--backend ray needs Ray: pip install -e '.[ray]' (or pip install 'ray>=2.9')"
 
 
 class BackendError(PrivfedError):
@@ -96,9 +100,7 @@ class BackendOptions:
             raise BackendError("--address names a Ray cluster; use it with --backend ray")
         if self.backend == "ray" and importlib.util.find_spec("ray") is None:
             # Refused here, before a run directory or a sweep's points are written.
-            raise BackendError(
-                "--backend ray needs Ray: pip install -e '.[ray]' (or pip install 'ray>=2.9')"
-            )
+            raise BackendError(RAY_MISSING)
         if self.start_method not in ("", "fork", "forkserver", "spawn"):
             raise BackendError(
                 f"start_method must be fork, forkserver or spawn, got {self.start_method!r}"

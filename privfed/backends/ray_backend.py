@@ -20,7 +20,7 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from privfed.backends import Backend, BackendError, config_text, default_workers
+from privfed.backends import RAY_MISSING, Backend, BackendError, config_text, default_workers
 from privfed.config import ExperimentConfig
 from privfed.participation import Participate
 
@@ -43,9 +43,7 @@ def _import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise BackendError(
-            "--backend ray needs Ray: pip install -e '.[ray]' (or pip install 'ray>=2.9')"
-        ) from None
+        raise BackendError(RAY_MISSING) from None
     return ray
 
 

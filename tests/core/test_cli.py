@@ -97,6 +97,7 @@ def test_run_on_a_process_pool_gives_the_serial_numbers(tmp_path: Path):
 
 def test_run_uses_every_core_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     import argparse
+    import importlib.util
 
     from privfed import backends
     from privfed.cli import backend_options
@@ -108,6 +109,10 @@ def test_run_uses_every_core_by_default(monkeypatch: pytest.MonkeyPatch) -> None
     default = backend_options(args())
     assert (default.backend, default.workers) == ("process", 2)  # every core, named
     assert backend_options(args(backend="serial")).backend == "serial"
+    real = importlib.util.find_spec  # the choice does not need Ray installed to be tested
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: real("os") if n == "ray" else real(n, *a)
+    )
     ray = backend_options(args(address="auto"))
     assert (ray.backend, ray.workers) == ("ray", 0)  # 0: all the cluster's CPUs, once connected
     monkeypatch.setattr(backends, "default_workers", lambda: 1)
